@@ -1,0 +1,266 @@
+//! The flat-file binary cache: its layout, and the per-path pipeline that fills it.
+//!
+//! ```text
+//! <out>/nix-cache-info                 StoreDir: /nix/store
+//! <out>/<hash part>.narinfo            one per store path of the closure
+//! <out>/nar/<FileHash>.nar[.xz|.zst]   the (compressed) NARs
+//! <out>/realisations/ build-trace-v2/ log/ debuginfo/
+//! ```
+//!
+//! The empty directories are there because Nix creates them when it opens a
+//! `file://` cache, which fails on a read-only mount, and read-only mounts are
+//! a main use of such a cache (`realisations/` became `build-trace-v2/` in Nix
+//! 2.35, so both exist).
+//!
+//! Each store path goes through one pass: the file system walk produces the
+//! NAR, which is hashed and counted (NarHash, NarSize), compressed, and hashed
+//! and counted again (FileHash, FileSize) on its way to a temporary file. Only
+//! when the NAR matches the NarHash and NarSize Nix recorded is the file
+//! renamed to its final name, and only then is its narinfo written, itself
+//! through a rename: a narinfo never points at a missing, partial or unchecked
+//! NAR. Paths are processed by a pool of workers, largest NAR first, so that a
+//! big path does not start last and leave the other cores idle.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use sha2::Digest;
+
+use crate::closure::PathInfo;
+use crate::compression::Compression;
+use crate::dump::Dumper;
+use crate::hash::{HashingWriter, Sha256Hash};
+use crate::narinfo::NarInfo;
+
+/// The directories Nix expects in a `file://` cache besides `nar/`.
+pub const EMPTY_DIRS: [&str; 4] = ["realisations", "build-trace-v2", "log", "debuginfo"];
+
+/// How to write the cache.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub store_dir: String,
+    pub compression: Compression,
+    /// `None`: the compressor's own default.
+    pub compression_level: Option<i32>,
+    /// Worker threads; at least 1.
+    pub jobs: usize,
+}
+
+/// What one store path became.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub nar_size: u64,
+    pub file_size: u64,
+}
+
+/// Totals for the closing line of the build log.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub paths: usize,
+    pub nar_bytes: u64,
+    pub file_bytes: u64,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "{} paths, {} of NAR in, {} out, in {secs:.2} s ({:.1} MB/s)",
+            self.paths,
+            human(self.nar_bytes),
+            human(self.file_bytes),
+            self.nar_bytes as f64 / 1e6 / secs.max(1e-9)
+        )
+    }
+}
+
+/// Writes the cache for `closure` into `out`, calling `progress` once per
+/// finished store path.
+pub fn write_cache(
+    closure: &[PathInfo],
+    out: &Path,
+    settings: &Settings,
+    progress: impl Fn(&PathInfo, &Written) + Sync,
+) -> Result<Summary> {
+    let start = Instant::now();
+    create_layout(out, &settings.store_dir)?;
+
+    // Largest first: the last paths to start are then the quickest to finish.
+    let mut plan: Vec<&PathInfo> = closure.iter().collect();
+    plan.sort_by(|a, b| b.nar_size.cmp(&a.nar_size).then_with(|| a.path.cmp(&b.path)));
+
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let totals = Mutex::new((0u64, 0u64));
+    let workers = settings.jobs.clamp(1, plan.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut dumper = Dumper::default();
+                while !failed.load(Ordering::Relaxed) {
+                    let Some(info) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                    match write_path(info, out, settings, &mut dumper) {
+                        Ok(written) => {
+                            let mut t = totals.lock().unwrap();
+                            t.0 += written.nar_size;
+                            t.1 += written.file_size;
+                            drop(t);
+                            progress(info, &written);
+                        }
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error.lock().unwrap().get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap() {
+        return Err(e);
+    }
+    let (nar_bytes, file_bytes) = totals.into_inner().unwrap();
+    Ok(Summary { paths: plan.len(), nar_bytes, file_bytes, elapsed: start.elapsed() })
+}
+
+fn create_layout(out: &Path, store_dir: &str) -> Result<()> {
+    for dir in std::iter::once("nar").chain(EMPTY_DIRS) {
+        let dir = out.join(dir);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_atomically(&out.join("nix-cache-info"), format!("StoreDir: {store_dir}\n").as_bytes())
+}
+
+/// The per-path pipeline: walk → NAR → NarHash → compress → FileHash → file.
+fn write_path(info: &PathInfo, out: &Path, settings: &Settings, dumper: &mut Dumper) -> Result<Written> {
+    let compression = settings.compression;
+    let tmp = out.join("nar").join(format!(".{}.nar{}.tmp", info.path.hash_part(), compression.extension()));
+    let result = compress_nar(info, &tmp, settings, dumper);
+    let (nar_hash, nar_size, file_hash, file_size) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if (nar_hash, nar_size) != (info.nar_hash, info.nar_size) {
+        let _ = fs::remove_file(&tmp);
+        bail!(
+            "{}: its contents do not match what Nix recorded: NAR hash {} and size {} expected, \
+             but the store has NAR hash {nar_hash} and size {nar_size}; the store is corrupt \
+             or changed (try `nix-store --verify --check-contents --repair`)",
+            info.path,
+            info.nar_hash,
+            info.nar_size
+        );
+    }
+
+    let url = format!("nar/{}.nar{}", file_hash.nix32(), compression.extension());
+    let nar_file = out.join(&url);
+    fs::rename(&tmp, &nar_file).with_context(|| format!("renaming {} to {}", tmp.display(), nar_file.display()))?;
+    let narinfo = NarInfo {
+        store_path: &info.path,
+        url,
+        compression,
+        file_hash,
+        file_size,
+        nar_hash,
+        nar_size,
+        references: &info.references,
+        deriver: info.deriver.as_ref(),
+        signatures: &info.signatures,
+        ca: info.ca.as_deref(),
+    };
+    write_atomically(&out.join(narinfo.file_name()), narinfo.to_string().as_bytes())?;
+    Ok(Written { nar_size, file_size })
+}
+
+/// Streams the NAR of `info.path` through the compressor into `tmp`, returning
+/// (NarHash, NarSize, FileHash, FileSize).
+fn compress_nar(
+    info: &PathInfo,
+    tmp: &Path,
+    settings: &Settings,
+    dumper: &mut Dumper,
+) -> Result<(Sha256Hash, u64, Sha256Hash, u64)> {
+    let io_context = || format!("writing {}", tmp.display());
+    let file = File::create(tmp).with_context(io_context)?;
+    let compression = settings.compression;
+    // Uncompressed, the file is the NAR: hashing it twice would be waste.
+    let nar_file = NarFile::new(file, compression != Compression::None);
+    let threads = u32::try_from(settings.jobs).unwrap_or(u32::MAX);
+    let encoder = compression.encoder(nar_file, settings.compression_level, threads).with_context(io_context)?;
+    // Buffer the NAR's many small tokens before they reach the hasher and the
+    // compressor; large file chunks pass straight through.
+    let mut nar = BufWriter::with_capacity(64 * 1024, HashingWriter::new(encoder));
+    dumper
+        .dump(Path::new(info.path.as_str()), &mut nar)
+        .with_context(|| format!("serialising {} to {}", info.path, tmp.display()))?;
+    let (nar_hash, nar_size, encoder) =
+        nar.into_inner().map_err(|e| anyhow!(e.into_error())).with_context(io_context)?.finish();
+    let nar_file = encoder.finish().with_context(io_context)?;
+    let (file_hash, file_size) = nar_file.finish().with_context(io_context)?;
+    Ok((nar_hash, nar_size, file_hash.unwrap_or(nar_hash), file_size))
+}
+
+/// The file a NAR is written to: always counted, hashed when compressed.
+struct NarFile {
+    file: BufWriter<File>,
+    hasher: Option<sha2::Sha256>,
+    size: u64,
+}
+
+impl NarFile {
+    fn new(file: File, hash: bool) -> Self {
+        Self { file: BufWriter::with_capacity(128 * 1024, file), hasher: hash.then(sha2::Sha256::new), size: 0 }
+    }
+
+    fn finish(self) -> io::Result<(Option<Sha256Hash>, u64)> {
+        self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        Ok((self.hasher.map(|h| Sha256Hash(h.finalize().into())), self.size))
+    }
+}
+
+impl Write for NarFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so that
+/// `path` is either absent or complete.
+fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut tmp = PathBuf::from(path);
+    tmp.as_mut_os_string().push(".tmp");
+    fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// A byte count for people: `512 B`, `3.4 MiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}

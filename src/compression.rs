@@ -1,0 +1,243 @@
+//! The compressions a cache can use, named as Nix names them in narinfo
+//! `Compression:` fields, and their streaming encoders.
+//!
+//! Both real compressors are set up so their output depends only on the data
+//! and the level, never on how many threads run them: the cache is byte-for-byte
+//! the same on a laptop and on a 64-core builder.
+//!
+//! * xz always uses liblzma's multi-threaded encoder with a block size fixed by
+//!   the level (the size liblzma itself would pick for that preset), because
+//!   the multi-threaded format depends on the block size and not on the number
+//!   of threads. The check is CRC64, as `xz` and Nix use.
+//! * zstd always runs with at least one worker: zstd's output with 0 workers
+//!   (in-caller compression) differs from its output with 1 or more, which is
+//!   identical for any count.
+//!
+//! ```
+//! use make_binary_cache::compression::Compression;
+//! let c: Compression = "zstd".parse().unwrap();
+//! assert_eq!((c.to_string(), c.extension()), ("zstd".to_string(), ".zst"));
+//! ```
+
+use std::fmt;
+use std::io::{self, Write};
+use std::str::FromStr;
+
+use liblzma::stream::{Check, Filters, LzmaOptions, MtStreamBuilder};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Xz,
+    Zstd,
+}
+
+impl Compression {
+    pub const ALL: [Compression; 3] = [Compression::None, Compression::Xz, Compression::Zstd];
+
+    /// The `Compression:` value in a narinfo.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Xz => "xz",
+            Self::Zstd => "zstd",
+        }
+    }
+
+    /// What Nix appends to `nar/<FileHash>.nar`.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::Xz => ".xz",
+            Self::Zstd => ".zst",
+        }
+    }
+
+    /// The level the compressor uses when none is given: the same defaults as
+    /// the `xz` and `zstd` tools and as `nix copy`.
+    pub fn default_level(self) -> i32 {
+        match self {
+            Self::None => 0,
+            Self::Xz => 6,
+            Self::Zstd => zstd::DEFAULT_COMPRESSION_LEVEL,
+        }
+    }
+
+    /// Checks a user-supplied level against what the compressor accepts.
+    pub fn check_level(self, level: i32) -> Result<(), String> {
+        let range = match self {
+            Self::None => return Err("compression \"none\" takes no level".into()),
+            Self::Xz => 0..=9,
+            Self::Zstd => zstd::compression_level_range(),
+        };
+        if range.contains(&level) {
+            Ok(())
+        } else {
+            Err(format!("{self} levels range from {} to {}, not {level}", range.start(), range.end()))
+        }
+    }
+
+    /// Wraps `inner` in an encoder. `threads` (at least 1) may speed up large
+    /// inputs; it never changes the output.
+    pub fn encoder<W: Write>(self, inner: W, level: Option<i32>, threads: u32) -> io::Result<Encoder<W>> {
+        let level = level.unwrap_or(self.default_level());
+        let threads = threads.max(1);
+        Ok(match self {
+            Self::None => Encoder::None(inner),
+            Self::Xz => {
+                let preset = u32::try_from(level).map_err(|_| invalid_level(level))?;
+                let stream = MtStreamBuilder::new()
+                    .preset(preset)
+                    .threads(threads)
+                    .block_size(xz_block_size(preset)?)
+                    .check(Check::Crc64)
+                    .encoder()
+                    .map_err(io::Error::other)?;
+                Encoder::Xz(liblzma::write::XzEncoder::new_stream(inner, stream))
+            }
+            Self::Zstd => {
+                let mut encoder = zstd::stream::write::Encoder::new(inner, level)?;
+                encoder.multithread(threads)?;
+                Encoder::Zstd(encoder)
+            }
+        })
+    }
+}
+
+/// The block size liblzma picks for a preset (three times its dictionary,
+/// at least 1 MiB), computed here rather than left to liblzma so that it is
+/// visibly a function of the level alone.
+fn xz_block_size(preset: u32) -> io::Result<u64> {
+    let options = LzmaOptions::new_preset(preset).map_err(|_| invalid_level(preset as i32))?;
+    let mut filters = Filters::new();
+    filters.lzma2(&options);
+    Ok(filters.mt_block_size())
+}
+
+fn invalid_level(level: i32) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("invalid compression level {level}"))
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("unknown compression {s:?}: expected one of \"none\", \"xz\", \"zstd\""))
+    }
+}
+
+/// A streaming encoder for one of the compressions.
+pub enum Encoder<W: Write> {
+    None(W),
+    Xz(liblzma::write::XzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    /// Writes the end of the stream and hands back the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        match self {
+            Self::None(w) => Ok(w),
+            Self::Xz(e) => e.finish(),
+            Self::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::None(w) => w.write(buf),
+            Self::Xz(e) => e.write(buf),
+            Self::Zstd(e) => e.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Self::None(w) => w.write_all(buf),
+            Self::Xz(e) => e.write_all(buf),
+            Self::Zstd(e) => e.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::None(w) => w.flush(),
+            Self::Xz(e) => e.flush(),
+            Self::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compress(c: Compression, level: Option<i32>, data: &[u8], threads: u32) -> Vec<u8> {
+        let mut e = c.encoder(Vec::new(), level, threads).unwrap();
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// Several xz blocks and zstd jobs' worth of compressible, not trivially
+    /// repetitive bytes.
+    fn sample(len: usize) -> Vec<u8> {
+        let mut x: u32 = 1;
+        (0..len)
+            .map(|i| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                if i % 7 == 0 { (x >> 24) as u8 } else { b"nix store paths "[i % 16] }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_and_extensions_are_nixs() {
+        let table: Vec<_> = Compression::ALL.iter().map(|c| (c.name(), c.extension())).collect();
+        assert_eq!(table, [("none", ""), ("xz", ".xz"), ("zstd", ".zst")]);
+        assert!("gzip".parse::<Compression>().unwrap_err().contains("\"none\", \"xz\", \"zstd\""));
+    }
+
+    #[test]
+    fn output_does_not_depend_on_threads() {
+        // xz level 1 has 3 MiB blocks and zstd level 3 jobs of a few MiB, so this
+        // is many blocks and jobs, spread differently over 1, 2 and 4 threads.
+        let data = sample(24 << 20);
+        for (c, level) in [(Compression::Xz, Some(1)), (Compression::Zstd, None)] {
+            let one = compress(c, level, &data, 1);
+            assert!(one.len() < data.len() / 2, "{c} did not compress");
+            for threads in [2, 4] {
+                assert!(one == compress(c, level, &data, threads), "{c} output differs with {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn round_trips_through_the_reference_decoders() {
+        let data = sample(3 << 20);
+        let xz = compress(Compression::Xz, None, &data, 2);
+        let mut decoded = Vec::new();
+        io::copy(&mut liblzma::read::XzDecoder::new(&xz[..]), &mut decoded).unwrap();
+        assert!(decoded == data);
+        assert!(zstd::decode_all(&compress(Compression::Zstd, None, &data, 2)[..]).unwrap() == data);
+    }
+
+    #[test]
+    fn levels_are_checked() {
+        assert!(Compression::Xz.check_level(9).is_ok());
+        assert!(Compression::Xz.check_level(10).is_err());
+        assert!(Compression::Zstd.check_level(19).is_ok());
+        assert!(Compression::Zstd.check_level(23).is_err());
+        assert!(Compression::None.check_level(1).is_err());
+    }
+}

@@ -1,0 +1,215 @@
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow, bail};
+use make_binary_cache::cache::{self, Settings};
+use make_binary_cache::closure::{self, Attrs, PathInfo};
+use make_binary_cache::compression::Compression;
+
+const HELP: &str = "\
+make-binary-cache: write a flat-file Nix binary cache for a closure
+
+The cache is what `nix copy --to file://DIR` writes (nix-cache-info,
+<hash>.narinfo, nar/<FileHash>.nar[.xz|.zst]) and can be used with
+`--substituters file://DIR` or `nix copy --from file://DIR`. Every store path
+is serialised to a NAR by this program, checked against the NarHash and
+NarSize Nix recorded, and compressed; Nix is never called.
+
+USAGE:
+    make-binary-cache
+        As the builder of a derivation with __structuredAttrs = true and
+        exportReferencesGraph.closure (what nix/default.nix makes): reads
+        $NIX_ATTRS_JSON_FILE (or $NIX_BUILD_TOP/.attrs.json), writes to the
+        `out` output, uses $NIX_BUILD_CORES workers (0: all cores).
+
+    make-binary-cache (--attrs FILE | --closure FILE) --out DIR [OPTIONS]
+        Outside a build.
+
+OPTIONS:
+    --attrs FILE              A structured-attrs JSON file with a `closure`
+                              list, as a builder receives it. Its `outputs.out`,
+                              `compression` and `compressionLevel` are used
+                              unless the flags below override them.
+    --closure FILE            The output of `nix path-info --json --recursive
+                              PATHS...` (either the array of older Nix or the
+                              object keyed by store path of newer Nix).
+    --out DIR                 Where to write the cache; created if missing.
+                              Existing caches are added to.
+    --compression NAME        none, xz or zstd [default: zstd]
+    --compression-level N     The compressor's level [default: its own:
+                              xz 6, zstd 3]
+    --jobs N                  Worker threads [default: all cores]. The cache is
+                              byte-identical whatever N is.
+    -h, --help                Print this help.
+    -V, --version             Print the version.
+
+ENVIRONMENT:
+    NIX_STORE                 The store directory [default: /nix/store].
+
+EXAMPLE:
+    nix path-info --json --recursive ./result > closure.json
+    make-binary-cache --closure closure.json --out ./cache --compression xz
+    nix copy --from file://$PWD/cache --no-require-sigs ./result
+";
+
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("make-binary-cache: error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything a run needs, whichever mode it came from.
+struct Job {
+    closure: Vec<PathInfo>,
+    out: PathBuf,
+    settings: Settings,
+}
+
+fn try_main() -> Result<()> {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let store_dir = std::env::var("NIX_STORE").unwrap_or_else(|_| "/nix/store".into());
+    let job = if args.is_empty() {
+        builder_job(store_dir)?
+    } else {
+        match cli_job(args, store_dir)? {
+            Some(job) => job,
+            None => return Ok(()),
+        }
+    };
+
+    let settings = &job.settings;
+    eprintln!(
+        "make-binary-cache: writing {} store paths to {} ({} compression, {} workers)",
+        job.closure.len(),
+        job.out.display(),
+        settings.compression,
+        settings.jobs
+    );
+    let summary = cache::write_cache(&job.closure, &job.out, settings, |info, written| {
+        // One write per line so lines from workers do not interleave.
+        let line = format!(
+            "copied {} (NAR {}, file {})\n",
+            info.path,
+            cache::human(written.nar_size),
+            cache::human(written.file_size)
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    })?;
+    eprintln!("make-binary-cache: done: {summary}");
+    Ok(())
+}
+
+/// Builder mode: everything comes from the build environment.
+fn builder_job(store_dir: String) -> Result<Job> {
+    let build_top = std::env::var_os("NIX_BUILD_TOP");
+    let attrs_env = std::env::var_os("NIX_ATTRS_JSON_FILE");
+    if build_top.is_none() && attrs_env.is_none() {
+        bail!("not running in a Nix build (no $NIX_ATTRS_JSON_FILE or $NIX_BUILD_TOP); see --help");
+    }
+    // Before Nix 2.15, $NIX_ATTRS_JSON_FILE named a path outside the sandbox,
+    // while the file was always also at $NIX_BUILD_TOP/.attrs.json.
+    let candidates: Vec<PathBuf> =
+        attrs_env.map(PathBuf::from).into_iter().chain(build_top.map(|t| Path::new(&t).join(".attrs.json"))).collect();
+    let attrs_file = candidates.iter().find(|p| p.exists()).ok_or_else(|| {
+        let names: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+        anyhow!("no structured attrs file at {}: the derivation must set __structuredAttrs = true", names.join(" or "))
+    })?;
+    let attrs = read_attrs(attrs_file, &store_dir)?;
+    let out = attrs.out.ok_or_else(|| anyhow!("{}: field `outputs.out` is missing", attrs_file.display()))?;
+    let jobs = match std::env::var("NIX_BUILD_CORES") {
+        Err(_) => all_cores(),
+        Ok(cores) => match cores.trim().parse::<usize>() {
+            Ok(0) => all_cores(),
+            Ok(n) => n,
+            Err(_) => bail!("NIX_BUILD_CORES must be a number, not {cores:?}"),
+        },
+    };
+    let settings = settings(store_dir, attrs.compression, attrs.compression_level, jobs)?;
+    Ok(Job { closure: attrs.closure, out, settings })
+}
+
+/// CLI mode; `None` when the arguments asked for --help or --version.
+fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
+    use lexopt::prelude::*;
+
+    let (mut attrs_file, mut closure_file, mut out) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
+    let (mut compression, mut level, mut jobs) = (None::<Compression>, None::<i32>, None::<usize>);
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("attrs") => attrs_file = Some(parser.value()?.into()),
+            Long("closure") => closure_file = Some(parser.value()?.into()),
+            Long("out") => out = Some(parser.value()?.into()),
+            Long("compression") => {
+                compression =
+                    Some(parser.value()?.string()?.parse().map_err(|e: String| anyhow!("--compression: {e}"))?)
+            }
+            Long("compression-level") => level = Some(parser.value()?.parse().context("--compression-level")?),
+            Long("jobs") => {
+                let n: usize = parser.value()?.parse().context("--jobs")?;
+                if n == 0 {
+                    bail!("--jobs must be at least 1");
+                }
+                jobs = Some(n);
+            }
+            Short('h') | Long("help") => {
+                print!("{HELP}");
+                return Ok(None);
+            }
+            Short('V') | Long("version") => {
+                println!("make-binary-cache {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            _ => return Err(anyhow!(arg.unexpected()).context("see --help")),
+        }
+    }
+
+    let (closure, attrs_out) = match (attrs_file, closure_file) {
+        (Some(file), None) => {
+            let attrs = read_attrs(&file, &store_dir)?;
+            compression = compression.or(attrs.compression);
+            level = level.or(attrs.compression_level);
+            (attrs.closure, attrs.out)
+        }
+        (None, Some(file)) => {
+            let json = read(&file)?;
+            let closure = closure::parse_path_info_json(&json, &store_dir)
+                .with_context(|| format!("reading path infos from {}", file.display()))?;
+            (closure, None)
+        }
+        (Some(_), Some(_)) => bail!("give either --attrs or --closure, not both"),
+        (None, None) => bail!("one of --attrs FILE or --closure FILE is required; see --help"),
+    };
+    let out = out.or(attrs_out).ok_or_else(|| anyhow!("--out DIR is required; see --help"))?;
+    let settings = settings(store_dir, compression, level, jobs.unwrap_or_else(all_cores))?;
+    Ok(Some(Job { closure, out, settings }))
+}
+
+fn settings(store_dir: String, compression: Option<Compression>, level: Option<i32>, jobs: usize) -> Result<Settings> {
+    let compression = compression.unwrap_or(Compression::Zstd);
+    if let Some(level) = level {
+        compression.check_level(level).map_err(|e| anyhow!("compression level: {e}"))?;
+    }
+    Ok(Settings { store_dir, compression, compression_level: level, jobs })
+}
+
+fn read_attrs(file: &Path, store_dir: &str) -> Result<Attrs> {
+    Attrs::parse(&read(file)?, store_dir).with_context(|| format!("reading structured attrs from {}", file.display()))
+}
+
+fn read(file: &Path) -> Result<String> {
+    std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+}
+
+fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
