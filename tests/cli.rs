@@ -1,0 +1,247 @@
+//! The builder binary in CLI mode, judged by real Nix: its uncompressed cache
+//! against the one `nix copy --to file://` writes, its integrity checks, its
+//! determinism and its errors.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{TempDir, build_fixture, list_dir, nix_cmd, run, run_fail, run_ok, skip_without_nix};
+
+fn ours() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_make-binary-cache"));
+    cmd.env_remove("NIX_ATTRS_JSON_FILE").env_remove("NIX_BUILD_TOP").env_remove("NIX_STORE");
+    cmd
+}
+
+/// `nix path-info --json --recursive` of the fixture closure, written to a file.
+fn path_info_file(tmp: &TempDir) -> (String, PathBuf) {
+    let root = build_fixture("", "a");
+    let json = run_ok(nix_cmd("nix").args(["path-info", "--json", "--recursive"]).arg(&root));
+    let file = tmp.join("closure.json");
+    fs::write(&file, json).unwrap();
+    (root, file)
+}
+
+/// Every file under `dir` with its contents, by relative path.
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            if path.is_dir() {
+                files.push((rel + "/", Vec::new()));
+                stack.push(path);
+            } else {
+                files.push((rel, fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn uncompressed_cache_is_what_nix_copy_writes() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-vs-nix-copy");
+    let (root, closure) = path_info_file(&tmp);
+    let ours_dir = tmp.join("ours");
+    run_ok(ours().arg("--closure").arg(&closure).arg("--out").arg(&ours_dir).args(["--compression", "none"]));
+    let nix_dir = tmp.join("nix");
+    run_ok(
+        nix_cmd("nix").args(["copy", "--to"]).arg(format!("file://{}?compression=none", nix_dir.display())).arg(&root),
+    );
+
+    // Same narinfo files, byte for byte (FileHash, FileSize, References,
+    // Deriver included), same NAR files.
+    let written_by = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        tree(dir).into_iter().filter(|(name, _)| name.ends_with(".narinfo") || name.starts_with("nar/")).collect()
+    };
+    let (ours_files, nix_files) = (written_by(&ours_dir), written_by(&nix_dir));
+    let names = |files: &[(String, Vec<u8>)]| files.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&ours_files), names(&nix_files));
+    for ((name, ours), (_, nixs)) in ours_files.iter().zip(&nix_files) {
+        assert!(
+            ours == nixs,
+            "{name} differs:\n--- ours:\n{}\n--- nix copy:\n{}",
+            String::from_utf8_lossy(ours),
+            String::from_utf8_lossy(nixs)
+        );
+    }
+    assert_eq!(fs::read_to_string(ours_dir.join("nix-cache-info")).unwrap(), "StoreDir: /nix/store\n");
+}
+
+#[test]
+fn compressed_caches_substitute_into_a_fresh_store() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-substitute");
+    let (root, closure) = path_info_file(&tmp);
+    for compression in ["xz", "zstd"] {
+        let cache = tmp.join(compression);
+        run_ok(ours().arg("--closure").arg(&closure).arg("--out").arg(&cache).args(["--compression", compression]));
+        let store = tmp.join(format!("store-{compression}"));
+        run_ok(
+            nix_cmd("nix")
+                .args(["copy", "--no-require-sigs", "--from"])
+                .arg(format!("file://{}", cache.display()))
+                .arg("--to")
+                .arg(&store)
+                .arg(&root),
+        );
+        run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
+    }
+}
+
+#[test]
+fn wrong_nar_hash_or_size_fails_naming_the_path() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-corrupt");
+    let (_, closure) = path_info_file(&tmp);
+    let json = fs::read_to_string(&closure).unwrap();
+    let entries: Vec<&str> = json.split("{\"path\":\"").skip(1).collect();
+    let victim = &entries[0][..entries[0].find('"').unwrap()];
+    let victim_hash = victim.trim_start_matches("/nix/store/").split('-').next().unwrap();
+
+    // SRI of SHA-256("") instead of the real NarHash.
+    let wrong_hash = replace_field(&json, victim, "narHash", "\"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\"");
+    let wrong_size = replace_field(&json, victim, "narSize", "8");
+    for (what, bad_json) in [("hash", wrong_hash), ("size", wrong_size)] {
+        let file = tmp.join(format!("bad-{what}.json"));
+        fs::write(&file, bad_json).unwrap();
+        let out = tmp.join(format!("out-{what}"));
+        let err = run_fail(ours().arg("--closure").arg(&file).arg("--out").arg(&out).args(["--jobs", "1"]));
+        assert!(err.contains(victim) && err.contains("do not match"), "wrong {what}: {err}");
+        assert!(!out.join(format!("{victim_hash}.narinfo")).exists(), "a narinfo was written for {victim}");
+        let leftovers: Vec<String> =
+            list_dir(&out.join("nar")).into_iter().filter(|n| n.contains(victim_hash)).collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+}
+
+/// Replaces the value of `field` in the entry of `path` (the JSON is Nix's
+/// one-line output, each entry starting with its "path").
+fn replace_field(json: &str, path: &str, field: &str, value: &str) -> String {
+    let start = json.find(&format!("{{\"path\":\"{path}\"")).unwrap();
+    let key = format!("\"{field}\":");
+    let at = start + json[start..].find(&key).unwrap() + key.len();
+    let end = at + json[at..].find([',', '}']).unwrap();
+    format!("{}{value}{}", &json[..at], &json[end..])
+}
+
+#[test]
+fn output_is_identical_with_one_and_four_workers() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-jobs");
+    let (_, closure) = path_info_file(&tmp);
+    for compression in ["none", "xz", "zstd"] {
+        let run = |jobs: &str| {
+            let out = tmp.join(format!("{compression}-{jobs}"));
+            run_ok(ours().arg("--closure").arg(&closure).arg("--out").arg(&out).args([
+                "--compression",
+                compression,
+                "--jobs",
+                jobs,
+            ]));
+            tree(&out)
+        };
+        assert!(run("1") == run("4"), "{compression}: the cache depends on --jobs");
+    }
+}
+
+#[test]
+fn builder_mode_falls_back_to_build_top_attrs() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-builder-mode");
+    let (_, closure) = path_info_file(&tmp);
+    // Shaped like a builder's attrs: the closure as Nix 2.8 exports it has
+    // nix32 hashes, but any accepted form will do for this test.
+    let out = tmp.join("out");
+    let attrs = format!(
+        "{{\"closure\": {}, \"outputs\": {{\"out\": \"{}\"}}, \"compression\": \"xz\", \"compressionLevel\": 1}}",
+        fs::read_to_string(&closure).unwrap(),
+        out.display()
+    );
+    let build_top = tmp.join("build");
+    fs::create_dir(&build_top).unwrap();
+    fs::write(build_top.join(".attrs.json"), attrs).unwrap();
+    let (ok, _, log) = run(ours()
+        .env("NIX_ATTRS_JSON_FILE", "/build/.attrs.json-of-an-old-nix-outside-the-sandbox")
+        .env("NIX_BUILD_TOP", &build_top)
+        .env("NIX_BUILD_CORES", "0")
+        .env("PATH", "/path-not-set"));
+    assert!(ok, "{log}");
+    // The build log: one line per path, then the totals.
+    assert_eq!(log.lines().filter(|l| l.starts_with("copied /nix/store/")).count(), 5, "{log}");
+    assert!(log.lines().last().unwrap().contains("5 paths"), "{log}");
+    let narinfos: Vec<String> = list_dir(&out).into_iter().filter(|n| n.ends_with(".narinfo")).collect();
+    assert_eq!(narinfos.len(), 5, "{narinfos:?}");
+    for n in narinfos {
+        assert!(fs::read_to_string(out.join(n)).unwrap().contains("\nCompression: xz\n"));
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let tmp = TempDir::new("cli-errors");
+    let out = tmp.join("out");
+    let missing = tmp.join("missing.json");
+    let err = run_fail(ours().arg("--closure").arg(&missing).arg("--out").arg(&out));
+    assert!(err.contains(&missing.display().to_string()), "{err}");
+
+    let garbage = tmp.join("garbage.json");
+    fs::write(&garbage, "{not json").unwrap();
+    let err = run_fail(ours().arg("--attrs").arg(&garbage).arg("--out").arg(&out));
+    assert!(err.contains(&garbage.display().to_string()) && err.contains("JSON"), "{err}");
+
+    let err = run_fail(ours().arg("--closure").arg(&garbage).arg("--out").arg(&out).args(["--compression", "gzip"]));
+    assert!(err.contains("gzip") && err.contains("\"none\", \"xz\", \"zstd\""), "{err}");
+
+    let empty = tmp.join("empty.json");
+    fs::write(&empty, "[]").unwrap();
+    let err = run_fail(ours().arg("--closure").arg(&empty).arg("--out").arg(&out).args([
+        "--compression",
+        "xz",
+        "--compression-level",
+        "12",
+    ]));
+    assert!(err.contains("compression level") && err.contains("12"), "{err}");
+
+    // A well-formed entry for a store path that does not exist.
+    let ghost = "/nix/store/00000000000000000000000000000000-not-there";
+    let ghost_json = tmp.join("ghost.json");
+    fs::write(
+        &ghost_json,
+        format!(r#"[{{"path":"{ghost}","narHash":"sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=","narSize":8,"references":[]}}]"#),
+    )
+    .unwrap();
+    let err = run_fail(ours().arg("--closure").arg(&ghost_json).arg("--out").arg(&out));
+    assert!(err.contains(ghost), "{err}");
+
+    let err = run_fail(ours().arg("--frobnicate"));
+    assert!(err.contains("--frobnicate"), "{err}");
+    let err = run_fail(&mut ours());
+    assert!(err.contains("not running in a Nix build"), "{err}");
+}
+
+#[test]
+fn help_and_version() {
+    let help = run_ok(ours().arg("--help"));
+    assert!(help.contains("--closure FILE") && help.contains("nix path-info --json --recursive"), "{help}");
+    let version = run_ok(ours().arg("--version"));
+    assert_eq!(version, format!("make-binary-cache {}", env!("CARGO_PKG_VERSION")));
+}

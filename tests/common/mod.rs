@@ -1,0 +1,298 @@
+//! Helpers for the end-to-end tests that drive the real `nix` commands.
+//! Only std: these tests shell out to Nix and inspect files.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Settings for every Nix command the tests run: no network substituter
+/// (Nix would retry an unreachable cache for seconds), the new CLI enabled,
+/// no sandbox (the fixtures use /bin/sh from the host), long failure logs.
+pub const NIX_CONFIG: &str = "substituters =\n\
+    experimental-features = nix-command\n\
+    sandbox = false\n\
+    log-lines = 1000\n";
+
+/// The repository root (where Cargo.toml, default.nix and nix/ live).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether `name` is an executable file in one of the PATH directories.
+pub fn on_path(name: &str) -> bool {
+    let Some(path) = std::env::var_os("PATH") else {
+        return false;
+    };
+    std::env::split_paths(&path).any(|dir| {
+        fs::metadata(dir.join(name)).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    })
+}
+
+/// True (after printing why) when the test should be skipped because Nix is
+/// not installed.
+pub fn skip_without_nix() -> bool {
+    if on_path("nix-build") {
+        false
+    } else {
+        eprintln!("skipping: nix not found");
+        true
+    }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A string unique to this call: process id, clock and a counter.
+pub fn unique(label: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{label}-{}-{nanos}-{n}", std::process::id())
+}
+
+/// A directory under the system temp dir, removed on drop unless the test is
+/// failing (then it is kept and its path printed, to look at).
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(&format!("mbc-e2e-{label}")));
+        fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("keeping {} for inspection", self.path.display());
+            return;
+        }
+        // Store paths copied into a chroot store are read-only.
+        make_writable(&self.path);
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Give the owner write permission on every directory under `path`.
+fn make_writable(path: &Path) {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_dir() {
+        let mut perms = meta.permissions();
+        perms.set_mode(perms.mode() | 0o700);
+        let _ = fs::set_permissions(path, perms);
+        if let Ok(entries) = fs::read_dir(path) {
+            for entry in entries.flatten() {
+                make_writable(&entry.path());
+            }
+        }
+    }
+}
+
+/// A command for one of Nix's programs, with the test settings.
+pub fn nix_cmd(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env("NIX_CONFIG", NIX_CONFIG).current_dir(repo_root()).stdin(Stdio::null());
+    cmd
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&shell_quote(a));
+    }
+    s
+}
+
+fn shell_quote(a: &OsStr) -> String {
+    let s = a.to_string_lossy();
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:+,@".contains(c)) {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("running {}: {e}", describe(cmd)))
+}
+
+/// Run `cmd`, which must succeed; returns its trimmed stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    if !out.status.success() {
+        panic!(
+            "command failed ({}): {}\n--- stdout:\n{}\n--- stderr:\n{}",
+            out.status,
+            describe(cmd),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Run `cmd`, which must fail; returns its stderr (and stdout after it).
+pub fn run_fail(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+    if out.status.success() {
+        panic!("command unexpectedly succeeded: {}\n--- output:\n{text}", describe(cmd));
+    }
+    text
+}
+
+/// Run `cmd` and return (success, stdout, stderr) without judging.
+pub fn run(cmd: &mut Command) -> (bool, String, String) {
+    let out = output(cmd);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Nix source that binds `pkgs` (the stub), `mkBinaryCache` (from nix/) and
+/// `fixture` (tests/fixtures/closure.nix) and then evaluates `body`. Meant for
+/// `-E`, with the arguments from [`prelude_args`].
+pub fn with_prelude(body: &str) -> String {
+    format!(
+        r#"{{ root, bin, nonce ? "" }}:
+let
+  pkgs = import (/. + root + "/tests/nixpkgs-stub") {{ makeBinaryCacheBin = bin; }};
+  mkBinaryCache = pkgs.callPackage (/. + root + "/nix") {{ }};
+  fixtures = import (/. + root + "/tests/fixtures/closure.nix") {{ inherit nonce; }};
+  fixture = fixtures.a;
+in
+{body}"#
+    )
+}
+
+/// Adds `--argstr root/bin/nonce` for [`with_prelude`] expressions.
+pub fn prelude_args<'a>(cmd: &'a mut Command, bin: &Path, nonce: &str) -> &'a mut Command {
+    cmd.arg("--argstr")
+        .arg("root")
+        .arg(repo_root())
+        .arg("--argstr")
+        .arg("bin")
+        .arg(bin)
+        .arg("--argstr")
+        .arg("nonce")
+        .arg(nonce)
+}
+
+/// `nix-build` a [`with_prelude`] expression (no out link).
+pub fn nix_build_expr(bin: &Path, nonce: &str, body: &str) -> Command {
+    let mut cmd = nix_cmd("nix-build");
+    cmd.arg("--no-out-link").arg("-E").arg(with_prelude(body));
+    prelude_args(&mut cmd, bin, nonce);
+    cmd
+}
+
+/// `nix-instantiate --eval --strict --json` of a [`with_prelude`] expression.
+pub fn nix_eval_expr(bin: &Path, body: &str) -> Command {
+    let mut cmd = nix_cmd("nix-instantiate");
+    cmd.arg("--eval").arg("--strict").arg("--json").arg("-E").arg(with_prelude(body));
+    prelude_args(&mut cmd, bin, "");
+    cmd
+}
+
+/// Build the fixture closure (tests/fixtures/closure.nix) and return the
+/// store path of attribute `attr` ("a" is the root).
+pub fn build_fixture(nonce: &str, attr: &str) -> String {
+    run_ok(
+        nix_cmd("nix-build")
+            .arg("--no-out-link")
+            .arg(repo_root().join("tests/fixtures/closure.nix"))
+            .arg("-A")
+            .arg(attr)
+            .arg("--argstr")
+            .arg("nonce")
+            .arg(nonce),
+    )
+}
+
+/// The closure of a store path (in the real store), sorted.
+pub fn closure_of(path: &str) -> Vec<String> {
+    let mut v: Vec<String> = run_ok(nix_cmd("nix-store").arg("-qR").arg(path)).lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// A narinfo file as its `Key: value` lines, keeping repeated keys.
+pub fn parse_narinfo(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let (k, v) = line
+            .split_once(": ")
+            .or_else(|| line.strip_suffix(':').map(|k| (k, "")))
+            .unwrap_or_else(|| panic!("narinfo line without ': ': {line:?}\n{text}"));
+        map.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    map
+}
+
+/// The single value of `key` in a parsed narinfo.
+pub fn field<'a>(info: &'a BTreeMap<String, Vec<String>>, key: &str) -> &'a str {
+    match info.get(key).map(Vec::as_slice) {
+        Some([v]) => v,
+        other => panic!("narinfo field {key}: expected one value, got {other:?} in {info:?}"),
+    }
+}
+
+/// The hash part of a store path: `/nix/store/<hash>-<name>` → `<hash>`.
+pub fn hash_part(store_path: &str) -> &str {
+    let base = store_path.rsplit('/').next().unwrap();
+    &base[..32]
+}
+
+/// The base name of a store path.
+pub fn base_name(store_path: &str) -> &str {
+    store_path.rsplit('/').next().unwrap()
+}
+
+/// `nix-hash --type sha256 --flat --base32` of several files at once.
+pub fn flat_hashes(files: &[PathBuf]) -> Vec<String> {
+    if files.is_empty() {
+        return Vec::new();
+    }
+    let out = run_ok(nix_cmd("nix-hash").args(["--type", "sha256", "--flat", "--base32"]).args(files));
+    let v: Vec<String> = out.lines().map(str::to_string).collect();
+    assert_eq!(v.len(), files.len(), "nix-hash output: {out}");
+    v
+}
+
+/// The names of the entries of a directory, sorted.
+pub fn list_dir(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Write an executable file.
+pub fn write_executable(path: &Path, contents: &str) -> io::Result<()> {
+    fs::write(path, contents)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+}
