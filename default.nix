@@ -1,0 +1,13 @@
+# nix-build -A make-binary-cache
+# nix-build -E 'with import ./. { }; mkBinaryCache { rootPaths = [ make-binary-cache ]; }'
+{
+  pkgs ? import <nixpkgs> { },
+}:
+
+let
+  make-binary-cache = pkgs.callPackage ./nix/package.nix { };
+in
+{
+  inherit make-binary-cache;
+  mkBinaryCache = pkgs.callPackage ./nix { inherit make-binary-cache; };
+}

@@ -1,0 +1,83 @@
+# mkBinaryCache: build a flat-file binary cache (the layout `nix copy --to
+# file:///…` writes) holding the closure of `rootPaths`.
+#
+#   mkBinaryCache { rootPaths = [ hello ]; }
+#   (mkBinaryCache { rootPaths = [ hello ]; }).override { compression = "xz"; }
+#
+# The result can be used as a substituter:
+#   nix-build … --option substituters file://$result --option require-sigs false
+#
+# The builder is the `make-binary-cache` program itself: there is no shell, no
+# Nix and no Python inside the build. It reads the structured attributes
+# (`closure` from exportReferencesGraph, `compression`, `compressionLevel`)
+# from $NIX_ATTRS_JSON_FILE and writes the cache into the `out` output.
+{
+  lib,
+  stdenvNoCC,
+  callPackage,
+  make-binary-cache ? callPackage ./package.nix { },
+}:
+
+let
+  compressions = [
+    "none"
+    "xz"
+    "zstd"
+  ];
+
+  showList = xs: lib.concatMapStringsSep ", " (x: ''"${x}"'') xs;
+
+  # How an unexpected argument value is shown in an error message.
+  describe = v: if builtins.isString v then ''"${v}"'' else "of type ${builtins.typeOf v}";
+
+  isRootPath = p: lib.isDerivation p || builtins.isString p || builtins.isPath p;
+
+  mkBinaryCache =
+    {
+      # Derivations or store paths whose closure goes into the cache.
+      rootPaths,
+      # Name of the derivation (and of the cache's store path).
+      name ? "binary-cache",
+      # How the NAR files are compressed: one of "none", "xz", "zstd".
+      compression ? "zstd",
+      # Compression level (an integer), or null for the compressor's default.
+      compressionLevel ? null,
+    }:
+
+    assert lib.assertMsg (builtins.isList rootPaths)
+      "mkBinaryCache: rootPaths must be a list of derivations or store paths, but it is ${describe rootPaths}";
+    assert lib.assertMsg (builtins.all isRootPath rootPaths)
+      "mkBinaryCache: every element of rootPaths must be a derivation or a store path";
+    assert lib.assertMsg (builtins.isString name)
+      "mkBinaryCache: name must be a string, but it is ${describe name}";
+    assert lib.assertMsg (builtins.isString compression && builtins.elem compression compressions)
+      "mkBinaryCache: compression must be one of ${showList compressions}, but it is ${describe compression}";
+    assert lib.assertMsg (compressionLevel == null || builtins.isInt compressionLevel)
+      "mkBinaryCache: compressionLevel must be null or an integer, but it is ${describe compressionLevel}";
+
+    stdenvNoCC.mkDerivation {
+      inherit name compression compressionLevel;
+
+      __structuredAttrs = true;
+      exportReferencesGraph.closure = rootPaths;
+
+      # Our program is the whole builder: it reads the attributes from
+      # $NIX_ATTRS_JSON_FILE and needs no arguments.
+      realBuilder = lib.getExe make-binary-cache;
+      args = [ ];
+
+      # Copying store paths around is cheaper than fetching the result.
+      preferLocalBuild = true;
+      allowSubstitutes = false;
+
+      passthru = {
+        inherit rootPaths make-binary-cache;
+      };
+
+      meta = {
+        description = "Flat-file Nix binary cache holding the closure of the given root paths";
+        license = lib.licenses.mit;
+      };
+    };
+in
+lib.makeOverridable mkBinaryCache
