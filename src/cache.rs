@@ -25,7 +25,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -97,6 +97,7 @@ pub fn write_cache(
     plan.sort_by(|a, b| b.nar_size.cmp(&a.nar_size).then_with(|| a.path.cmp(&b.path)));
 
     let next = AtomicUsize::new(0);
+    let unstarted_bytes = AtomicU64::new(plan.iter().map(|info| info.nar_size).sum());
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let totals = Mutex::new((0u64, 0u64));
@@ -107,7 +108,9 @@ pub fn write_cache(
                 let mut dumper = Dumper::default();
                 while !failed.load(Ordering::Relaxed) {
                     let Some(info) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                    match write_path(info, out, settings, &mut dumper) {
+                    let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
+                    let threads = compression_threads(info.nar_size, rest, settings);
+                    match write_path(info, out, settings, threads, &mut dumper) {
                         Ok(written) => {
                             let mut t = totals.lock().unwrap();
                             t.0 += written.nar_size;
@@ -131,6 +134,21 @@ pub fn write_cache(
     Ok(Summary { paths: plan.len(), nar_bytes, file_bytes, elapsed: start.elapsed() })
 }
 
+/// Threads for compressing one NAR of `size` bytes when `rest` bytes of other
+/// paths are still to start. One, while the other workers have enough work of
+/// their own (more would only cost memory and switching); all the workers'
+/// worth when this path alone would outlast the rest of the work, as a big
+/// path does near the end or in a closure dominated by one big path. The
+/// output is the same either way (see [`Compression::encoder`]).
+fn compression_threads(size: u64, rest: u64, settings: &Settings) -> u32 {
+    let others = settings.jobs.saturating_sub(1) as u64;
+    if size.saturating_mul(others) <= rest {
+        return 1;
+    }
+    let jobs = u32::try_from(settings.jobs).unwrap_or(u32::MAX);
+    settings.compression.useful_threads(size, settings.compression_level).min(jobs)
+}
+
 fn create_layout(out: &Path, store_dir: &str) -> Result<()> {
     for dir in std::iter::once("nar").chain(EMPTY_DIRS) {
         let dir = out.join(dir);
@@ -140,10 +158,10 @@ fn create_layout(out: &Path, store_dir: &str) -> Result<()> {
 }
 
 /// The per-path pipeline: walk → NAR → NarHash → compress → FileHash → file.
-fn write_path(info: &PathInfo, out: &Path, settings: &Settings, dumper: &mut Dumper) -> Result<Written> {
+fn write_path(info: &PathInfo, out: &Path, settings: &Settings, threads: u32, dumper: &mut Dumper) -> Result<Written> {
     let compression = settings.compression;
     let tmp = out.join("nar").join(format!(".{}.nar{}.tmp", info.path.hash_part(), compression.extension()));
-    let result = compress_nar(info, &tmp, settings, dumper);
+    let result = compress_nar(info, &tmp, settings, threads, dumper);
     let (nar_hash, nar_size, file_hash, file_size) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -189,6 +207,7 @@ fn compress_nar(
     info: &PathInfo,
     tmp: &Path,
     settings: &Settings,
+    threads: u32,
     dumper: &mut Dumper,
 ) -> Result<(Sha256Hash, u64, Sha256Hash, u64)> {
     let io_context = || format!("writing {}", tmp.display());
@@ -196,7 +215,6 @@ fn compress_nar(
     let compression = settings.compression;
     // Uncompressed, the file is the NAR: hashing it twice would be waste.
     let nar_file = NarFile::new(file, compression != Compression::None);
-    let threads = u32::try_from(settings.jobs).unwrap_or(u32::MAX);
     let encoder = compression.encoder(nar_file, settings.compression_level, threads).with_context(io_context)?;
     // Buffer the NAR's many small tokens before they reach the hasher and the
     // compressor; large file chunks pass straight through.
@@ -263,4 +281,28 @@ pub fn human(bytes: u64) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(compression: Compression, jobs: usize) -> Settings {
+        Settings { store_dir: "/nix/store".into(), compression, compression_level: None, jobs }
+    }
+
+    #[test]
+    fn compressor_threads_go_to_paths_that_would_outlast_the_rest() {
+        let xz = settings(Compression::Xz, 4);
+        const MIB: u64 = 1 << 20;
+        // Plenty of other work: one thread each.
+        assert_eq!(compression_threads(100 * MIB, 1000 * MIB, &xz), 1);
+        // One big path and little else: as many threads as it has 24 MiB blocks, up to the jobs.
+        assert_eq!(compression_threads(1000 * MIB, 10 * MIB, &xz), 4);
+        assert_eq!(compression_threads(40 * MIB, 0, &xz), 2);
+        // A path smaller than one block cannot use a second thread.
+        assert_eq!(compression_threads(MIB, 0, &xz), 1);
+        assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::Xz, 1)), 1);
+        assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::None, 4)), 1);
+    }
 }

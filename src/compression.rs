@@ -77,6 +77,18 @@ impl Compression {
         }
     }
 
+    /// How many threads can work on one stream of `size` bytes at once: xz
+    /// compresses its blocks in parallel, zstd its jobs (a few MiB each at the
+    /// usual levels). More threads than this would only cost memory.
+    pub fn useful_threads(self, size: u64, level: Option<i32>) -> u32 {
+        let chunk = match self {
+            Self::None => return 1,
+            Self::Xz => u32::try_from(level.unwrap_or(self.default_level())).ok().and_then(|p| xz_block_size(p).ok()),
+            Self::Zstd => Some(8 << 20),
+        };
+        chunk.map_or(1, |chunk| u32::try_from(size.div_ceil(chunk.max(1))).unwrap_or(u32::MAX).max(1))
+    }
+
     /// Wraps `inner` in an encoder. `threads` (at least 1) may speed up large
     /// inputs; it never changes the output.
     pub fn encoder<W: Write>(self, inner: W, level: Option<i32>, threads: u32) -> io::Result<Encoder<W>> {
