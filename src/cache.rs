@@ -32,7 +32,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
 use crate::closure::PathInfo;
-use crate::compression::Compression;
+use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
 use crate::hash::{HashingWriter, Sha256Hash};
 use crate::narinfo::NarInfo;
@@ -106,11 +106,12 @@ pub fn write_cache(
         for _ in 0..workers {
             scope.spawn(|| {
                 let mut dumper = Dumper::default();
+                let mut contexts = Contexts::default();
                 while !failed.load(Ordering::Relaxed) {
                     let Some(info) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
                     let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
                     let threads = compression_threads(info.nar_size, rest, settings);
-                    match write_path(info, out, settings, threads, &mut dumper) {
+                    match write_path(info, out, settings, threads, &mut dumper, &mut contexts) {
                         Ok(written) => {
                             let mut t = totals.lock().unwrap();
                             t.0 += written.nar_size;
@@ -158,10 +159,17 @@ fn create_layout(out: &Path, store_dir: &str) -> Result<()> {
 }
 
 /// The per-path pipeline: walk → NAR → NarHash → compress → FileHash → file.
-fn write_path(info: &PathInfo, out: &Path, settings: &Settings, threads: u32, dumper: &mut Dumper) -> Result<Written> {
+fn write_path(
+    info: &PathInfo,
+    out: &Path,
+    settings: &Settings,
+    threads: u32,
+    dumper: &mut Dumper,
+    contexts: &mut Contexts,
+) -> Result<Written> {
     let compression = settings.compression;
     let tmp = out.join("nar").join(format!(".{}.nar{}.tmp", info.path.hash_part(), compression.extension()));
-    let result = compress_nar(info, &tmp, settings, threads, dumper);
+    let result = compress_nar(info, &tmp, settings, threads, dumper, contexts);
     let (nar_hash, nar_size, file_hash, file_size) = match result {
         Ok(r) => r,
         Err(e) => {
@@ -209,13 +217,15 @@ fn compress_nar(
     settings: &Settings,
     threads: u32,
     dumper: &mut Dumper,
+    contexts: &mut Contexts,
 ) -> Result<(Sha256Hash, u64, Sha256Hash, u64)> {
     let io_context = || format!("writing {}", tmp.display());
     let file = File::create(tmp).with_context(io_context)?;
     let compression = settings.compression;
     // Uncompressed, the file is the NAR: hashing it twice would be waste.
     let nar_file = NarFile::new(file, compression != Compression::None);
-    let encoder = compression.encoder(nar_file, settings.compression_level, threads).with_context(io_context)?;
+    let encoder =
+        compression.encoder(nar_file, settings.compression_level, threads, contexts).with_context(io_context)?;
     // Buffer the NAR's many small tokens before they reach the hasher and the
     // compressor; large file chunks pass straight through.
     let mut nar = BufWriter::with_capacity(64 * 1024, HashingWriter::new(encoder));

@@ -24,6 +24,7 @@ use std::io::{self, Write};
 use std::str::FromStr;
 
 use liblzma::stream::{Check, Filters, LzmaOptions, MtStreamBuilder};
+use zstd::zstd_safe::CParameter;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -90,8 +91,16 @@ impl Compression {
     }
 
     /// Wraps `inner` in an encoder. `threads` (at least 1) may speed up large
-    /// inputs; it never changes the output.
-    pub fn encoder<W: Write>(self, inner: W, level: Option<i32>, threads: u32) -> io::Result<Encoder<W>> {
+    /// inputs; it never changes the output. `contexts` keeps what one stream
+    /// leaves behind for the next, so that thousands of tiny store paths do
+    /// not each pay for a fresh compressor.
+    pub fn encoder<'c, W: Write>(
+        self,
+        inner: W,
+        level: Option<i32>,
+        threads: u32,
+        contexts: &'c mut Contexts,
+    ) -> io::Result<Encoder<'c, W>> {
         let level = level.unwrap_or(self.default_level());
         let threads = threads.max(1);
         Ok(match self {
@@ -108,9 +117,15 @@ impl Compression {
                 Encoder::Xz(liblzma::write::XzEncoder::new_stream(inner, stream))
             }
             Self::Zstd => {
-                let mut encoder = zstd::stream::write::Encoder::new(inner, level)?;
-                encoder.multithread(threads)?;
-                Encoder::Zstd(encoder)
+                // A reused context keeps its worker pool and buffers; its
+                // parameters are set again for every stream.
+                let context = contexts.zstd.get_or_insert_with(zstd::zstd_safe::CCtx::create);
+                for parameter in [CParameter::CompressionLevel(level), CParameter::NbWorkers(threads)] {
+                    context
+                        .set_parameter(parameter)
+                        .map_err(|code| io::Error::other(format!("zstd: {}", zstd::zstd_safe::get_error_name(code))))?;
+                }
+                Encoder::Zstd(zstd::stream::write::Encoder::with_context(inner, context))
             }
         })
     }
@@ -147,14 +162,20 @@ impl FromStr for Compression {
     }
 }
 
-/// A streaming encoder for one of the compressions.
-pub enum Encoder<W: Write> {
-    None(W),
-    Xz(liblzma::write::XzEncoder<W>),
-    Zstd(zstd::stream::write::Encoder<'static, W>),
+/// Compressor state kept between streams, one per worker thread.
+#[derive(Default)]
+pub struct Contexts {
+    zstd: Option<zstd::zstd_safe::CCtx<'static>>,
 }
 
-impl<W: Write> Encoder<W> {
+/// A streaming encoder for one of the compressions.
+pub enum Encoder<'c, W: Write> {
+    None(W),
+    Xz(liblzma::write::XzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'c, W>),
+}
+
+impl<W: Write> Encoder<'_, W> {
     /// Writes the end of the stream and hands back the inner writer.
     pub fn finish(self) -> io::Result<W> {
         match self {
@@ -165,7 +186,7 @@ impl<W: Write> Encoder<W> {
     }
 }
 
-impl<W: Write> Write for Encoder<W> {
+impl<W: Write> Write for Encoder<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Self::None(w) => w.write(buf),
@@ -196,9 +217,38 @@ mod tests {
     use super::*;
 
     fn compress(c: Compression, level: Option<i32>, data: &[u8], threads: u32) -> Vec<u8> {
-        let mut e = c.encoder(Vec::new(), level, threads).unwrap();
+        compress_with(&mut Contexts::default(), c, level, data, threads)
+    }
+
+    fn compress_with(
+        contexts: &mut Contexts,
+        c: Compression,
+        level: Option<i32>,
+        data: &[u8],
+        threads: u32,
+    ) -> Vec<u8> {
+        let mut e = c.encoder(Vec::new(), level, threads, contexts).unwrap();
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    #[test]
+    fn reused_contexts_change_nothing() {
+        let (small, large) = (sample(100_000), sample(20 << 20));
+        let mut contexts = Contexts::default();
+        for c in Compression::ALL {
+            // Different levels and thread counts one after the other on one context.
+            // Low levels for the large input: xz at level 6 would take a while.
+            for (data, level, threads) in
+                [(&large, Some(1), 2), (&small, None, 1), (&large, Some(2), 2), (&small, Some(1), 1)]
+            {
+                let level = level.filter(|_| c != Compression::None);
+                assert!(
+                    compress_with(&mut contexts, c, level, data, threads) == compress(c, level, data, threads),
+                    "{c} level {level:?} threads {threads}: a reused context changed the output"
+                );
+            }
+        }
     }
 
     /// Several xz blocks and zstd jobs' worth of compressible, not trivially
