@@ -245,3 +245,34 @@ fn help_and_version() {
     let version = run_ok(ours().arg("--version"));
     assert_eq!(version, format!("make-binary-cache {}", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn full_disk_is_an_error_and_leaves_no_dangling_narinfo() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-full-disk");
+    let (_, closure) = path_info_file(&tmp);
+    let out = tmp.join("tiny");
+    fs::create_dir(&out).unwrap();
+    // A file system too small for the closure's NARs (the largest is ~190 KiB).
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=128k", "tmpfs"]).arg(&out).status();
+    if !mounted.is_ok_and(|s| s.success()) {
+        eprintln!("skipping: cannot mount a tmpfs here (not root?)");
+        return;
+    }
+    let result = std::panic::catch_unwind(|| {
+        let err =
+            run_fail(ours().arg("--closure").arg(&closure).arg("--out").arg(&out).args(["--compression", "none"]));
+        assert!(err.contains("No space left on device") && err.contains(&out.display().to_string()), "{err}");
+        for name in list_dir(&out).into_iter().filter(|n| n.ends_with(".narinfo")) {
+            let narinfo = fs::read_to_string(out.join(&name)).unwrap();
+            let url = narinfo.lines().find_map(|l| l.strip_prefix("URL: ")).unwrap();
+            assert!(out.join(url).is_file(), "{name} points at the missing {url}");
+        }
+    });
+    let _ = Command::new("umount").arg(&out).status();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
