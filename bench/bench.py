@@ -23,7 +23,7 @@ def sh(*cmd, **kw):
 
 
 def measure(cmd):
-    """Runs cmd; returns (seconds, peak RSS in MB of the process tree's largest member)."""
+    """Runs cmd; returns (wall seconds, CPU seconds, peak RSS in MB of its largest process)."""
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=NIX_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = proc.stderr.read()
@@ -31,7 +31,7 @@ def measure(cmd):
     elapsed = time.monotonic() - start
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{stderr.decode(errors='replace')[-3000:]}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def read_cache(cache_dir, closure):
@@ -70,31 +70,36 @@ def run(root, work, compressions, jobs, label):
     nar_mb = sum(e["narSize"] for e in closure) / 1e6
     ours_bin = os.path.join(REPO, "target/release/make-binary-cache")
     jobs_args = ["--jobs", str(jobs)] if jobs else []
-    # Warm the page cache so neither tool pays for the first read.
+    # Warm the page cache so neither tool pays for the first read. Nothing is
+    # deleted until all runs are done: for a while after a mass deletion ext4
+    # makes every file creation slow, which would favour whichever tool runs
+    # later.
     warm = os.path.join(work, "warm")
     measure([ours_bin, "--closure", closure_file, "--out", warm, "--compression", "none"] + jobs_args)
-    shutil.rmtree(warm)
-    rows = []
+    rows, outputs = [], [warm]
     for c in compressions:
         ours_dir, nix_dir = os.path.join(work, f"ours-{c}"), os.path.join(work, f"nix-{c}")
-        ours_s, ours_rss = measure([ours_bin, "--closure", closure_file, "--out", ours_dir, "--compression", c] + jobs_args)
+        ours_s, ours_cpu, ours_rss = measure(
+            [ours_bin, "--closure", closure_file, "--out", ours_dir, "--compression", c] + jobs_args)
         ours_s += path_info_s
-        nix_s, nix_rss = measure(["nix", "copy", "--to", f"file://{nix_dir}?compression={c}", root])
+        nix_s, nix_cpu, nix_rss = measure(["nix", "copy", "--to", f"file://{nix_dir}?compression={c}", root])
         if read_cache(ours_dir, closure) != read_cache(nix_dir, closure):
             sys.exit(f"{c}: the caches disagree on NarHash")
         ours_mb, nix_mb = dir_size(ours_dir) / 1e6, dir_size(nix_dir) / 1e6
-        rows.append((c, "make-binary-cache", ours_s, nar_mb / ours_s, ours_mb, ours_rss, f"{ours_s / nix_s:.2f}",
-                     f"{len(closure) / ours_s:.0f}"))
-        rows.append((c, "nix copy", nix_s, nar_mb / nix_s, nix_mb, nix_rss, "1", f"{len(closure) / nix_s:.0f}"))
-        shutil.rmtree(ours_dir)
-        shutil.rmtree(nix_dir)
+        rows.append((c, "make-binary-cache", ours_s, ours_cpu, nar_mb / ours_s, ours_mb, ours_rss,
+                     f"**{ours_s / nix_s:.2f}**", f"{len(closure) / ours_s:.0f}"))
+        rows.append((c, "nix copy", nix_s, nix_cpu, nar_mb / nix_s, nix_mb, nix_rss, "1", f"{len(closure) / nix_s:.0f}"))
+        outputs += [ours_dir, nix_dir]
     print(f"\n{label}: {len(closure)} store paths, {nar_mb:.1f} MB of NAR "
           f"(path-info query {path_info_s:.2f} s, counted in ours)\n")
-    print("| compression | tool | seconds | MB/s (NAR) | output MB | peak RSS MB | time ours / nix copy | paths/s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for c, tool, s, mbps, out_mb, rss, ratio, pps in rows:
-        print(f"| {c} | {tool} | {s:.2f} | {mbps:.1f} | {out_mb:.1f} | {rss:.0f} | {ratio} | {pps} |")
+    print("| compression | tool | seconds | CPU seconds | MB/s (NAR) | output MB | peak RSS MB "
+          "| time ours / nix copy | paths/s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for c, tool, s, cpu, mbps, out_mb, rss, ratio, pps in rows:
+        print(f"| {c} | {tool} | {s:.2f} | {cpu:.2f} | {mbps:.1f} | {out_mb:.1f} | {rss:.0f} | {ratio} | {pps} |")
     sys.stdout.flush()
+    for d in outputs:
+        shutil.rmtree(d)
 
 
 def main():
