@@ -16,14 +16,14 @@
 //! NAR, which is hashed and counted (NarHash, NarSize), compressed, and hashed
 //! and counted again (FileHash, FileSize) on its way to a temporary file. Only
 //! when the NAR matches the NarHash and NarSize Nix recorded is the file
-//! renamed to its final name, and only then is its narinfo written, itself
-//! through a rename: a narinfo never points at a missing, partial or unchecked
-//! NAR. Paths are processed by a pool of workers, largest NAR first, so that a
+//! given its final name (see [`crate::atomic_file`]), and only then is its
+//! narinfo written, named only once complete too: a narinfo never points at a
+//! missing, partial or unchecked NAR. Paths are processed by a pool of workers, largest NAR first, so that a
 //! big path does not start last and leave the other cores idle.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
+use crate::atomic_file::AtomicFile;
 use crate::closure::PathInfo;
 use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
@@ -155,7 +156,7 @@ fn create_layout(out: &Path, store_dir: &str) -> Result<()> {
         let dir = out.join(dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    write_atomically(&out.join("nix-cache-info"), format!("StoreDir: {store_dir}\n").as_bytes())
+    write_atomically(out, "nix-cache-info", format!("StoreDir: {store_dir}\n").as_bytes())
 }
 
 /// The per-path pipeline: walk → NAR → NarHash → compress → FileHash → file.
@@ -168,17 +169,11 @@ fn write_path(
     contexts: &mut Contexts,
 ) -> Result<Written> {
     let compression = settings.compression;
-    let tmp = out.join("nar").join(format!(".{}.nar{}.tmp", info.path.hash_part(), compression.extension()));
-    let result = compress_nar(info, &tmp, settings, threads, dumper, contexts);
-    let (nar_hash, nar_size, file_hash, file_size) = match result {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
+    let nar_dir = out.join("nar");
+    let (file, nar_hash, nar_size, file_hash, file_size) =
+        compress_nar(info, &nar_dir, settings, threads, dumper, contexts)?;
+    // Dropping `file` here discards it: nothing of it was ever named.
     if (nar_hash, nar_size) != (info.nar_hash, info.nar_size) {
-        let _ = fs::remove_file(&tmp);
         bail!(
             "{}: its contents do not match what Nix recorded: NAR hash {} and size {} expected, \
              but the store has NAR hash {nar_hash} and size {nar_size}; the store is corrupt \
@@ -189,12 +184,11 @@ fn write_path(
         );
     }
 
-    let url = format!("nar/{}.nar{}", file_hash.nix32(), compression.extension());
-    let nar_file = out.join(&url);
-    fs::rename(&tmp, &nar_file).with_context(|| format!("renaming {} to {}", tmp.display(), nar_file.display()))?;
+    let nar_name = format!("{}.nar{}", file_hash.nix32(), compression.extension());
+    file.persist(&nar_name).with_context(|| format!("naming {}", nar_dir.join(&nar_name).display()))?;
     let narinfo = NarInfo {
         store_path: &info.path,
-        url,
+        url: format!("nar/{nar_name}"),
         compression,
         file_hash,
         file_size,
@@ -205,23 +199,25 @@ fn write_path(
         signatures: &info.signatures,
         ca: info.ca.as_deref(),
     };
-    write_atomically(&out.join(narinfo.file_name()), narinfo.to_string().as_bytes())?;
+    write_atomically(out, &narinfo.file_name(), narinfo.to_string().as_bytes())?;
     Ok(Written { nar_size, file_size })
 }
 
-/// Streams the NAR of `info.path` through the compressor into `tmp`, returning
-/// (NarHash, NarSize, FileHash, FileSize).
+/// Streams the NAR of `info.path` through the compressor into a new, still
+/// unnamed file in `nar_dir`, returning it with (NarHash, NarSize, FileHash,
+/// FileSize).
 fn compress_nar(
     info: &PathInfo,
-    tmp: &Path,
+    nar_dir: &Path,
     settings: &Settings,
     threads: u32,
     dumper: &mut Dumper,
     contexts: &mut Contexts,
-) -> Result<(Sha256Hash, u64, Sha256Hash, u64)> {
-    let io_context = || format!("writing {}", tmp.display());
-    let file = File::create(tmp).with_context(io_context)?;
+) -> Result<(AtomicFile, Sha256Hash, u64, Sha256Hash, u64)> {
+    let io_context = || format!("writing the NAR of {} in {}", info.path, nar_dir.display());
     let compression = settings.compression;
+    let file = AtomicFile::create(nar_dir, &format!("{}.nar{}", info.path.hash_part(), compression.extension()))
+        .with_context(io_context)?;
     // Uncompressed, the file is the NAR: hashing it twice would be waste.
     let nar_file = NarFile::new(file, compression != Compression::None);
     let encoder =
@@ -229,31 +225,29 @@ fn compress_nar(
     // Buffer the NAR's many small tokens before they reach the hasher and the
     // compressor; large file chunks pass straight through.
     let mut nar = BufWriter::with_capacity(64 * 1024, HashingWriter::new(encoder));
-    dumper
-        .dump(Path::new(info.path.as_str()), &mut nar)
-        .with_context(|| format!("serialising {} to {}", info.path, tmp.display()))?;
+    dumper.dump(Path::new(info.path.as_str()), &mut nar).with_context(io_context)?;
     let (nar_hash, nar_size, encoder) =
         nar.into_inner().map_err(|e| anyhow!(e.into_error())).with_context(io_context)?.finish();
     let nar_file = encoder.finish().with_context(io_context)?;
-    let (file_hash, file_size) = nar_file.finish().with_context(io_context)?;
-    Ok((nar_hash, nar_size, file_hash.unwrap_or(nar_hash), file_size))
+    let (file, file_hash, file_size) = nar_file.finish().with_context(io_context)?;
+    Ok((file, nar_hash, nar_size, file_hash.unwrap_or(nar_hash), file_size))
 }
 
 /// The file a NAR is written to: always counted, hashed when compressed.
 struct NarFile {
-    file: BufWriter<File>,
+    file: BufWriter<AtomicFile>,
     hasher: Option<sha2::Sha256>,
     size: u64,
 }
 
 impl NarFile {
-    fn new(file: File, hash: bool) -> Self {
+    fn new(file: AtomicFile, hash: bool) -> Self {
         Self { file: BufWriter::with_capacity(128 * 1024, file), hasher: hash.then(sha2::Sha256::new), size: 0 }
     }
 
-    fn finish(self) -> io::Result<(Option<Sha256Hash>, u64)> {
-        self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
-        Ok((self.hasher.map(|h| Sha256Hash(h.finalize().into())), self.size))
+    fn finish(self) -> io::Result<(AtomicFile, Option<Sha256Hash>, u64)> {
+        let file = self.file.into_inner().map_err(io::IntoInnerError::into_error)?;
+        Ok((file, self.hasher.map(|h| Sha256Hash(h.finalize().into())), self.size))
     }
 }
 
@@ -272,13 +266,12 @@ impl Write for NarFile {
     }
 }
 
-/// Writes `contents` to `path` through a temporary file and a rename, so that
-/// `path` is either absent or complete.
-fn write_atomically(path: &Path, contents: &[u8]) -> Result<()> {
-    let mut tmp = PathBuf::from(path);
-    tmp.as_mut_os_string().push(".tmp");
-    fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+/// Writes `contents` as `dir/name`, which is either absent or complete.
+fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
+    let context = || format!("writing {}", dir.join(name).display());
+    let mut file = AtomicFile::create(dir, name).with_context(context)?;
+    file.write_all(contents).with_context(context)?;
+    file.persist(name).with_context(context)
 }
 
 /// A byte count for people: `512 B`, `3.4 MiB`.

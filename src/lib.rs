@@ -7,6 +7,7 @@
 //! [`narinfo`]. The format modules ([`nar`], [`narinfo`], [`nixbase32`],
 //! [`store_path`], [`hash`]) do no I/O of their own.
 
+pub mod atomic_file;
 pub mod cache;
 pub mod closure;
 pub mod compression;
