@@ -220,8 +220,9 @@ fn compress_nar(
         .with_context(io_context)?;
     // Uncompressed, the file is the NAR: hashing it twice would be waste.
     let nar_file = NarFile::new(file, compression != Compression::None);
-    let encoder =
-        compression.encoder(nar_file, settings.compression_level, threads, contexts).with_context(io_context)?;
+    let encoder = compression
+        .encoder(nar_file, settings.compression_level, threads, info.nar_size, contexts)
+        .with_context(io_context)?;
     // Buffer the NAR's many small tokens before they reach the hasher and the
     // compressor; large file chunks pass straight through.
     let mut nar = BufWriter::with_capacity(64 * 1024, HashingWriter::new(encoder));

@@ -94,11 +94,18 @@ impl Compression {
     /// inputs; it never changes the output. `contexts` keeps what one stream
     /// leaves behind for the next, so that thousands of tiny store paths do
     /// not each pay for a fresh compressor.
+    ///
+    /// `input_size` is what will be written (a store path's NarSize): xz then
+    /// uses no larger a dictionary than the input can fill, as the `xz` tool
+    /// does for files of known size. The output only depends on the data, the
+    /// level and that size, and tiny store paths do not each pay for setting
+    /// up an 8 MiB dictionary's match finder.
     pub fn encoder<'c, W: Write>(
         self,
         inner: W,
         level: Option<i32>,
         threads: u32,
+        input_size: u64,
         contexts: &'c mut Contexts,
     ) -> io::Result<Encoder<'c, W>> {
         let level = level.unwrap_or(self.default_level());
@@ -107,8 +114,14 @@ impl Compression {
             Self::None => Encoder::None(inner),
             Self::Xz => {
                 let preset = u32::try_from(level).map_err(|_| invalid_level(level))?;
+                let mut options = LzmaOptions::new_preset(preset).map_err(|_| invalid_level(level))?;
+                let preset_dict = XZ_PRESET_DICT_SIZES.get(preset as usize).copied().ok_or(invalid_level(level))?;
+                let fitting = u32::try_from(input_size).unwrap_or(u32::MAX).max(4096).checked_next_power_of_two();
+                options.dict_size(fitting.map_or(preset_dict, |size| size.min(preset_dict)));
+                let mut filters = Filters::new();
+                filters.lzma2(&options);
                 let stream = MtStreamBuilder::new()
-                    .preset(preset)
+                    .filters(filters)
                     .threads(threads)
                     .block_size(xz_block_size(preset)?)
                     .check(Check::Crc64)
@@ -130,6 +143,10 @@ impl Compression {
         })
     }
 }
+
+/// The dictionary sizes of xz's presets 0 to 9 (xz(1), "Presets").
+const XZ_PRESET_DICT_SIZES: [u32; 10] =
+    [256 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20, 8 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20];
 
 /// The block size liblzma picks for a preset (three times its dictionary,
 /// at least 1 MiB), computed here rather than left to liblzma so that it is
@@ -227,7 +244,7 @@ mod tests {
         data: &[u8],
         threads: u32,
     ) -> Vec<u8> {
-        let mut e = c.encoder(Vec::new(), level, threads, contexts).unwrap();
+        let mut e = c.encoder(Vec::new(), level, threads, data.len() as u64, contexts).unwrap();
         e.write_all(data).unwrap();
         e.finish().unwrap()
     }
@@ -292,6 +309,15 @@ mod tests {
         io::copy(&mut liblzma::read::XzDecoder::new(&xz[..]), &mut decoded).unwrap();
         assert!(decoded == data);
         assert!(zstd::decode_all(&compress(Compression::Zstd, None, &data, 2)[..]).unwrap() == data);
+    }
+
+    #[test]
+    fn preset_dictionary_table_is_liblzmas() {
+        // liblzma's block size for a filter chain is 3 × its dictionary (at least 1 MiB).
+        for (preset, &dict) in XZ_PRESET_DICT_SIZES.iter().enumerate() {
+            let expected = (3 * u64::from(dict)).max(1 << 20);
+            assert_eq!(xz_block_size(preset as u32).unwrap(), expected, "preset {preset}");
+        }
     }
 
     #[test]
