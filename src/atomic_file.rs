@@ -27,6 +27,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+/// Whether an unnamed file can be named: `linkat` reaches it through
+/// `/proc/self/fd`. Asked once, not for every file.
+#[cfg(target_os = "linux")]
+static PROC_FD: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| Path::new("/proc/self/fd").is_dir());
+
 pub struct AtomicFile {
     file: File,
     dir: PathBuf,
@@ -43,7 +48,7 @@ impl AtomicFile {
     pub fn create(dir: &Path, label: &str) -> io::Result<Self> {
         let label = label.to_owned();
         #[cfg(target_os = "linux")]
-        if Path::new("/proc/self/fd").is_dir() {
+        if *PROC_FD {
             let unnamed = OpenOptions::new().write(true).mode(0o644).custom_flags(libc::O_TMPFILE).open(dir);
             if let Ok(file) = unnamed {
                 return Ok(Self { file, dir: dir.to_owned(), temporary: None, label });
