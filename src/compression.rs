@@ -84,7 +84,7 @@ impl Compression {
     pub fn useful_threads(self, size: u64, level: Option<i32>) -> u32 {
         let chunk = match self {
             Self::None => return 1,
-            Self::Xz => u32::try_from(level.unwrap_or(self.default_level())).ok().and_then(|p| xz_block_size(p).ok()),
+            Self::Xz => u32::try_from(level.unwrap_or(self.default_level())).ok().and_then(xz_block_size),
             Self::Zstd => Some(8 << 20),
         };
         chunk.map_or(1, |chunk| u32::try_from(size.div_ceil(chunk.max(1))).unwrap_or(u32::MAX).max(1))
@@ -115,7 +115,7 @@ impl Compression {
             Self::Xz => {
                 let preset = u32::try_from(level).map_err(|_| invalid_level(level))?;
                 let mut options = LzmaOptions::new_preset(preset).map_err(|_| invalid_level(level))?;
-                let preset_dict = XZ_PRESET_DICT_SIZES.get(preset as usize).copied().ok_or(invalid_level(level))?;
+                let preset_dict = xz_preset_dict_size(preset).ok_or_else(|| invalid_level(level))?;
                 let fitting = u32::try_from(input_size).unwrap_or(u32::MAX).max(4096).checked_next_power_of_two();
                 options.dict_size(fitting.map_or(preset_dict, |size| size.min(preset_dict)));
                 let mut filters = Filters::new();
@@ -123,7 +123,7 @@ impl Compression {
                 let stream = MtStreamBuilder::new()
                     .filters(filters)
                     .threads(threads)
-                    .block_size(xz_block_size(preset)?)
+                    .block_size(xz_block_size(preset).ok_or_else(|| invalid_level(level))?)
                     .check(Check::Crc64)
                     .encoder()
                     .map_err(io::Error::other)?;
@@ -148,14 +148,15 @@ impl Compression {
 const XZ_PRESET_DICT_SIZES: [u32; 10] =
     [256 << 10, 1 << 20, 2 << 20, 4 << 20, 4 << 20, 8 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20];
 
+fn xz_preset_dict_size(preset: u32) -> Option<u32> {
+    XZ_PRESET_DICT_SIZES.get(usize::try_from(preset).ok()?).copied()
+}
+
 /// The block size liblzma picks for a preset (three times its dictionary,
 /// at least 1 MiB), computed here rather than left to liblzma so that it is
 /// visibly a function of the level alone.
-fn xz_block_size(preset: u32) -> io::Result<u64> {
-    let options = LzmaOptions::new_preset(preset).map_err(|_| invalid_level(preset as i32))?;
-    let mut filters = Filters::new();
-    filters.lzma2(&options);
-    Ok(filters.mt_block_size())
+fn xz_block_size(preset: u32) -> Option<u64> {
+    xz_preset_dict_size(preset).map(|dict| (3 * u64::from(dict)).max(1 << 20))
 }
 
 fn invalid_level(level: i32) -> io::Error {
@@ -312,12 +313,14 @@ mod tests {
     }
 
     #[test]
-    fn preset_dictionary_table_is_liblzmas() {
-        // liblzma's block size for a filter chain is 3 × its dictionary (at least 1 MiB).
-        for (preset, &dict) in XZ_PRESET_DICT_SIZES.iter().enumerate() {
-            let expected = (3 * u64::from(dict)).max(1 << 20);
-            assert_eq!(xz_block_size(preset as u32).unwrap(), expected, "preset {preset}");
+    fn xz_block_sizes_are_the_ones_liblzma_picks() {
+        // This also checks the preset dictionary table, from which both come.
+        for preset in 0..=9 {
+            let mut filters = Filters::new();
+            filters.lzma2(&LzmaOptions::new_preset(preset).unwrap());
+            assert_eq!(xz_block_size(preset), Some(filters.mt_block_size()), "preset {preset}");
         }
+        assert_eq!(xz_block_size(10), None);
     }
 
     #[test]
