@@ -55,7 +55,7 @@ impl AtomicFile {
             }
             // Not supported by this file system: fall back below.
         }
-        let temporary = dir.join(format!(".{label}.tmp"));
+        let temporary = temporary_path(dir, &label);
         let file = File::create(&temporary)?;
         Ok(Self { file, dir: dir.to_owned(), temporary: Some(temporary), label })
     }
@@ -69,7 +69,7 @@ impl AtomicFile {
             None => match link_unnamed(&self.file, &target) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     // linkat does not replace: link under a temporary name and rename over.
-                    let temporary = self.dir.join(format!(".{}.tmp", self.label));
+                    let temporary = temporary_path(&self.dir, &self.label);
                     let _ = fs::remove_file(&temporary);
                     link_unnamed(&self.file, &temporary)?;
                     fs::rename(&temporary, &target)
@@ -97,6 +97,12 @@ impl Drop for AtomicFile {
             let _ = fs::remove_file(temporary);
         }
     }
+}
+
+/// The name a file has while being written when it cannot be unnamed, or
+/// while it replaces another.
+fn temporary_path(dir: &Path, label: &str) -> PathBuf {
+    dir.join(format!(".{label}.tmp"))
 }
 
 fn link_unnamed(file: &File, target: &Path) -> io::Result<()> {

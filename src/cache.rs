@@ -14,12 +14,13 @@
 //!
 //! Each store path goes through one pass: the file system walk produces the
 //! NAR, which is hashed and counted (NarHash, NarSize), compressed, and hashed
-//! and counted again (FileHash, FileSize) on its way to a temporary file. Only
-//! when the NAR matches the NarHash and NarSize Nix recorded is the file
-//! given its final name (see [`crate::atomic_file`]), and only then is its
-//! narinfo written, named only once complete too: a narinfo never points at a
-//! missing, partial or unchecked NAR. Paths are processed by a pool of workers, largest NAR first, so that a
-//! big path does not start last and leave the other cores idle.
+//! and counted again (FileHash, FileSize) on its way to a file that has no
+//! name yet. Only when the NAR matches the NarHash and NarSize Nix recorded is
+//! the file given its final name (see [`crate::atomic_file`]), and only then
+//! is its narinfo written, named only once complete too: a narinfo never
+//! points at a missing, partial or unchecked NAR. Paths are processed by a
+//! pool of workers, largest NAR first, so that a big path does not start last
+//! and leave the other cores idle.
 
 use std::fs;
 use std::io::{self, BufWriter, Write};
