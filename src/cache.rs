@@ -36,8 +36,8 @@ use crate::atomic_file::AtomicFile;
 use crate::closure::PathInfo;
 use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
-use crate::hash::{HashingWriter, Sha256Hash};
-use crate::narinfo::NarInfo;
+use crate::format::hash::{HashingWriter, Sha256Hash};
+use crate::format::narinfo::NarInfo;
 
 /// The directories Nix expects in a `file://` cache besides `nar/`.
 pub const EMPTY_DIRS: [&str; 4] = ["realisations", "build-trace-v2", "log", "debuginfo"];

@@ -33,8 +33,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Map, Value};
 
 use crate::compression::Compression;
-use crate::hash::Sha256Hash;
-use crate::store_path::StorePath;
+use crate::format::hash::Sha256Hash;
+use crate::format::store_path::StorePath;
 
 /// What Nix knows about one store path: the facts a narinfo carries.
 #[derive(Debug, Clone, PartialEq, Eq)]

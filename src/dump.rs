@@ -15,7 +15,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::nar::{self, Node};
+use crate::format::nar::{self, Node};
 
 /// Context for errors on the output side, so that a full disk is not reported
 /// as a problem with the store path being read.

@@ -3,17 +3,13 @@
 //!
 //! Data flows one way: [`closure`] reads what Nix says about the closure,
 //! [`cache`] plans the work and runs each store path through the pipeline
-//! ([`dump`] → [`nar`] → [`hash`] → [`compression`] → file), then writes its
-//! [`narinfo`]. The format modules ([`nar`], [`narinfo`], [`nixbase32`],
-//! [`store_path`], [`hash`]) do no I/O of their own.
+//! ([`dump`] → [`format::nar`] → [`format::hash`] → [`compression`] → file),
+//! then writes its [`format::narinfo`]. The modules under [`format`] are pure:
+//! they do no I/O of their own.
 
 pub mod atomic_file;
 pub mod cache;
 pub mod closure;
 pub mod compression;
 pub mod dump;
-pub mod hash;
-pub mod nar;
-pub mod narinfo;
-pub mod nixbase32;
-pub mod store_path;
+pub mod format;

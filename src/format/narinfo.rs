@@ -6,7 +6,7 @@
 //! other readers expect.
 //!
 //! ```
-//! use make_binary_cache::{compression::Compression, narinfo::NarInfo, store_path::StorePath};
+//! use make_binary_cache::{compression::Compression, format::narinfo::NarInfo, format::store_path::StorePath};
 //! let path = StorePath::parse("/nix/store", "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a").unwrap();
 //! let hash = "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw".parse().unwrap();
 //! let info = NarInfo {
@@ -20,8 +20,8 @@
 use std::fmt;
 
 use crate::compression::Compression;
-use crate::hash::Sha256Hash;
-use crate::store_path::StorePath;
+use crate::format::hash::Sha256Hash;
+use crate::format::store_path::StorePath;
 
 pub struct NarInfo<'a> {
     pub store_path: &'a StorePath,

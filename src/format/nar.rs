@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use std::io::Write;
-//! use make_binary_cache::nar;
+//! use make_binary_cache::format::nar;
 //!
 //! let mut buf = Vec::new();
 //! let mut dir = nar::open(&mut buf)?.directory()?;

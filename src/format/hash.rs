@@ -3,7 +3,7 @@
 //! where other tools print them (`nix path-info --json` prints SRI).
 //!
 //! ```
-//! use make_binary_cache::hash::Sha256Hash;
+//! use make_binary_cache::format::hash::Sha256Hash;
 //! let sri: Sha256Hash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".parse().unwrap();
 //! assert_eq!(sri.to_string(), "sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
 //! ```
@@ -14,7 +14,7 @@ use std::str::FromStr;
 use base64::Engine;
 use sha2::Digest;
 
-use crate::nixbase32;
+use crate::format::nixbase32;
 
 /// A SHA-256 digest. `Display` gives Nix's canonical `sha256:<nix32>`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

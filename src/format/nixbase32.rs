@@ -7,7 +7,7 @@
 //! characters, a 20-byte store path hash 32.
 //!
 //! ```
-//! use make_binary_cache::nixbase32;
+//! use make_binary_cache::format::nixbase32;
 //! let bytes = [0xff; 20];
 //! let s = nixbase32::encode(&bytes);
 //! assert_eq!(s, "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz");

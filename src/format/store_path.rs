@@ -7,7 +7,7 @@
 //! can never be something Nix would refuse.
 //!
 //! ```
-//! use make_binary_cache::store_path::StorePath;
+//! use make_binary_cache::format::store_path::StorePath;
 //! let p = StorePath::parse("/nix/store", "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a").unwrap();
 //! assert_eq!(p.hash_part(), "q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr");
 //! assert_eq!(p.base_name(), "q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a");
@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use crate::nixbase32;
+use crate::format::nixbase32;
 
 const HASH_LEN: usize = 32;
 const MAX_NAME_LEN: usize = 211;

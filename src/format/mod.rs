@@ -1,0 +1,15 @@
+//! The formats of Nix this program reads and writes, as pure code: no I/O, no
+//! file system, no clock. Each module opens with what the format is and an
+//! example, and is tested against bytes real Nix wrote.
+//!
+//! * [`nixbase32`]: Nix's base-32 alphabet and bit order.
+//! * [`hash`]: SHA-256 digests in the spellings Nix prints.
+//! * [`store_path`]: `<store dir>/<hash>-<name>`, and the store directory itself.
+//! * [`nar`]: the Nix ARchive, written as a stream.
+//! * [`narinfo`]: what a binary cache says about one store path.
+
+pub mod hash;
+pub mod nar;
+pub mod narinfo;
+pub mod nixbase32;
+pub mod store_path;
