@@ -7,9 +7,11 @@
 //! * [`store_path`]: `<store dir>/<hash>-<name>`, and the store directory itself.
 //! * [`nar`]: the Nix ARchive, written as a stream.
 //! * [`narinfo`]: what a binary cache says about one store path.
+//! * [`signature`]: `<key name>:<base64>` ed25519 signatures.
 
 pub mod hash;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
+pub mod signature;
 pub mod store_path;
