@@ -993,3 +993,178 @@ mod tests {
         }
     }
 }
+
+/// Random mutations of a valid closure must never panic, and whatever parses
+/// must render to a narinfo that reads back as exactly what was parsed.
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::format::narinfo::NarInfo;
+
+    const STORE: &str = "/nix/store";
+    const FIELDS: [&str; 8] = ["path", "narHash", "narSize", "references", "deriver", "signatures", "ca", "valid"];
+    const SNIPPETS: [&str; 16] =
+        ["\n", "\\n", "\r", "\\r", "\0", "\\u0000", "\"", "\\\"", ":", ": ", ",", "{", "]", "null", " ", "\\u2028"];
+
+    fn valid_closure() -> Value {
+        let (a, b) = ("/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a", "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b");
+        let sig = "cache.example.org-1:aItucb2jMEdvkqYZji7WOy01UemOpGXpZCYvu0qXLmVNaoV4Mj/41K8uzPznXew6f1YgBxjkdjZl/N3le94ZWA==";
+        json!([
+            {"path": a, "narHash": "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", "narSize": 120,
+             "references": [], "ca": "fixed:r:sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw",
+             "signatures": [sig], "valid": true},
+            {"path": b, "narHash": "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw", "narSize": 952,
+             "references": [a, b], "deriver": "/nix/store/0c1ax3xdhph1hmrxhiby8mcxh0qamv2p-b.drv",
+             "signatures": [sig, sig.replace("cache.example.org-1", "other-key")], "closureSize": 1072},
+        ])
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Remove { entry: usize, field: usize },
+        Retype { entry: usize, field: usize, value: usize },
+        Flip { at: usize, bits: u8 },
+        Insert { at: usize, snippet: usize },
+        Delete { at: usize },
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (0..2usize, 0..FIELDS.len()).prop_map(|(entry, field)| Mutation::Remove { entry, field }),
+            (0..2usize, 0..FIELDS.len(), 0..6usize).prop_map(|(entry, field, value)| Mutation::Retype {
+                entry,
+                field,
+                value
+            }),
+            (any::<usize>(), 1..=255u8).prop_map(|(at, bits)| Mutation::Flip { at, bits }),
+            (any::<usize>(), 0..SNIPPETS.len()).prop_map(|(at, snippet)| Mutation::Insert { at, snippet }),
+            any::<usize>().prop_map(|at| Mutation::Delete { at }),
+        ]
+    }
+
+    /// The JSON text after `mutations`; structural ones apply before the
+    /// textual ones.
+    fn mutate(mutations: &[Mutation], object_form: bool) -> String {
+        let mut closure = valid_closure();
+        for m in mutations {
+            match *m {
+                Mutation::Remove { entry, field } => {
+                    closure[entry].as_object_mut().unwrap().remove(FIELDS[field]);
+                }
+                Mutation::Retype { entry, field, value } => {
+                    let values = [json!(null), json!(7), json!(-1), json!("x"), json!(["x"]), json!({"x": 1})];
+                    closure[entry][FIELDS[field]] = values[value].clone();
+                }
+                _ => {}
+            }
+        }
+        if object_form {
+            let mut by_path = serde_json::Map::new();
+            for (i, mut entry) in closure.as_array().unwrap().clone().into_iter().enumerate() {
+                let key = match entry.as_object_mut().unwrap().remove("path") {
+                    Some(Value::String(p)) => p,
+                    _ => format!("/nix/store/entry-{i}"),
+                };
+                by_path.insert(key, entry);
+            }
+            closure = Value::Object(by_path);
+        }
+        let mut bytes = serde_json::to_vec(&closure).unwrap();
+        for m in mutations {
+            match *m {
+                Mutation::Flip { at, bits } => {
+                    let at = at % bytes.len();
+                    bytes[at] ^= bits;
+                }
+                Mutation::Insert { at, snippet } => {
+                    let at = at % (bytes.len() + 1);
+                    bytes.splice(at..at, SNIPPETS[snippet].bytes());
+                }
+                Mutation::Delete { at } if !bytes.is_empty() => {
+                    bytes.remove(at % bytes.len());
+                }
+                _ => {}
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Renders `info` as a narinfo and reads it back, checking the keys.
+    fn round_trip(info: &PathInfo) {
+        let narinfo = NarInfo {
+            store_path: &info.path,
+            url: format!("nar/{}.nar", info.nar_hash.nix32()),
+            compression: Compression::None,
+            file_hash: info.nar_hash,
+            file_size: info.nar_size,
+            nar_hash: info.nar_hash,
+            nar_size: info.nar_size,
+            references: &info.references,
+            deriver: info.deriver.as_ref(),
+            signatures: &info.signatures,
+            ca: info.ca.as_ref(),
+        };
+        let text = narinfo.render().expect("a parsed path info always renders");
+        let mut fields: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for line in text.strip_suffix('\n').unwrap().split('\n') {
+            let (key, value) = line.split_once(": ").unwrap_or_else(|| panic!("line without ': ': {line:?}"));
+            fields.entry(key).or_default().push(value);
+        }
+        let one = |key: &str| match fields.get(key).map(Vec::as_slice) {
+            Some([value]) => *value,
+            other => panic!("{key}: {other:?} in {text}"),
+        };
+        assert_eq!(one("StorePath"), info.path.as_str());
+        assert_eq!(one("NarHash"), info.nar_hash.to_string());
+        assert_eq!(one("NarSize"), info.nar_size.to_string());
+        for key in ["URL", "Compression", "FileHash", "FileSize"] {
+            one(key);
+        }
+        let references: Vec<StorePath> = match one("References") {
+            "" => Vec::new(),
+            refs => refs.split(' ').map(|r| StorePath::parse(STORE, &format!("{STORE}/{r}")).unwrap()).collect(),
+        };
+        assert_eq!(references, info.references);
+        let deriver = fields.contains_key("Deriver").then(|| one("Deriver"));
+        assert_eq!(deriver, info.deriver.as_ref().map(StorePath::base_name));
+        let sigs: Vec<Signature> =
+            fields.get("Sig").map_or(Vec::new(), |v| v.iter().map(|s| s.parse().unwrap()).collect());
+        assert_eq!(sigs, info.signatures);
+        let ca = fields.contains_key("CA").then(|| one("CA").parse::<ContentAddress>().unwrap());
+        assert_eq!(ca, info.ca);
+        let known = ["StorePath", "URL", "Compression", "FileHash", "FileSize", "NarHash", "NarSize", "References"];
+        for key in fields.keys() {
+            assert!(known.contains(key) || ["Deriver", "Sig", "CA"].contains(key), "unknown key {key:?}");
+        }
+    }
+
+    #[test]
+    fn the_unmutated_closure_round_trips() {
+        for object_form in [false, true] {
+            let infos = parse_path_info_json(&mutate(&[], object_form), STORE).unwrap();
+            assert_eq!(infos.len(), 2);
+            infos.iter().for_each(round_trip);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_closures_never_panic_and_what_parses_round_trips(
+            mutations in proptest::collection::vec(mutation(), 1..4),
+            object_form in any::<bool>(),
+        ) {
+            let json = mutate(&mutations, object_form);
+            if let Ok(infos) = parse_path_info_json(&json, STORE) {
+                infos.iter().for_each(round_trip);
+            }
+            let _ = Attrs::parse(&format!(r#"{{"closure":{json}}}"#), STORE);
+        }
+    }
+}
