@@ -18,7 +18,7 @@
 //! error here, never a narinfo line.
 //!
 //! The JSON is read with serde into structs of borrowed, loosely typed fields
-//! ([`Loose`]) and each entry is validated as soon as it is read, so reading
+//! (`Loose`) and each entry is validated as soon as it is read, so reading
 //! costs little more than the file and the result: the derivation's other
 //! attributes in the attrs file and unknown fields are skipped unbuilt.
 //!
