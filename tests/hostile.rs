@@ -214,3 +214,70 @@ fn real_signatures_and_content_addresses_survive_require_sigs() {
     let (ok, _, stderr) = copy(&wrong_ca_cache, &tmp.join("store-wrong-ca"), &[&ca_tree]);
     assert!(!ok && stderr.contains("lacks a valid signature"), "a wrong CA was not refused:\n{stderr}");
 }
+
+/// Our content address grammar against Nix's own parser: each spelling goes
+/// into the `CA:` line of a narinfo that Nix then reads (`nix path-info
+/// --store file://…`); Nix must accept exactly what we accept and print it as
+/// we render it. `fixed:git:` is left out: newer Nix knows it, Nix 2.8 does not.
+#[test]
+fn content_addresses_parse_as_nix_parses_them() {
+    use make_binary_cache::format::content_address::ContentAddress;
+
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("hostile-ca-grammar");
+    let root = build_fixture("", "a");
+    let closure = tmp.join("closure.json");
+    write_json(&closure, &path_info(&[&root]));
+    let cache = tmp.join("cache");
+    run_ok(ours().arg("--closure").arg(&closure).arg("--out").arg(&cache).args(["--compression", "none"]));
+    let name = format!("{}.narinfo", &root["/nix/store/".len()..][..32]);
+    let narinfo = fs::read_to_string(cache.join(&name)).unwrap();
+
+    let hex = |algo: &str| run_ok(nix_cmd("nix-hash").args(["--type", algo, "--flat"]).arg(&closure));
+    let to = |base: &str, algo: &str, hex: &str| {
+        run_ok(nix_cmd("nix").args(["hash", &format!("to-{base}"), "--type", algo, hex]))
+    };
+    // (An empty `CA:` line is no CA to Nix; we never write one, and refuse
+    // `"ca": ""`, which Nix never writes.)
+    let mut cases = vec!["garbage".to_string(), "fixed:r:sha256".into(), "text:sha256:".into(), "fixed:".into()];
+    for algo in ["md5", "sha1", "sha256", "sha512"] {
+        let hex = hex(algo);
+        let (nix32, base64) = (to("base32", algo, &hex), to("base64", algo, &hex));
+        for digest in [&hex, &hex.to_uppercase(), &nix32, &base64] {
+            cases.extend([format!("fixed:{algo}:{digest}"), format!("fixed:r:{algo}:{digest}")]);
+        }
+        cases.extend([
+            format!("text:{algo}:{nix32}"),
+            format!("fixed:r:{algo}-{base64}"),
+            format!("fixed:r:{algo}:{algo}-{base64}"),
+            format!("fixed:r:{algo}:{}", &nix32[1..]),
+            format!("fixed:r:{algo}:z{}", &nix32[1..]),
+            format!("fixed:r:{algo}:{}g", &hex[1..]),
+            format!("fixed:r:r:{algo}:{nix32}"),
+            format!("fixed:r:{}:{nix32}", algo.to_uppercase()),
+        ]);
+        if algo == "sha256" {
+            // Only newer Nix knows blake3 (experimental); a 32-byte digest.
+            cases.push(format!("fixed:r:blake3:{nix32}"));
+        }
+    }
+    for (i, ca) in cases.iter().enumerate() {
+        let dir = tmp.join(format!("cache-{i}"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::copy(cache.join("nix-cache-info"), dir.join("nix-cache-info")).unwrap();
+        let without_ca: String = narinfo.lines().filter(|l| !l.starts_with("CA:")).map(|l| format!("{l}\n")).collect();
+        fs::write(dir.join(&name), format!("{without_ca}CA: {ca}\n")).unwrap();
+        let (nix_ok, stdout, stderr) = run(nix_cmd("nix")
+            .args(["path-info", "--json", "--store"])
+            .arg(format!("file://{}", dir.display()))
+            .arg(&root));
+        let ours = ca.parse::<ContentAddress>();
+        assert_eq!(ours.is_ok(), nix_ok, "{ca:?}: we say {ours:?}, Nix says {stdout}{stderr}");
+        if let Ok(ours) = ours {
+            let printed: Value = serde_json::from_str(&stdout).unwrap();
+            assert_eq!(printed[0]["ca"], ours.to_string(), "{ca:?}");
+        }
+    }
+}
