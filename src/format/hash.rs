@@ -3,7 +3,7 @@
 //! [`Sha256Hash`] is a NAR or file hash: `sha256:<nix32>` in narinfo files and
 //! in the builder's closure JSON, and also `sha256:<hex>` and SRI
 //! `sha256-<base64>` where other tools print them (`nix path-info --json`
-//! prints SRI). [`Hash`] is a digest of any algorithm Nix knows (md5, sha1,
+//! prints SRI). [`Hash`](struct@Hash) is a digest of any algorithm Nix knows (md5, sha1,
 //! sha256, sha512), as a content address carries it.
 //!
 //! ```
