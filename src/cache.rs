@@ -186,7 +186,6 @@ fn write_path(
     }
 
     let nar_name = format!("{}.nar{}", file_hash.nix32(), compression.extension());
-    file.persist(&nar_name).with_context(|| format!("naming {}", nar_dir.join(&nar_name).display()))?;
     let narinfo = NarInfo {
         store_path: &info.path,
         url: format!("nar/{nar_name}"),
@@ -198,9 +197,12 @@ fn write_path(
         references: &info.references,
         deriver: info.deriver.as_ref(),
         signatures: &info.signatures,
-        ca: info.ca.as_deref(),
+        ca: info.ca.as_ref(),
     };
-    write_atomically(out, &narinfo.file_name(), narinfo.to_string().as_bytes())?;
+    // Rendered before the NAR is named: a refused narinfo leaves nothing behind.
+    let text = narinfo.render().map_err(|e| anyhow!(e))?;
+    file.persist(&nar_name).with_context(|| format!("naming {}", nar_dir.join(&nar_name).display()))?;
+    write_atomically(out, &narinfo.file_name(), text.as_bytes())?;
     Ok(Written { nar_size, file_size })
 }
 

@@ -9,9 +9,18 @@
 //! * `nix path-info --json --recursive`, an array of entries on older Nix and an
 //!   object keyed by store path on newer Nix.
 //!
-//! Parsing is strict about what we rely on (every field is named in the error
-//! along with the store path it belongs to) and ignores fields we do not use,
-//! such as `closureSize` and `valid`, so newer Nix versions keep working.
+//! Parsing is strict about what we rely on and ignores fields we do not use,
+//! such as `closureSize`, so newer Nix versions keep working. Every value that
+//! ends up in a narinfo is validated here, where it is read, with an error
+//! naming the store path and the field: store paths (and a deriver, which must
+//! be a `.drv`), the NAR hash, [`Signature`]s and the [`ContentAddress`]. So a
+//! signature carrying `\nURL: nar/<another NAR>` or a `ca` of `garbage` is an
+//! error here, never a narinfo line.
+//!
+//! The JSON is read with serde into structs of borrowed, loosely typed fields
+//! (`Loose`) and each entry is validated as soon as it is read, so reading
+//! costs little more than the file and the result: the derivation's other
+//! attributes in the attrs file and unknown fields are skipped unbuilt.
 //!
 //! ```
 //! use make_binary_cache::closure::Attrs;
@@ -26,14 +35,20 @@
 //! assert_eq!(attrs.closure[0].nar_size, 952);
 //! ```
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::compression::Compression;
+use crate::format::content_address::ContentAddress;
 use crate::format::hash::Sha256Hash;
+use crate::format::signature::Signature;
 use crate::format::store_path::StorePath;
 
 /// What Nix knows about one store path: the facts a narinfo carries.
@@ -44,9 +59,10 @@ pub struct PathInfo {
     pub nar_size: u64,
     /// Sorted, and may contain `path` itself.
     pub references: Vec<StorePath>,
+    /// A store path whose name ends in `.drv`.
     pub deriver: Option<StorePath>,
-    pub signatures: Vec<String>,
-    pub ca: Option<String>,
+    pub signatures: Vec<Signature>,
+    pub ca: Option<ContentAddress>,
 }
 
 /// The parts of a structured-attrs file we use.
@@ -61,35 +77,31 @@ pub struct Attrs {
 
 impl Attrs {
     pub fn parse(json: &str, store_dir: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(json).context("not valid JSON")?;
-        let top = value.as_object().ok_or_else(|| anyhow!("expected a JSON object at the top level"))?;
+        let reader = Reader::new(store_dir);
+        let raw = reader.read(json, |de, reader| de.deserialize_map(AttrsVisitor { reader }))?;
 
-        let closure = match top.get("closure") {
-            Some(Value::Array(entries)) => parse_entries(entries.iter(), store_dir)?,
-            Some(_) => bail!("field `closure` must be a list of path infos"),
-            None => bail!(
+        let closure = raw.closure.ok_or_else(|| {
+            anyhow!(
                 "field `closure` is missing: the derivation must set `exportReferencesGraph.closure` \
                  with `__structuredAttrs = true`"
-            ),
+            )
+        })?;
+        let out = match raw.outputs {
+            None => None,
+            Some(outputs) => match outputs.out {
+                Loose::Str(out) => Some(PathBuf::from(out.as_ref())),
+                other => return Err(wrong("field `outputs.out`", "a string", &other)),
+            },
         };
-        let out = match top.get("outputs") {
-            None | Some(Value::Null) => None,
-            Some(outputs) => Some(PathBuf::from(
-                outputs
-                    .get("out")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| anyhow!("field `outputs.out` must be a string"))?,
-            )),
+        let compression = match raw.compression {
+            Loose::Missing | Loose::Null => None,
+            Loose::Str(s) => Some(s.parse().map_err(|e: String| anyhow!("field `compression`: {e}"))?),
+            other => bail!("field `compression` must be a string or null, not {}", other.kind()),
         };
-        let compression = match top.get("compression") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.parse().map_err(|e: String| anyhow!("field `compression`: {e}"))?),
-            Some(_) => bail!("field `compression` must be a string"),
-        };
-        let compression_level = match top.get("compressionLevel") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_i64()
+        let compression_level = match raw.compression_level {
+            Loose::Missing | Loose::Null => None,
+            v => Some(
+                v.integer()
                     .and_then(|n| i32::try_from(n).ok())
                     .ok_or_else(|| anyhow!("field `compressionLevel` must be an integer or null, not {v}"))?,
             ),
@@ -100,108 +112,402 @@ impl Attrs {
 
 /// Parses the output of `nix path-info --json --recursive`.
 pub fn parse_path_info_json(json: &str, store_dir: &str) -> Result<Vec<PathInfo>> {
-    let value: Value = serde_json::from_str(json).context("not valid JSON")?;
-    match value {
-        // Nix before 2.19: `[{"path": …, …}, …]`.
-        Value::Array(entries) => parse_entries(entries.iter(), store_dir),
-        // Newer Nix: `{"/nix/store/…": {…} | null, …}`, the path only as the key.
-        Value::Object(by_path) => {
-            let mut infos = Vec::with_capacity(by_path.len());
-            for (path, entry) in &by_path {
-                let Value::Object(fields) = entry else {
-                    bail!("{path}: not a valid store path in this store (path-info gave {entry})");
-                };
-                let mut fields = fields.clone();
-                fields.insert("path".into(), Value::String(path.clone()));
-                infos.push(parse_entry(&fields, store_dir)?);
-            }
-            check_unique(infos)
-        }
-        _ => bail!("expected the JSON array or object that `nix path-info --json --recursive` prints"),
-    }
+    let reader = Reader::new(store_dir);
+    reader.read(json, |de, reader| de.deserialize_any(PathInfoVisitor { reader }))
 }
 
-fn parse_entries<'a>(entries: impl Iterator<Item = &'a Value>, store_dir: &str) -> Result<Vec<PathInfo>> {
-    let infos = entries
-        .enumerate()
-        .map(|(i, entry)| {
-            let fields = entry.as_object().ok_or_else(|| anyhow!("closure entry {i} is not an object"))?;
-            parse_entry(fields, store_dir).with_context(|| format!("closure entry {i}"))
+/// Reads one JSON document, keeping our own errors (which name the entry, the
+/// store path and the field) apart from serde's, which cannot carry them.
+struct Reader<'s> {
+    store_dir: &'s str,
+    /// Set when a value was rejected: the error to report.
+    invalid: RefCell<Option<anyhow::Error>>,
+    /// Set when serde failed inside a part we can name, e.g. `closure entry 3`.
+    failed_in: RefCell<Option<String>>,
+}
+
+impl<'s> Reader<'s> {
+    fn new(store_dir: &'s str) -> Self {
+        Self { store_dir, invalid: RefCell::new(None), failed_in: RefCell::new(None) }
+    }
+
+    fn read<'de, T>(
+        &self,
+        json: &'de str,
+        parse: impl FnOnce(&mut serde_json::Deserializer<serde_json::de::StrRead<'de>>, &Self) -> serde_json::Result<T>,
+    ) -> Result<T> {
+        let mut de = serde_json::Deserializer::from_str(json);
+        let result = parse(&mut de, self).and_then(|value| de.end().map(|()| value));
+        result.map_err(|e| {
+            if let Some(invalid) = self.invalid.take() {
+                return invalid;
+            }
+            let syntax = e.is_syntax() || e.is_eof();
+            let e = anyhow!(e);
+            let e = match self.failed_in.take() {
+                Some(part) => e.context(part),
+                None => e,
+            };
+            if syntax { e.context("not valid JSON") } else { e }
         })
-        .collect::<Result<Vec<_>>>()?;
-    check_unique(infos)
-}
+    }
 
-fn parse_entry(fields: &Map<String, Value>, store_dir: &str) -> Result<PathInfo> {
-    let path = match fields.get("path") {
-        Some(Value::String(p)) => StorePath::parse(store_dir, p).map_err(|e| anyhow!("field `path`: {e}"))?,
-        Some(_) => bail!("field `path` must be a string"),
-        None => bail!("field `path` is missing"),
-    };
-    let in_path = |field: &str| format!("{path}: field `{field}`");
+    /// Records `error` as the reason to stop and returns the serde error that stops.
+    fn reject<E: de::Error>(&self, error: anyhow::Error) -> E {
+        *self.invalid.borrow_mut() = Some(error);
+        E::custom("invalid value")
+    }
 
-    let nar_hash = match fields.get("narHash") {
-        Some(Value::String(h)) => h.parse().map_err(|e| anyhow!("{}: {e}", in_path("narHash")))?,
-        Some(_) => bail!("{} must be a string", in_path("narHash")),
-        None => bail!("{} is missing", in_path("narHash")),
-    };
-    let nar_size = match fields.get("narSize") {
-        Some(v) => v.as_u64().ok_or_else(|| anyhow!("{} must be a non-negative integer", in_path("narSize")))?,
-        None => bail!("{} is missing", in_path("narSize")),
-    };
-    let mut references = match fields.get("references") {
-        Some(Value::Array(refs)) => refs
-            .iter()
-            .map(|r| {
-                r.as_str()
-                    .ok_or_else(|| anyhow!("{} must hold strings", in_path("references")))
-                    .and_then(|r| StorePath::parse(store_dir, r).map_err(|e| anyhow!("{}: {e}", in_path("references"))))
-            })
-            .collect::<Result<Vec<_>>>()?,
-        Some(_) => bail!("{} must be a list", in_path("references")),
-        None => bail!("{} is missing", in_path("references")),
-    };
-    references.sort();
-    references.dedup();
-    let deriver = match fields.get("deriver") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(d)) => {
-            Some(StorePath::parse(store_dir, d).map_err(|e| anyhow!("{}: {e}", in_path("deriver")))?)
-        }
-        Some(_) => bail!("{} must be a string", in_path("deriver")),
-    };
-    let signatures = match fields.get("signatures") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(sigs)) => sigs
-            .iter()
-            .map(|s| {
-                s.as_str().map(str::to_owned).ok_or_else(|| anyhow!("{} must hold strings", in_path("signatures")))
-            })
-            .collect::<Result<_>>()?,
-        Some(_) => bail!("{} must be a list", in_path("signatures")),
-    };
-    let ca = match fields.get("ca") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(ca)) if !ca.is_empty() && !ca.contains('\n') => Some(ca.clone()),
-        Some(_) => bail!("{} must be a non-empty one-line string", in_path("ca")),
-    };
-    Ok(PathInfo { path, nar_hash, nar_size, references, deriver, signatures, ca })
-}
-
-/// A path listed twice is harmless if both entries agree; if they disagree, one
-/// of them is wrong and we cannot know which.
-fn check_unique(infos: Vec<PathInfo>) -> Result<Vec<PathInfo>> {
-    let mut by_path: BTreeMap<StorePath, PathInfo> = BTreeMap::new();
-    for info in infos {
-        match by_path.get(&info.path) {
-            Some(seen) if *seen != info => bail!("{}: listed twice with different information", info.path),
-            Some(_) => {}
-            None => {
-                by_path.insert(info.path.clone(), info);
-            }
+    fn failed_in<E>(&self, part: impl FnOnce() -> String) -> impl FnOnce(E) -> E {
+        move |e| {
+            self.failed_in.borrow_mut().get_or_insert_with(part);
+            e
         }
     }
-    Ok(by_path.into_values().collect())
+
+    /// Entries of the array form, validated one by one as they are read.
+    fn entries<'de, A: SeqAccess<'de>>(&self, mut seq: A) -> Result<Vec<PathInfo>, A::Error> {
+        let mut infos = Vec::new();
+        let mut i = 0;
+        while let Some(raw) = seq.next_element::<RawEntry>().map_err(self.failed_in(|| format!("closure entry {i}")))? {
+            let info = raw.validate(None, self.store_dir).with_context(|| format!("closure entry {i}"));
+            infos.push(info.map_err(|e| self.reject(e))?);
+            i += 1;
+        }
+        check_unique(infos).map_err(|e| self.reject(e))
+    }
+}
+
+/// A JSON value reduced to what validation needs: strings borrowed from the
+/// input where they hold no escapes, lists kept, objects skipped unbuilt.
+#[derive(Debug, Default)]
+enum Loose<'a> {
+    /// The field is absent (`#[serde(default)]`).
+    #[default]
+    Missing,
+    Null,
+    Bool(bool),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+    Str(Cow<'a, str>),
+    List(Vec<Loose<'a>>),
+    Object,
+}
+
+impl Loose<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Null => "null",
+            Self::Bool(_) => "a boolean",
+            Self::Unsigned(_) | Self::Signed(_) | Self::Float(_) => "a number",
+            Self::Str(_) => "a string",
+            Self::List(_) => "a list",
+            Self::Object => "an object",
+        }
+    }
+
+    fn integer(&self) -> Option<i64> {
+        match *self {
+            Self::Unsigned(n) => i64::try_from(n).ok(),
+            Self::Signed(n) => Some(n),
+            _ => None,
+        }
+    }
+}
+
+/// The error for a field that is missing or holds the wrong kind of value.
+fn wrong(field: impl fmt::Display, expected: &str, found: &Loose) -> anyhow::Error {
+    match found {
+        Loose::Missing => anyhow!("{field} is missing"),
+        other => anyhow!("{field} must be {expected}, not {}", other.kind()),
+    }
+}
+
+impl fmt::Display for Loose<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bool(b) => write!(f, "{b}"),
+            Self::Unsigned(n) => write!(f, "{n}"),
+            Self::Signed(n) => write!(f, "{n}"),
+            Self::Float(n) => write!(f, "{n}"),
+            Self::Str(s) => write!(f, "{s:?}"),
+            other => f.write_str(other.kind()),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LooseVisitor(PhantomData))
+    }
+}
+
+struct LooseVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for LooseVisitor<'a> {
+    type Value = Loose<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Loose::Null)
+    }
+    fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(Loose::Bool(b))
+    }
+    fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+        Ok(Loose::Unsigned(n))
+    }
+    fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+        Ok(Loose::Signed(n))
+    }
+    fn visit_f64<E>(self, n: f64) -> Result<Self::Value, E> {
+        Ok(Loose::Float(n))
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+        Ok(Loose::Str(Cow::Owned(s)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Loose::List(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Loose::Object)
+    }
+}
+
+/// One path-info entry as read, before validation.
+#[derive(Deserialize)]
+struct RawEntry<'a> {
+    #[serde(borrow, default)]
+    path: Loose<'a>,
+    #[serde(borrow, default, rename = "narHash")]
+    nar_hash: Loose<'a>,
+    #[serde(borrow, default, rename = "narSize")]
+    nar_size: Loose<'a>,
+    #[serde(borrow, default)]
+    references: Loose<'a>,
+    #[serde(borrow, default)]
+    deriver: Loose<'a>,
+    #[serde(borrow, default)]
+    signatures: Loose<'a>,
+    #[serde(borrow, default)]
+    ca: Loose<'a>,
+    #[serde(borrow, default)]
+    valid: Loose<'a>,
+}
+
+impl RawEntry<'_> {
+    /// `key` is the store path the entry was listed under, in the object form.
+    fn validate(self, key: Option<&str>, store_dir: &str) -> Result<PathInfo> {
+        let path = match (key, &self.path) {
+            (Some(key), Loose::Missing) => key,
+            (Some(key), Loose::Str(p)) if p == key => key,
+            (Some(key), other) => bail!("{key}: field `path` is {other}, not the store path it is listed under"),
+            (None, Loose::Str(p)) => p,
+            (None, other) => return Err(wrong("field `path`", "a string", other)),
+        };
+        let path = StorePath::parse(store_dir, path).map_err(|e| anyhow!("field `path`: {e}"))?;
+        let field = |name: &str| format!("{path}: field `{name}`");
+        if let Loose::Bool(false) = self.valid {
+            bail!("{path}: not a valid store path in this store (path-info says \"valid\": false)");
+        }
+
+        let nar_hash = match &self.nar_hash {
+            Loose::Str(h) => h.parse().map_err(|e| anyhow!("{}: {h:?}: {e}", field("narHash")))?,
+            other => return Err(wrong(field("narHash"), "a string", other)),
+        };
+        let nar_size = match &self.nar_size {
+            Loose::Unsigned(n) => *n,
+            other => return Err(wrong(field("narSize"), "a non-negative integer", other)),
+        };
+        let mut references = match &self.references {
+            Loose::List(refs) => refs
+                .iter()
+                .map(|r| match r {
+                    Loose::Str(r) => {
+                        StorePath::parse(store_dir, r).map_err(|e| anyhow!("{}: {e}", field("references")))
+                    }
+                    other => bail!("{} must hold strings, not {}", field("references"), other.kind()),
+                })
+                .collect::<Result<Vec<_>>>()?,
+            other => return Err(wrong(field("references"), "a list", other)),
+        };
+        references.sort();
+        references.dedup();
+        let deriver = match &self.deriver {
+            Loose::Missing | Loose::Null => None,
+            Loose::Str(d) => {
+                let d = StorePath::parse(store_dir, d).map_err(|e| anyhow!("{}: {e}", field("deriver")))?;
+                if !d.name().ends_with(".drv") {
+                    bail!("{}: {d:?} is not a derivation: its name does not end in .drv", field("deriver"));
+                }
+                Some(d)
+            }
+            other => bail!("{} must be a string or null, not {}", field("deriver"), other.kind()),
+        };
+        let signatures = match &self.signatures {
+            Loose::Missing | Loose::Null => Vec::new(),
+            Loose::List(sigs) => sigs
+                .iter()
+                .map(|s| match s {
+                    Loose::Str(s) => s.parse().map_err(|e| anyhow!("{}: {e}", field("signatures"))),
+                    other => bail!("{} must hold strings, not {}", field("signatures"), other.kind()),
+                })
+                .collect::<Result<_>>()?,
+            other => bail!("{} must be a list or null, not {}", field("signatures"), other.kind()),
+        };
+        let ca = match &self.ca {
+            Loose::Missing | Loose::Null => None,
+            Loose::Str(ca) => Some(ca.parse().map_err(|e| anyhow!("{}: {e}", field("ca")))?),
+            other => bail!("{} must be a string or null, not {}", field("ca"), other.kind()),
+        };
+        Ok(PathInfo { path, nar_hash, nar_size, references, deriver, signatures, ca })
+    }
+}
+
+/// `nix path-info --json`: an array on Nix before 2.19, an object keyed by
+/// store path on newer Nix (where `null` marks a path that is not valid).
+struct PathInfoVisitor<'r, 's> {
+    reader: &'r Reader<'s>,
+}
+
+impl<'de> Visitor<'de> for PathInfoVisitor<'_, '_> {
+    type Value = Vec<PathInfo>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("the JSON array or object that `nix path-info --json --recursive` prints")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.reader.entries(seq)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let reader = self.reader;
+        let mut infos = Vec::new();
+        while let Some(key) = map.next_key::<Loose>()? {
+            let Loose::Str(path) = key else { unreachable!("JSON object keys are strings") };
+            let raw = map.next_value::<Option<RawEntry>>().map_err(reader.failed_in(|| format!("{path}")))?;
+            let info = match raw {
+                Some(raw) => raw.validate(Some(&path), reader.store_dir),
+                None => Err(anyhow!("{path}: not a valid store path in this store (path-info gave null)")),
+            };
+            infos.push(info.map_err(|e| reader.reject(e))?);
+        }
+        check_unique(infos).map_err(|e| reader.reject(e))
+    }
+}
+
+/// The attributes of a structured-attrs file we use; the derivation's other
+/// attributes are skipped without being built.
+#[derive(Default)]
+struct RawAttrs<'a> {
+    closure: Option<Vec<PathInfo>>,
+    outputs: Option<RawOutputs<'a>>,
+    compression: Loose<'a>,
+    compression_level: Loose<'a>,
+}
+
+#[derive(Deserialize)]
+struct RawOutputs<'a> {
+    #[serde(borrow, default)]
+    out: Loose<'a>,
+}
+
+struct AttrsVisitor<'r, 's> {
+    reader: &'r Reader<'s>,
+}
+
+impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
+    type Value = RawAttrs<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object at the top level")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let reader = self.reader;
+        let mut attrs = RawAttrs::default();
+        let mut seen: Vec<&'static str> = Vec::new();
+        while let Some(key) = map.next_key::<Loose>()? {
+            let Loose::Str(key) = key else { unreachable!("JSON object keys are strings") };
+            let name = match &*key {
+                "closure" => "closure",
+                "outputs" => "outputs",
+                "compression" => "compression",
+                "compressionLevel" => "compressionLevel",
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if seen.contains(&name) {
+                return Err(reader.reject(anyhow!("field `{name}` appears twice")));
+            }
+            seen.push(name);
+            let failed_in = || reader.failed_in(move || format!("field `{name}`"));
+            match name {
+                "closure" => attrs.closure = Some(map.next_value_seed(ClosureSeed { reader }).map_err(failed_in())?),
+                "outputs" => attrs.outputs = map.next_value().map_err(failed_in())?,
+                "compression" => attrs.compression = map.next_value().map_err(failed_in())?,
+                _ => attrs.compression_level = map.next_value().map_err(failed_in())?,
+            }
+        }
+        Ok(attrs)
+    }
+}
+
+/// The attrs file's `closure` list.
+struct ClosureSeed<'r, 's> {
+    reader: &'r Reader<'s>,
+}
+
+impl<'de> DeserializeSeed<'de> for ClosureSeed<'_, '_> {
+    type Value = Vec<PathInfo>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ClosureSeed<'_, '_> {
+    type Value = Vec<PathInfo>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of path infos")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.reader.entries(seq)
+    }
+}
+
+/// Sorts by store path. A path listed twice is harmless if both entries
+/// agree; if they disagree, one of them is wrong and we cannot know which.
+fn check_unique(mut infos: Vec<PathInfo>) -> Result<Vec<PathInfo>> {
+    // In place, without the scratch space a stable sort takes: a closure can
+    // have hundreds of thousands of entries, and equal paths must be equal
+    // entries anyway.
+    infos.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    if let Some(pair) = infos.windows(2).find(|pair| pair[0].path == pair[1].path && pair[0] != pair[1]) {
+        bail!("{}: listed twice with different information", pair[0].path);
+    }
+    infos.dedup();
+    Ok(infos)
 }
 
 #[cfg(test)]
@@ -211,6 +517,8 @@ mod tests {
     const A: &str = "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a";
     const B: &str = "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b";
     const HASH: &str = "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw";
+    const SIG: &str =
+        "cache.example.org-1:aItucb2jMEdvkqYZji7WOy01UemOpGXpZCYvu0qXLmVNaoV4Mj/41K8uzPznXew6f1YgBxjkdjZl/N3le94ZWA==";
 
     // Shaped as Nix 2.8 writes the builder's attrs file.
     fn attrs_json() -> String {
@@ -235,7 +543,7 @@ mod tests {
         let [a, b] = &attrs.closure[..] else { panic!("expected two entries") };
         assert_eq!((a.path.as_str(), b.path.as_str()), (A, B));
         assert_eq!(b.references.iter().map(StorePath::as_str).collect::<Vec<_>>(), [A, B]);
-        assert_eq!(a.ca.as_deref(), Some(&*format!("fixed:r:sha256:{}", &HASH[7..])));
+        assert_eq!(a.ca.unwrap().to_string(), format!("fixed:r:sha256:{}", &HASH[7..]));
         assert_eq!(b.nar_hash.to_string(), HASH);
     }
 
@@ -243,15 +551,15 @@ mod tests {
     fn parses_both_path_info_forms() {
         let sri = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
         let array = format!(
-            r#"[{{"path":"{A}","narHash":"{sri}","narSize":8,"references":[],"deriver":null,"signatures":["k:s"]}}]"#
+            r#"[{{"path":"{A}","narHash":"{sri}","narSize":8,"references":[],"deriver":null,"signatures":["{SIG}"]}}]"#
         );
         let object = format!(
-            r#"{{"{A}":{{"narHash":"{sri}","narSize":8,"references":[],"deriver":null,"signatures":["k:s"],"ca":null}}}}"#
+            r#"{{"{A}":{{"narHash":"{sri}","narSize":8,"references":[],"deriver":null,"signatures":["{SIG}"],"ca":null}}}}"#
         );
         let from_array = parse_path_info_json(&array, "/nix/store").unwrap();
         let from_object = parse_path_info_json(&object, "/nix/store").unwrap();
         assert_eq!(from_array, from_object);
-        assert_eq!(from_array[0].signatures, ["k:s"]);
+        assert_eq!(from_array[0].signatures, [SIG.parse().unwrap()]);
     }
 
     fn attrs_error(json: &str) -> String {
@@ -273,7 +581,8 @@ mod tests {
             assert!(err.contains(expected) && err.contains(A), "{err:?} lacks {expected:?} or the path");
         }
         assert!(attrs_error("{}").contains("`closure` is missing"));
-        assert!(attrs_error("[").contains("not valid JSON"));
+        assert!(attrs_error("{").contains("not valid JSON"));
+        assert!(attrs_error("[]").contains("expected a JSON object at the top level"));
         assert!(attrs_error(r#"{"closure":[],"compression":"gzip"}"#).contains("gzip"));
         assert!(attrs_error(r#"{"closure":[],"compressionLevel":"9"}"#).contains("compressionLevel"));
         assert!(attrs_error(r#"{"closure":[{"path":"/nix/store/x"}]}"#).contains("not a valid store path"));
@@ -287,5 +596,575 @@ mod tests {
         );
         let err = format!("{:#}", parse_path_info_json(&json, "/nix/store").unwrap_err());
         assert!(err.contains("listed twice"), "{err}");
+    }
+
+    /// A valid entry of the array form with `changes` applied (`None` removes
+    /// the field).
+    fn entry_with(changes: &[(&str, Option<serde_json::Value>)]) -> String {
+        use serde_json::json;
+        let mut entry = json!({
+            "path": A, "narHash": HASH, "narSize": 952, "references": [A, B],
+            "deriver": D, "signatures": [SIG], "ca": CA,
+        });
+        for (field, value) in changes {
+            match value {
+                Some(v) => entry[*field] = v.clone(),
+                None => drop(entry.as_object_mut().unwrap().remove(*field)),
+            }
+        }
+        format!("[{entry}]")
+    }
+
+    const D: &str = "/nix/store/0c1ax3xdhph1hmrxhiby8mcxh0qamv2p-a.drv";
+    const CA: &str = "fixed:r:sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw";
+
+    #[test]
+    fn the_valid_entry_of_the_table_parses() {
+        let [info] = &parse_path_info_json(&entry_with(&[]), "/nix/store").unwrap()[..] else { panic!() };
+        assert_eq!(info.deriver.as_ref().unwrap().as_str(), D);
+        assert_eq!(info.signatures[0].to_string(), SIG);
+        assert_eq!(info.ca.unwrap().to_string(), CA);
+    }
+
+    #[test]
+    fn hostile_entries_are_refused_naming_path_and_field() {
+        use serde_json::{Value, json};
+        let b64 = &SIG["cache.example.org-1:".len()..];
+        let other_nar = "nar/0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73.nar";
+        let injection = format!(
+            "k:s\nURL: {other_nar}\nNarHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\nNarSize: 8"
+        );
+        let s = |v: &str| Some(Value::String(v.to_owned()));
+        let e0 = "closure entry 0: ";
+        type Changes<'a> = Vec<(&'a str, Option<Value>)>;
+        let cases: Vec<(Changes, String)> = vec![
+            // The signature injection of issue 6, and its variants.
+            (
+                vec![("signatures", Some(json!([injection])))],
+                format!(
+                    "{e0}{A}: field `signatures`: {injection:?}: the signature must be 88 characters of base64 \
+                     (64 bytes), not {}",
+                    injection.len() - "k:".len()
+                ),
+            ),
+            (
+                vec![("signatures", Some(json!([format!("{SIG}\nURL: {other_nar}")])))],
+                format!(
+                    "{e0}{A}: field `signatures`: {:?}: the signature must be 88 characters of base64 (64 bytes), \
+                     not {}",
+                    format!("{SIG}\nURL: {other_nar}"),
+                    88 + "\nURL: ".len() + other_nar.len()
+                ),
+            ),
+            (
+                vec![("signatures", Some(json!([format!("URL x\nk:{b64}")])))],
+                format!(
+                    "{e0}{A}: field `signatures`: {:?}: the key name \"URL x\\nk\" contains the character ' '",
+                    format!("URL x\nk:{b64}")
+                ),
+            ),
+            (
+                vec![("signatures", Some(json!([format!("k\n:{b64}")])))],
+                format!(
+                    "{e0}{A}: field `signatures`: {:?}: the key name \"k\\n\" contains the character '\\n'",
+                    format!("k\n:{b64}")
+                ),
+            ),
+            (
+                vec![("signatures", Some(json!([format!("k\0:{b64}")])))],
+                format!(
+                    "{e0}{A}: field `signatures`: {:?}: the key name \"k\\0\" contains the character '\\0'",
+                    format!("k\0:{b64}")
+                ),
+            ),
+            (
+                vec![("signatures", Some(json!([format!("k:{}\n=", &b64[..86])])))],
+                format!(
+                    "{e0}{A}: field `signatures`: {:?}: the signature is not canonical base64: Invalid symbol 10, \
+                     offset 86.",
+                    format!("k:{}\n=", &b64[..86])
+                ),
+            ),
+            (
+                vec![("signatures", Some(json!([format!(":{b64}")])))],
+                format!("{e0}{A}: field `signatures`: {:?}: the key name is empty", format!(":{b64}")),
+            ),
+            (
+                vec![("signatures", s("k:s"))],
+                format!("{e0}{A}: field `signatures` must be a list or null, not a string"),
+            ),
+            (
+                vec![("signatures", Some(json!([1])))],
+                format!("{e0}{A}: field `signatures` must hold strings, not a number"),
+            ),
+            (
+                vec![("signatures", Some(json!(["k:s"])))],
+                format!(
+                    "{e0}{A}: field `signatures`: \"k:s\": the signature must be 88 characters of base64 (64 bytes), \
+                     not 1"
+                ),
+            ),
+            // Content addresses.
+            (
+                vec![("ca", s("garbage"))],
+                format!(
+                    "{e0}{A}: field `ca`: \"garbage\" is not a content address: expected text:<algo>:<hash> or \
+                     fixed:[r:|git:]<algo>:<hash>"
+                ),
+            ),
+            (
+                vec![("ca", s(""))],
+                format!(
+                    "{e0}{A}: field `ca`: \"\" is not a content address: expected text:<algo>:<hash> or \
+                     fixed:[r:|git:]<algo>:<hash>"
+                ),
+            ),
+            (
+                vec![("ca", s(&format!("{CA}\nURL: {other_nar}")))],
+                format!(
+                    "{e0}{A}: field `ca`: {:?} is not a content address: {:?} has the wrong length for a sha256 \
+                     hash: 64 (base16), 52 (nix32) or 44 (base64) characters expected, not {}",
+                    format!("{CA}\nURL: {other_nar}"),
+                    format!("{}\nURL: {other_nar}", &CA[15..]),
+                    52 + "\nURL: ".len() + other_nar.len()
+                ),
+            ),
+            (
+                vec![("ca", s(&format!("{}\n", &CA[..CA.len() - 1])))],
+                format!(
+                    "{e0}{A}: field `ca`: {:?} is not a content address: invalid nix32 sha256 hash {:?}: \
+                     '\\n' is not a nix32 character",
+                    format!("{}\n", &CA[..CA.len() - 1]),
+                    format!("{}\n", &CA[15..CA.len() - 1])
+                ),
+            ),
+            (
+                vec![("ca", s(&format!("{}\0", &CA[..CA.len() - 1])))],
+                format!(
+                    "{e0}{A}: field `ca`: {:?} is not a content address: invalid nix32 sha256 hash {:?}: \
+                     '\\0' is not a nix32 character",
+                    format!("{}\0", &CA[..CA.len() - 1]),
+                    format!("{}\0", &CA[15..CA.len() - 1])
+                ),
+            ),
+            (
+                vec![("ca", s("fixed:r:sha256-R7aF4gUsRhN3r44sBqPGK0U7ZYtUJc+8QLSqYxiQtJs="))],
+                format!(
+                    "{e0}{A}: field `ca`: \"fixed:r:sha256-R7aF4gUsRhN3r44sBqPGK0U7ZYtUJc+8QLSqYxiQtJs=\" is not a \
+                     content address: expected <algo>:<hash>"
+                ),
+            ),
+            (
+                vec![("ca", s(&format!("fixed:r:sha1:{}", &CA[15..])))],
+                format!(
+                    "{e0}{A}: field `ca`: \"fixed:r:sha1:{}\" is not a content address: \"{}\" has the wrong length \
+                     for a sha1 hash: 40 (base16), 32 (nix32) or 28 (base64) characters expected, not 52",
+                    &CA[15..],
+                    &CA[15..]
+                ),
+            ),
+            (
+                vec![("ca", s(&format!("text:sha512:{}", &CA[15..])))],
+                format!(
+                    "{e0}{A}: field `ca`: \"text:sha512:{}\" is not a content address: \"{}\" has the wrong length \
+                     for a sha512 hash: 128 (base16), 103 (nix32) or 88 (base64) characters expected, not 52",
+                    &CA[15..],
+                    &CA[15..]
+                ),
+            ),
+            (
+                vec![("ca", s("text:sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs"))],
+                format!(
+                    "{e0}{A}: field `ca`: \"text:sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs\" is not a content address: \
+                     a text content address uses sha256, not sha1"
+                ),
+            ),
+            (
+                vec![("ca", s(&format!("fixed:r:sha257:{}", &CA[15..])))],
+                format!(
+                    "{e0}{A}: field `ca`: \"fixed:r:sha257:{}\" is not a content address: unknown hash algorithm \
+                     \"sha257\" (expected md5, sha1, sha256 or sha512)",
+                    &CA[15..]
+                ),
+            ),
+            (
+                vec![("ca", s("fixed:r:sha256"))],
+                format!("{e0}{A}: field `ca`: \"fixed:r:sha256\" is not a content address: expected <algo>:<hash>"),
+            ),
+            (
+                vec![("ca", s(&format!("source:{}", &CA[6..])))],
+                format!(
+                    "{e0}{A}: field `ca`: \"source:{}\" is not a content address: unknown prefix \"source\" \
+                     (expected text or fixed)",
+                    &CA[6..]
+                ),
+            ),
+            (vec![("ca", Some(json!(1)))], format!("{e0}{A}: field `ca` must be a string or null, not a number")),
+            (
+                vec![("ca", Some(json!({"x": CA})))],
+                format!("{e0}{A}: field `ca` must be a string or null, not an object"),
+            ),
+            // Derivers.
+            (
+                vec![("deriver", s(B))],
+                format!("{e0}{A}: field `deriver`: {B:?} is not a derivation: its name does not end in .drv"),
+            ),
+            (
+                vec![("deriver", s(&format!("{D}\nSig: {SIG}")))],
+                format!(
+                    "{e0}{A}: field `deriver`: {:?} is not a valid store path: name contains the character '\\n'",
+                    format!("{D}\nSig: {SIG}")
+                ),
+            ),
+            (
+                vec![("deriver", s(&format!("{D}\0")))],
+                format!(
+                    "{e0}{A}: field `deriver`: {:?} is not a valid store path: name contains the character '\\0'",
+                    format!("{D}\0")
+                ),
+            ),
+            (
+                vec![("deriver", s("/tmp/x.drv"))],
+                format!("{e0}{A}: field `deriver`: \"/tmp/x.drv\" is not in the store directory /nix/store"),
+            ),
+            (
+                vec![("deriver", s(""))],
+                format!("{e0}{A}: field `deriver`: \"\" is not in the store directory /nix/store"),
+            ),
+            (
+                vec![("deriver", s("/nix/store/0c1ax3xdhph1hmrxhiby8mcxh0qamv2p-.drv"))],
+                format!(
+                    "{e0}{A}: field `deriver`: \"/nix/store/0c1ax3xdhph1hmrxhiby8mcxh0qamv2p-.drv\" is not a valid \
+                     store path: name must not start with a dot"
+                ),
+            ),
+            (
+                vec![("deriver", Some(json!(true)))],
+                format!("{e0}{A}: field `deriver` must be a string or null, not a boolean"),
+            ),
+            // The path.
+            (
+                vec![("path", s(&format!("{A}\nURL: {other_nar}")))],
+                format!(
+                    "{e0}field `path`: {:?} is not a valid store path: name contains the character '\\n'",
+                    format!("{A}\nURL: {other_nar}")
+                ),
+            ),
+            (
+                vec![("path", s(&format!("{A}\0")))],
+                format!(
+                    "{e0}field `path`: {:?} is not a valid store path: name contains the character '\\0'",
+                    format!("{A}\0")
+                ),
+            ),
+            (
+                vec![("path", s("/nix/store/x"))],
+                format!(
+                    "{e0}field `path`: \"/nix/store/x\" is not a valid store path: expected <32-character hash>-<name>"
+                ),
+            ),
+            (vec![("path", None)], format!("{e0}field `path` is missing")),
+            (vec![("path", Some(json!(null)))], format!("{e0}field `path` must be a string, not null")),
+            (vec![("path", Some(json!([A])))], format!("{e0}field `path` must be a string, not a list")),
+            // The NAR hash and size.
+            (
+                vec![("narHash", s(&format!("{HASH}\nNarSize: 8")))],
+                format!(
+                    "{e0}{A}: field `narHash`: {:?}: a sha256 digest has 52 (nix32) or 64 (hex) characters, not 63",
+                    format!("{HASH}\nNarSize: 8")
+                ),
+            ),
+            (
+                vec![("narHash", s(&format!("{}\0", &HASH[..HASH.len() - 1])))],
+                format!(
+                    "{e0}{A}: field `narHash`: {:?}: '\\0' is not a nix32 character",
+                    format!("{}\0", &HASH[..HASH.len() - 1])
+                ),
+            ),
+            (
+                vec![("narHash", s("md5:3y8bwfr609h3lh9ch0izcqq7fl"))],
+                format!(
+                    "{e0}{A}: field `narHash`: \"md5:3y8bwfr609h3lh9ch0izcqq7fl\": expected sha256:<nix32>, \
+                     sha256:<hex> or sha256-<base64>"
+                ),
+            ),
+            (vec![("narHash", None)], format!("{e0}{A}: field `narHash` is missing")),
+            (vec![("narHash", Some(json!(5)))], format!("{e0}{A}: field `narHash` must be a string, not a number")),
+            (
+                vec![("narSize", Some(json!(-1)))],
+                format!("{e0}{A}: field `narSize` must be a non-negative integer, not a number"),
+            ),
+            (
+                vec![("narSize", Some(json!(1.5)))],
+                format!("{e0}{A}: field `narSize` must be a non-negative integer, not a number"),
+            ),
+            (
+                vec![("narSize", s("952"))],
+                format!("{e0}{A}: field `narSize` must be a non-negative integer, not a string"),
+            ),
+            (vec![("narSize", None)], format!("{e0}{A}: field `narSize` is missing")),
+            // References.
+            (
+                vec![("references", Some(json!([format!("{B}\nURL: {other_nar}")])))],
+                format!(
+                    "{e0}{A}: field `references`: {:?} is not a valid store path: name contains the character '\\n'",
+                    format!("{B}\nURL: {other_nar}")
+                ),
+            ),
+            (
+                vec![("references", Some(json!([format!("{B}\0")])))],
+                format!(
+                    "{e0}{A}: field `references`: {:?} is not a valid store path: name contains the character '\\0'",
+                    format!("{B}\0")
+                ),
+            ),
+            (
+                vec![("references", Some(json!([format!("{B} {A}")])))],
+                format!(
+                    "{e0}{A}: field `references`: {:?} is not a valid store path: name contains the character ' '",
+                    format!("{B} {A}")
+                ),
+            ),
+            (vec![("references", s(A))], format!("{e0}{A}: field `references` must be a list, not a string")),
+            (
+                vec![("references", Some(json!([[A]])))],
+                format!("{e0}{A}: field `references` must hold strings, not a list"),
+            ),
+            (vec![("references", None)], format!("{e0}{A}: field `references` is missing")),
+            // Nix's own marks of an invalid path.
+            (
+                vec![("valid", Some(json!(false)))],
+                format!("{e0}{A}: not a valid store path in this store (path-info says \"valid\": false)"),
+            ),
+        ];
+        for (changes, expected) in cases {
+            let json = entry_with(&changes);
+            let err = format!("{:#}", parse_path_info_json(&json, "/nix/store").unwrap_err());
+            assert_eq!(err, expected, "for {json}");
+        }
+    }
+
+    #[test]
+    fn hostile_documents_are_refused() {
+        let entry = format!(r#"{{"narHash":"{HASH}","narSize":1,"references":[]}}"#);
+        let cases = [
+            (format!(r#"{{"{A}":null}}"#), format!("{A}: not a valid store path in this store (path-info gave null)")),
+            (
+                format!(r#"{{"{A}":{{"path":"{B}","narHash":"{HASH}","narSize":1,"references":[]}}}}"#),
+                format!("{A}: field `path` is \"{B}\", not the store path it is listed under"),
+            ),
+            (format!(r#"{{"{A}\n":{entry}}}"#), format!("field `path`: \"{A}\\n\" is not a valid store path: name contains the character '\\n'")),
+            (format!(r#"[{entry}]"#), "closure entry 0: field `path` is missing".into()),
+            (format!(r#"[{{"path":"{A}","path":"{A}"}}]"#), "closure entry 0: duplicate field `path` at line 1 column 63".into()),
+            ("[1]".to_string(), "closure entry 0: invalid type: integer `1`, expected struct RawEntry at line 1 column 2".into()),
+            ("[] x".into(), "not valid JSON: trailing characters at line 1 column 4".into()),
+            ("\"x\"".into(), "invalid type: string \"x\", expected the JSON array or object that `nix path-info --json --recursive` prints at line 1 column 3".into()),
+        ];
+        for (json, expected) in cases {
+            let err = format!("{:#}", parse_path_info_json(&json, "/nix/store").unwrap_err());
+            assert_eq!(err, expected, "for {json}");
+        }
+        let attrs_cases = [
+            (r#"{"closure":[],"closure":[]}"#.to_string(), "field `closure` appears twice".to_string()),
+            (
+                r#"{"closure":{}}"#.into(),
+                "field `closure`: invalid type: map, expected a list of path infos at line 1 column 11".into(),
+            ),
+            (
+                r#"{"closure":[],"outputs":"x"}"#.into(),
+                "field `outputs`: invalid type: string \"x\", expected struct RawOutputs at line 1 column 27".into(),
+            ),
+            (
+                r#"{"closure":[],"outputs":{"out":1}}"#.into(),
+                "field `outputs.out` must be a string, not a number".into(),
+            ),
+            (r#"{"closure":[],"outputs":{}}"#.into(), "field `outputs.out` is missing".into()),
+            (
+                r#"{"closure":[],"compression":"xz\n"}"#.into(),
+                "field `compression`: unknown compression \"xz\\n\": expected one of \"none\", \"xz\", \"zstd\"".into(),
+            ),
+            (
+                format!(r#"{{"closure":[{{"path":"{A}","ca":"garbage"}}]}}"#),
+                format!("closure entry 0: {A}: field `narHash` is missing"),
+            ),
+        ];
+        for (json, expected) in attrs_cases {
+            assert_eq!(attrs_error(&json), expected, "for {json}");
+        }
+    }
+}
+
+/// Random mutations of a valid closure must never panic, and whatever parses
+/// must render to a narinfo that reads back as exactly what was parsed.
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::format::narinfo::NarInfo;
+
+    const STORE: &str = "/nix/store";
+    const FIELDS: [&str; 8] = ["path", "narHash", "narSize", "references", "deriver", "signatures", "ca", "valid"];
+    const SNIPPETS: [&str; 16] =
+        ["\n", "\\n", "\r", "\\r", "\0", "\\u0000", "\"", "\\\"", ":", ": ", ",", "{", "]", "null", " ", "\\u2028"];
+
+    fn valid_closure() -> Value {
+        let (a, b) = ("/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a", "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b");
+        let sig = "cache.example.org-1:aItucb2jMEdvkqYZji7WOy01UemOpGXpZCYvu0qXLmVNaoV4Mj/41K8uzPznXew6f1YgBxjkdjZl/N3le94ZWA==";
+        json!([
+            {"path": a, "narHash": "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", "narSize": 120,
+             "references": [], "ca": "fixed:r:sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw",
+             "signatures": [sig], "valid": true},
+            {"path": b, "narHash": "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw", "narSize": 952,
+             "references": [a, b], "deriver": "/nix/store/0c1ax3xdhph1hmrxhiby8mcxh0qamv2p-b.drv",
+             "signatures": [sig, sig.replace("cache.example.org-1", "other-key")], "closureSize": 1072},
+        ])
+    }
+
+    #[derive(Debug, Clone)]
+    enum Mutation {
+        Remove { entry: usize, field: usize },
+        Retype { entry: usize, field: usize, value: usize },
+        Flip { at: usize, bits: u8 },
+        Insert { at: usize, snippet: usize },
+        Delete { at: usize },
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            (0..2usize, 0..FIELDS.len()).prop_map(|(entry, field)| Mutation::Remove { entry, field }),
+            (0..2usize, 0..FIELDS.len(), 0..6usize).prop_map(|(entry, field, value)| Mutation::Retype {
+                entry,
+                field,
+                value
+            }),
+            (any::<usize>(), 1..=255u8).prop_map(|(at, bits)| Mutation::Flip { at, bits }),
+            (any::<usize>(), 0..SNIPPETS.len()).prop_map(|(at, snippet)| Mutation::Insert { at, snippet }),
+            any::<usize>().prop_map(|at| Mutation::Delete { at }),
+        ]
+    }
+
+    /// The JSON text after `mutations`; structural ones apply before the
+    /// textual ones.
+    fn mutate(mutations: &[Mutation], object_form: bool) -> String {
+        let mut closure = valid_closure();
+        for m in mutations {
+            match *m {
+                Mutation::Remove { entry, field } => {
+                    closure[entry].as_object_mut().unwrap().remove(FIELDS[field]);
+                }
+                Mutation::Retype { entry, field, value } => {
+                    let values = [json!(null), json!(7), json!(-1), json!("x"), json!(["x"]), json!({"x": 1})];
+                    closure[entry][FIELDS[field]] = values[value].clone();
+                }
+                _ => {}
+            }
+        }
+        if object_form {
+            let mut by_path = serde_json::Map::new();
+            for (i, mut entry) in closure.as_array().unwrap().clone().into_iter().enumerate() {
+                let key = match entry.as_object_mut().unwrap().remove("path") {
+                    Some(Value::String(p)) => p,
+                    _ => format!("/nix/store/entry-{i}"),
+                };
+                by_path.insert(key, entry);
+            }
+            closure = Value::Object(by_path);
+        }
+        let mut bytes = serde_json::to_vec(&closure).unwrap();
+        for m in mutations {
+            match *m {
+                Mutation::Flip { at, bits } => {
+                    let at = at % bytes.len();
+                    bytes[at] ^= bits;
+                }
+                Mutation::Insert { at, snippet } => {
+                    let at = at % (bytes.len() + 1);
+                    bytes.splice(at..at, SNIPPETS[snippet].bytes());
+                }
+                Mutation::Delete { at } if !bytes.is_empty() => {
+                    bytes.remove(at % bytes.len());
+                }
+                _ => {}
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Renders `info` as a narinfo and reads it back, checking the keys.
+    fn round_trip(info: &PathInfo) {
+        let narinfo = NarInfo {
+            store_path: &info.path,
+            url: format!("nar/{}.nar", info.nar_hash.nix32()),
+            compression: Compression::None,
+            file_hash: info.nar_hash,
+            file_size: info.nar_size,
+            nar_hash: info.nar_hash,
+            nar_size: info.nar_size,
+            references: &info.references,
+            deriver: info.deriver.as_ref(),
+            signatures: &info.signatures,
+            ca: info.ca.as_ref(),
+        };
+        let text = narinfo.render().expect("a parsed path info always renders");
+        let mut fields: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for line in text.strip_suffix('\n').unwrap().split('\n') {
+            let (key, value) = line.split_once(": ").unwrap_or_else(|| panic!("line without ': ': {line:?}"));
+            fields.entry(key).or_default().push(value);
+        }
+        let one = |key: &str| match fields.get(key).map(Vec::as_slice) {
+            Some([value]) => *value,
+            other => panic!("{key}: {other:?} in {text}"),
+        };
+        assert_eq!(one("StorePath"), info.path.as_str());
+        assert_eq!(one("NarHash"), info.nar_hash.to_string());
+        assert_eq!(one("NarSize"), info.nar_size.to_string());
+        for key in ["URL", "Compression", "FileHash", "FileSize"] {
+            one(key);
+        }
+        let references: Vec<StorePath> = match one("References") {
+            "" => Vec::new(),
+            refs => refs.split(' ').map(|r| StorePath::parse(STORE, &format!("{STORE}/{r}")).unwrap()).collect(),
+        };
+        assert_eq!(references, info.references);
+        let deriver = fields.contains_key("Deriver").then(|| one("Deriver"));
+        assert_eq!(deriver, info.deriver.as_ref().map(StorePath::base_name));
+        let sigs: Vec<Signature> =
+            fields.get("Sig").map_or(Vec::new(), |v| v.iter().map(|s| s.parse().unwrap()).collect());
+        assert_eq!(sigs, info.signatures);
+        let ca = fields.contains_key("CA").then(|| one("CA").parse::<ContentAddress>().unwrap());
+        assert_eq!(ca, info.ca);
+        let known = ["StorePath", "URL", "Compression", "FileHash", "FileSize", "NarHash", "NarSize", "References"];
+        for key in fields.keys() {
+            assert!(known.contains(key) || ["Deriver", "Sig", "CA"].contains(key), "unknown key {key:?}");
+        }
+    }
+
+    #[test]
+    fn the_unmutated_closure_round_trips() {
+        for object_form in [false, true] {
+            let infos = parse_path_info_json(&mutate(&[], object_form), STORE).unwrap();
+            assert_eq!(infos.len(), 2);
+            infos.iter().for_each(round_trip);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn mutated_closures_never_panic_and_what_parses_round_trips(
+            mutations in proptest::collection::vec(mutation(), 1..4),
+            object_form in any::<bool>(),
+        ) {
+            let json = mutate(&mutations, object_form);
+            if let Ok(infos) = parse_path_info_json(&json, STORE) {
+                infos.iter().for_each(round_trip);
+            }
+            let _ = Attrs::parse(&format!(r#"{{"closure":{json}}}"#), STORE);
+        }
     }
 }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use make_binary_cache::cache::{self, Settings};
 use make_binary_cache::closure::{self, Attrs, PathInfo};
 use make_binary_cache::compression::Compression;
+use make_binary_cache::format::store_path;
 
 const HELP: &str = "\
 make-binary-cache: write a flat-file Nix binary cache for a closure
@@ -76,7 +77,7 @@ struct Job {
 
 fn try_main() -> Result<()> {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let store_dir = std::env::var("NIX_STORE").unwrap_or_else(|_| "/nix/store".into());
+    let store_dir = store_dir()?;
     let job = if args.is_empty() {
         builder_job(store_dir)?
     } else {
@@ -200,6 +201,17 @@ fn settings(store_dir: String, compression: Option<Compression>, level: Option<i
         compression.check_level(level).map_err(|e| anyhow!("compression level: {e}"))?;
     }
     Ok(Settings { store_dir, compression, compression_level: level, jobs })
+}
+
+/// `$NIX_STORE`, checked: it is written into every narinfo and `nix-cache-info`.
+fn store_dir() -> Result<String> {
+    let Some(value) = std::env::var_os("NIX_STORE") else {
+        return Ok("/nix/store".into());
+    };
+    let dir = value.into_string().map_err(|v| anyhow!("NIX_STORE={v:?} is not valid UTF-8"))?;
+    store_path::check_store_dir(&dir)
+        .map_err(|why| anyhow!("NIX_STORE={dir:?} is not a valid store directory: {why}"))?;
+    Ok(dir)
 }
 
 fn read_attrs(file: &Path, store_dir: &str) -> Result<Attrs> {

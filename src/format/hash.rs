@@ -1,11 +1,17 @@
-//! SHA-256 digests as Nix writes them: `sha256:<nix32>` in narinfo files and in
-//! the builder's closure JSON, and also `sha256:<hex>` and SRI `sha256-<base64>`
-//! where other tools print them (`nix path-info --json` prints SRI).
+//! Digests as Nix writes them.
+//!
+//! [`Sha256Hash`] is a NAR or file hash: `sha256:<nix32>` in narinfo files and
+//! in the builder's closure JSON, and also `sha256:<hex>` and SRI
+//! `sha256-<base64>` where other tools print them (`nix path-info --json`
+//! prints SRI). [`Hash`](struct@Hash) is a digest of any algorithm Nix knows (md5, sha1,
+//! sha256, sha512), as a content address carries it.
 //!
 //! ```
-//! use make_binary_cache::format::hash::Sha256Hash;
+//! use make_binary_cache::format::hash::{Hash, HashAlgorithm, Sha256Hash};
 //! let sri: Sha256Hash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".parse().unwrap();
 //! assert_eq!(sri.to_string(), "sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73");
+//! let md5 = Hash::parse_unprefixed("d41d8cd98f00b204e9800998ecf8427e", HashAlgorithm::Md5).unwrap();
+//! assert_eq!(md5.to_string(), "md5:3y8bwfr609h3lh9ch0izcqq7fl");
 //! ```
 
 use std::fmt;
@@ -60,6 +66,137 @@ impl FromStr for Sha256Hash {
         let digest: [u8; 32] =
             bytes.try_into().map_err(|b: Vec<u8>| format!("a sha256 digest has 32 bytes, not {}", b.len()))?;
         Ok(Self(digest))
+    }
+}
+
+/// The hash algorithms Nix knows (`parseHashType` in libutil's hash.cc).
+/// Newer Nix also has blake3 behind an experimental feature; Nix 2.8 and the
+/// Nix versions most caches serve do not, so neither do we.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum HashAlgorithm {
+    Md5,
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+impl HashAlgorithm {
+    /// The name Nix prints and parses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Md5 => "md5",
+            Self::Sha1 => "sha1",
+            Self::Sha256 => "sha256",
+            Self::Sha512 => "sha512",
+        }
+    }
+
+    /// Bytes in a digest.
+    pub fn size(self) -> usize {
+        match self {
+            Self::Md5 => 16,
+            Self::Sha1 => 20,
+            Self::Sha256 => 32,
+            Self::Sha512 => 64,
+        }
+    }
+}
+
+impl FromStr for HashAlgorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::Md5, Self::Sha1, Self::Sha256, Self::Sha512]
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| format!("unknown hash algorithm {s:?} (expected md5, sha1, sha256 or sha512)"))
+    }
+}
+
+impl fmt::Display for HashAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A digest of any [`HashAlgorithm`]. `Display` gives `<algo>:<nix32>`, as
+/// Nix's `Hash::to_string(Base32, true)`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hash {
+    algorithm: HashAlgorithm,
+    /// The first `algorithm.size()` bytes are the digest, the rest zero.
+    bytes: [u8; 64],
+}
+
+impl Hash {
+    /// `digest` must have `algorithm.size()` bytes.
+    pub fn new(algorithm: HashAlgorithm, digest: &[u8]) -> Result<Self, String> {
+        if digest.len() != algorithm.size() {
+            return Err(format!("a {algorithm} digest has {} bytes, not {}", algorithm.size(), digest.len()));
+        }
+        let mut bytes = [0; 64];
+        bytes[..digest.len()].copy_from_slice(digest);
+        Ok(Self { algorithm, bytes })
+    }
+
+    /// Parses a digest without its `<algo>:` prefix, telling the encoding by
+    /// the length as Nix's `Hash::parseNonSRIUnprefixed` does: base16 (either
+    /// case), nix32, or padded base64. SRI is not accepted there, so neither
+    /// here. Unlike Nix we want base64 to be canonical (Nix skips newlines in
+    /// it and stops at the first `=`); we print the hash in nix32 anyway.
+    pub fn parse_unprefixed(s: &str, algorithm: HashAlgorithm) -> Result<Self, String> {
+        let n = algorithm.size();
+        let base64_len = base64::encoded_len(n, true).unwrap_or(0);
+        let digest = if s.len() == 2 * n {
+            decode_hex(s).ok_or_else(|| format!("invalid base16 {algorithm} hash {s:?}"))?
+        } else if s.len() == nixbase32::encoded_len(n) {
+            nixbase32::decode(s, n).map_err(|e| format!("invalid nix32 {algorithm} hash {s:?}: {e}"))?
+        } else if s.len() == base64_len {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|e| format!("invalid base64 {algorithm} hash {s:?}: {e}"))?
+        } else {
+            return Err(format!(
+                "{s:?} has the wrong length for a {algorithm} hash: {} (base16), {} (nix32) or {base64_len} (base64) \
+                 characters expected, not {}",
+                2 * n,
+                nixbase32::encoded_len(n),
+                s.len()
+            ));
+        };
+        Self::new(algorithm, &digest)
+    }
+
+    pub fn algorithm(&self) -> HashAlgorithm {
+        self.algorithm
+    }
+
+    pub fn digest(&self) -> &[u8] {
+        &self.bytes[..self.algorithm.size()]
+    }
+
+    pub fn nix32(&self) -> String {
+        nixbase32::encode(self.digest())
+    }
+}
+
+impl From<Sha256Hash> for Hash {
+    fn from(h: Sha256Hash) -> Self {
+        let mut bytes = [0; 64];
+        bytes[..32].copy_from_slice(&h.0);
+        Self { algorithm: HashAlgorithm::Sha256, bytes }
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.algorithm, self.nix32())
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 
@@ -143,6 +280,74 @@ mod tests {
         ] {
             assert!(bad.parse::<Sha256Hash>().is_err(), "accepted {bad:?}");
         }
+    }
+
+    // Digests of "" in each algorithm, spelled as Nix 2.8 prints them:
+    // `nix-hash --type ALGO --flat EMPTY` (base16), `nix-hash --type ALGO
+    // --to-base32 HEX`, and `nix hash to-base64 --type ALGO HEX`.
+    const EMPTY: [(HashAlgorithm, &str, &str, &str); 4] = [
+        (
+            HashAlgorithm::Md5,
+            "d41d8cd98f00b204e9800998ecf8427e",
+            "3y8bwfr609h3lh9ch0izcqq7fl",
+            "1B2M2Y8AsgTpgAmY7PhCfg==",
+        ),
+        (
+            HashAlgorithm::Sha1,
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709",
+            "143xibwh31h9bvxzalr0sjvbbvpa6ffs",
+            "2jmj7l5rSw0yVb/vlWAYkK/YBwk=",
+        ),
+        (
+            HashAlgorithm::Sha256,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73",
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+        ),
+        (
+            HashAlgorithm::Sha512,
+            "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e",
+            "0zdl9zrg8r3i9c1g90lgg9ip5ijzv3yhz91i0zzn3r8ap9ws784gkp9dk9j3aglhgf1amqb0pj21mh7h1nxcl18akqvvf7ggqsy30yg",
+            "z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg==",
+        ),
+    ];
+
+    #[test]
+    fn parses_each_algorithm_in_each_encoding() {
+        for (algorithm, hex, nix32, base64) in EMPTY {
+            let expected = Hash::parse_unprefixed(hex, algorithm).unwrap();
+            assert_eq!(expected.digest().len(), algorithm.size());
+            assert_eq!(expected.to_string(), format!("{algorithm}:{nix32}"));
+            for s in [hex.to_uppercase().as_str(), nix32, base64] {
+                assert_eq!(Hash::parse_unprefixed(s, algorithm).unwrap(), expected, "{s}");
+            }
+            assert_eq!(algorithm.name().parse::<HashAlgorithm>().unwrap(), algorithm);
+        }
+        let sha256 = Sha256Hash(sha2::Sha256::digest(b"").into());
+        assert_eq!(Hash::from(sha256), Hash::parse_unprefixed(EMPTY[2].1, HashAlgorithm::Sha256).unwrap());
+    }
+
+    #[test]
+    fn rejects_bad_unprefixed_hashes() {
+        let (_, hex, nix32, base64) = EMPTY[2];
+        let sha256 = HashAlgorithm::Sha256;
+        for bad in [
+            "",
+            &hex[1..],
+            &format!("{}g", &hex[1..]),
+            &format!("{}e", &nix32[1..]),
+            // Non-zero padding bits in the first nix32 character.
+            &format!("z{}", &nix32[1..]),
+            &format!("sha256-{base64}"),
+            &format!("{}\n", &base64[..43]),
+            &format!("{}V=", &base64[..42]),
+        ] {
+            assert!(Hash::parse_unprefixed(bad, sha256).is_err(), "accepted {bad:?}");
+        }
+        // The length decides the encoding: a sha1 hash is not a valid sha256 one.
+        assert!(Hash::parse_unprefixed(EMPTY[1].1, sha256).is_err());
+        assert!("blake3".parse::<HashAlgorithm>().is_err());
+        assert!("SHA256".parse::<HashAlgorithm>().is_err());
     }
 
     #[test]

@@ -3,13 +3,17 @@
 //! example, and is tested against bytes real Nix wrote.
 //!
 //! * [`nixbase32`]: Nix's base-32 alphabet and bit order.
-//! * [`hash`]: SHA-256 digests in the spellings Nix prints.
+//! * [`hash`]: digests in the spellings Nix prints.
+//! * [`content_address`]: `text:`/`fixed:` content addresses (`CA:`).
 //! * [`store_path`]: `<store dir>/<hash>-<name>`, and the store directory itself.
 //! * [`nar`]: the Nix ARchive, written as a stream.
 //! * [`narinfo`]: what a binary cache says about one store path.
+//! * [`signature`]: `<key name>:<base64>` ed25519 signatures.
 
+pub mod content_address;
 pub mod hash;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
+pub mod signature;
 pub mod store_path;

@@ -1,5 +1,9 @@
 //! Store paths: `<store dir>/<32 nix32 chars>-<name>`.
 //!
+//! The store directory itself (`$NIX_STORE`, normally `/nix/store`) goes into
+//! `nix-cache-info` and every `StorePath:` line, so [`check_store_dir`] wants
+//! it absolute and normalised, as Nix's `canonPath` would leave it.
+//!
 //! Parsing is strict, with the rules Nix applies (`checkName` in libstore):
 //! the hash part is 32 nix32 characters, the name is 1 to 211 characters of
 //! `[A-Za-z0-9+-._?=]` and does not start with a dot. Every path we write a
@@ -11,6 +15,10 @@
 //! let p = StorePath::parse("/nix/store", "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a").unwrap();
 //! assert_eq!(p.hash_part(), "q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr");
 //! assert_eq!(p.base_name(), "q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a");
+//! assert_eq!(p.name(), "a");
+//! use make_binary_cache::format::store_path::check_store_dir;
+//! assert!(check_store_dir("/nix/store").is_ok());
+//! assert!(check_store_dir("/nix/store/").is_err());
 //! ```
 
 use std::fmt;
@@ -48,9 +56,33 @@ impl StorePath {
         &self.base_name()[..HASH_LEN]
     }
 
+    /// What follows `<hash>-`.
+    pub fn name(&self) -> &str {
+        &self.base_name()[HASH_LEN + 1..]
+    }
+
     pub fn as_str(&self) -> &str {
         &self.full
     }
+}
+
+/// Checks that `dir` can be a store directory: absolute, not `/`, without a
+/// trailing slash, empty, `.` or `..` components, and without control
+/// characters (it is written on a line of `nix-cache-info` and narinfo files).
+pub fn check_store_dir(dir: &str) -> Result<(), String> {
+    if !dir.starts_with('/') {
+        return Err("it must be an absolute path".into());
+    }
+    if dir == "/" {
+        return Err("it must not be the root directory".into());
+    }
+    if let Some(bad) = dir.chars().find(|c| c.is_control()) {
+        return Err(format!("it contains the control character {bad:?}"));
+    }
+    if dir[1..].split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err("it must be normalised: no trailing slash, no empty, `.` or `..` components".into());
+    }
+    Ok(())
 }
 
 fn validate_base_name(base: &str) -> Result<(), String> {
@@ -101,6 +133,7 @@ mod tests {
             let sp = StorePath::parse(STORE, p).unwrap();
             assert_eq!(sp.as_str(), p);
             assert_eq!(sp.hash_part(), "y2grnhdvfn46jk5m3g13m90yzbj9scgb");
+            assert_eq!(sp.name(), &p[44..]);
         }
         let custom = StorePath::parse("/tmp/store", "/tmp/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b").unwrap();
         assert_eq!(custom.base_name(), "y2grnhdvfn46jk5m3g13m90yzbj9scgb-b");
@@ -124,6 +157,31 @@ mod tests {
             &long,
         ] {
             assert!(StorePath::parse(STORE, p).is_err(), "accepted {p:?}");
+        }
+    }
+
+    #[test]
+    fn store_dirs_must_be_absolute_and_normalised() {
+        for ok in ["/nix/store", "/tmp/store", "/a", "/x/.y/z..", "/with space/store"] {
+            assert_eq!(check_store_dir(ok), Ok(()), "{ok:?}");
+        }
+        for (bad, why) in [
+            ("", "absolute"),
+            ("nix/store", "absolute"),
+            ("./store", "absolute"),
+            ("/", "root"),
+            ("/nix/store/", "normalised"),
+            ("//nix/store", "normalised"),
+            ("/nix//store", "normalised"),
+            ("/nix/./store", "normalised"),
+            ("/nix/../store", "normalised"),
+            ("/nix/store/.", "normalised"),
+            ("/nix/store\nStoreDir: /evil", "control character '\\n'"),
+            ("/nix/store\r", "control character '\\r'"),
+            ("/nix/\0store", "control character '\\0'"),
+        ] {
+            let err = check_store_dir(bad).unwrap_err();
+            assert!(err.contains(why), "{bad:?}: {err:?} lacks {why:?}");
         }
     }
 }
