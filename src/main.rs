@@ -146,20 +146,22 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
-            Long("attrs") => attrs_file = Some(parser.value()?.into()),
-            Long("closure") => closure_file = Some(parser.value()?.into()),
-            Long("out") => out = Some(parser.value()?.into()),
+            Long("attrs") => set_once(&mut attrs_file, "--attrs", non_empty(parser.value()?, "--attrs")?)?,
+            Long("closure") => set_once(&mut closure_file, "--closure", non_empty(parser.value()?, "--closure")?)?,
+            Long("out") => set_once(&mut out, "--out", non_empty(parser.value()?, "--out")?)?,
             Long("compression") => {
-                compression =
-                    Some(parser.value()?.string()?.parse().map_err(|e: String| anyhow!("--compression: {e}"))?)
+                let value = parser.value()?.string()?.parse().map_err(|e: String| anyhow!("--compression: {e}"))?;
+                set_once(&mut compression, "--compression", value)?
             }
-            Long("compression-level") => level = Some(parser.value()?.parse().context("--compression-level")?),
+            Long("compression-level") => {
+                set_once(&mut level, "--compression-level", parser.value()?.parse().context("--compression-level")?)?
+            }
             Long("jobs") => {
                 let n: usize = parser.value()?.parse().context("--jobs")?;
                 if n == 0 {
                     bail!("--jobs must be at least 1");
                 }
-                jobs = Some(n);
+                set_once(&mut jobs, "--jobs", n)?
             }
             Short('h') | Long("help") => {
                 print!("{HELP}");
@@ -212,4 +214,23 @@ fn read(file: &Path) -> Result<String> {
 
 fn all_cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// A flag given twice is most likely a mistake (an edited command line, a
+/// wrapper adding its own): which one was meant cannot be known, so neither is
+/// silently dropped.
+fn set_once<T>(slot: &mut Option<T>, flag: &str, value: T) -> Result<()> {
+    if slot.is_some() {
+        bail!("{flag} is given more than once");
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// An empty path would silently mean the current directory.
+fn non_empty(value: OsString, flag: &str) -> Result<PathBuf> {
+    if value.is_empty() {
+        bail!("{flag} must not be empty");
+    }
+    Ok(value.into())
 }
