@@ -38,6 +38,7 @@ use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
 use crate::format::hash::{HashingWriter, Sha256Hash};
 use crate::format::narinfo::NarInfo;
+use crate::resources::{MemoryBudget, path_need};
 
 /// The directories Nix expects in a `file://` cache besides `nar/`.
 pub const EMPTY_DIRS: [&str; 4] = ["realisations", "build-trace-v2", "log", "debuginfo"];
@@ -51,6 +52,9 @@ pub struct Settings {
     pub compression_level: Option<i32>,
     /// Worker threads; at least 1.
     pub jobs: usize,
+    /// What the compressors may take together (see [`crate::resources`]);
+    /// `None`: no limit.
+    pub max_memory: Option<u64>,
 }
 
 /// What one store path became.
@@ -104,16 +108,25 @@ pub fn write_cache(
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let totals = Mutex::new((0u64, 0u64));
     let workers = settings.jobs.clamp(1, plan.len().max(1));
+    let memory = MemoryBudget::new(settings.max_memory);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 let mut dumper = Dumper::default();
                 let mut contexts = Contexts::default();
+                let mut reserved = 0;
                 while !failed.load(Ordering::Relaxed) {
                     let Some(info) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
                     let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
-                    let threads = compression_threads(info.nar_size, rest, settings);
-                    match write_path(info, out, settings, threads, &mut dumper, &mut contexts) {
+                    let wanted = compression_threads(info.nar_size, rest, settings);
+                    let need =
+                        |threads| path_need(settings.compression, settings.compression_level, info.nar_size, threads);
+                    let threads = memory.reserve(&mut reserved, wanted, need, || contexts.release());
+                    let result = write_path(info, out, settings, threads, &mut dumper, &mut contexts);
+                    if !contexts.holds_memory() {
+                        memory.release(&mut reserved);
+                    }
+                    match result {
                         Ok(written) => {
                             let mut t = totals.lock().unwrap();
                             t.0 += written.nar_size;
@@ -127,6 +140,8 @@ pub fn write_cache(
                         }
                     }
                 }
+                contexts.release();
+                memory.release(&mut reserved);
             });
         }
     });
@@ -293,7 +308,7 @@ mod tests {
     use super::*;
 
     fn settings(compression: Compression, jobs: usize) -> Settings {
-        Settings { store_dir: "/nix/store".into(), compression, compression_level: None, jobs }
+        Settings { store_dir: "/nix/store".into(), compression, compression_level: None, jobs, max_memory: None }
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Attrs {
     pub out: Option<PathBuf>,
     pub compression: Option<Compression>,
     pub compression_level: Option<i32>,
+    /// `maxMemory`: bytes, from an integer or a size such as "1.5G".
+    pub max_memory: Option<u64>,
 }
 
 impl Attrs {
@@ -94,7 +96,21 @@ impl Attrs {
                     .ok_or_else(|| anyhow!("field `compressionLevel` must be an integer or null, not {v}"))?,
             ),
         };
-        Ok(Self { closure, out, compression, compression_level })
+        let max_memory = parse_max_memory(top.get("maxMemory"))?;
+        Ok(Self { closure, out, compression, compression_level, max_memory })
+    }
+}
+
+fn parse_max_memory(value: Option<&Value>) -> Result<Option<u64>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            Ok(Some(crate::resources::parse_size(s).map_err(|e| anyhow!("field `maxMemory`: {e}"))?))
+        }
+        Some(v) => match v.as_u64().filter(|&n| n > 0) {
+            Some(n) => Ok(Some(n)),
+            None => bail!("field `maxMemory` must be null, a positive integer of bytes or a size string, not {v}"),
+        },
     }
 }
 

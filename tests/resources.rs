@@ -3,9 +3,12 @@
 
 mod common;
 
-use std::process::Command;
+use std::fs;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
-use common::{TempDir, run_fail};
+use common::{TempDir, nix_cmd, run, run_fail, run_ok, skip_without_nix};
 
 fn ours() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_make-binary-cache"));
@@ -17,7 +20,7 @@ fn ours() -> Command {
 fn empty_out_and_repeated_flags_are_errors() {
     let tmp = TempDir::new("flags");
     let closure = tmp.join("closure.json");
-    std::fs::write(&closure, "[]").unwrap();
+    fs::write(&closure, "[]").unwrap();
 
     let err = run_fail(ours().current_dir(tmp.path()).arg("--closure").arg(&closure).args(["--out", ""]));
     assert!(err.contains("--out must not be empty"), "{err}");
@@ -42,4 +45,106 @@ fn empty_out_and_repeated_flags_are_errors() {
         assert!(err.contains(&format!("{flag} is given more than once")), "{flag}: {err}");
     }
     assert!(!out.exists(), "a cache was written despite the errors");
+}
+
+/// Text files added to the store with `nix-store --add`, their closure as
+/// `nix path-info --json` prints it, in a file.
+fn store_files(tmp: &TempDir, label: &str, sizes: &[usize]) -> PathBuf {
+    let mut paths = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        // Compressible but not trivially (xz at level 9 is slow on both
+        // random and very repetitive data), and different in every file.
+        let mut text = String::with_capacity(size + 32);
+        let mut n = (i as u64 + 1) * 1_000_000_007;
+        while text.len() < size {
+            n = n.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            text.push_str(&format!("{label} line {} of file {i}\n", n >> 44));
+        }
+        text.truncate(size);
+        let file = tmp.join(format!("{label}-{i}.txt"));
+        fs::write(&file, text).unwrap();
+        paths.push(run_ok(nix_cmd("nix-store").arg("--add").arg(&file)));
+    }
+    let closure = tmp.join(format!("{label}.json"));
+    fs::write(&closure, run_ok(nix_cmd("nix").args(["path-info", "--json"]).args(&paths))).unwrap();
+    closure
+}
+
+/// Runs `cmd` to completion and returns (success, stderr, peak RSS in bytes)
+/// from the kernel's own account of the child (wait4's ru_maxrss).
+#[allow(clippy::zombie_processes)] // wait4 reaps it
+fn run_measured(cmd: &mut Command) -> (bool, String, u64) {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data, and the child is ours and not yet reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (ok, stderr, u64::try_from(usage.ru_maxrss).unwrap() * 1024)
+}
+
+#[test]
+fn memory_budget_bounds_peak_rss() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("max-memory");
+    // Three NARs for which xz -9 needs ~60 MiB each (4 MiB dictionaries),
+    // and small ones that fit next to one of them; the budget leaves room
+    // for one large path at a time, where two workers would otherwise
+    // compress two at once.
+    const MIB: usize = 1 << 20;
+    let closure = store_files(&tmp, "mem", &[3 * MIB + MIB / 2, 3 * MIB + MIB / 3, 3 * MIB + MIB / 4, 100_000, 90_000]);
+    let xz9 = |budget: &str| {
+        let out = tmp.join(format!("out-{budget}"));
+        let (ok, log, peak) = run_measured(ours().arg("--closure").arg(&closure).arg("--out").arg(&out).args([
+            "--jobs",
+            "16",
+            "--compression",
+            "xz",
+            "--compression-level",
+            "9",
+            "--max-memory",
+            budget,
+        ]));
+        assert!(ok, "{log}");
+        let narinfos = common::list_dir(&out).into_iter().filter(|n| n.ends_with(".narinfo")).count();
+        assert_eq!(narinfos, 5);
+        eprintln!("--max-memory {budget}: peak RSS {:.1} MiB", peak as f64 / MIB as f64);
+        (log, peak)
+    };
+    let (log, peak) = xz9("100M");
+    assert!(log.contains("memory budget 100.0 MiB (as given)"), "{log}");
+    assert!(peak < 100 * MIB as u64, "peak RSS {peak} over the 100 MiB budget\n{log}");
+    // The estimates are upper bounds (liblzma counts every buffer in full),
+    // so the bound shows best against a run where it does not bind: with two
+    // cores, two large paths are then compressed at once.
+    if std::thread::available_parallelism().map_or(1, usize::from) >= 2 {
+        let (_, unbounded) = xz9("1G");
+        assert!(unbounded > peak + 16 * MIB as u64, "1G: {unbounded}, 100M: {peak}: the budget changed nothing");
+    }
+}
+
+#[test]
+fn workers_are_capped_at_the_cores_available() {
+    let tmp = TempDir::new("cores");
+    let closure = tmp.join("closure.json");
+    fs::write(&closure, "[]").unwrap();
+    let (ok, _, log) =
+        run(ours().arg("--closure").arg(&closure).arg("--out").arg(tmp.join("out")).args(["--jobs", "10000"]));
+    assert!(ok, "{log}");
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(log.contains(&format!("10000 workers asked for, but only {cores} cores are available")), "{log}");
+
+    // In a build, NIX_BUILD_CORES is capped the same way.
+    let out = tmp.join("built");
+    let attrs = tmp.join("attrs.json");
+    fs::write(&attrs, format!(r#"{{"closure": [], "outputs": {{"out": "{}"}}}}"#, out.display())).unwrap();
+    let (ok, _, log) = run(ours().env("NIX_ATTRS_JSON_FILE", &attrs).env("NIX_BUILD_CORES", "10000"));
+    assert!(ok, "{log}");
+    assert!(log.contains("10000 workers asked for"), "{log}");
 }
