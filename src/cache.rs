@@ -38,6 +38,7 @@ use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
 use crate::format::hash::{HashingWriter, Sha256Hash};
 use crate::format::narinfo::NarInfo;
+use crate::format::store_path::StorePath;
 use crate::resources::{MemoryBudget, path_need};
 
 /// The directories Nix expects in a `file://` cache besides `nar/`.
@@ -291,6 +292,15 @@ fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
     file.persist(name).with_context(context)
 }
 
+/// Whether the cache in `out` already has `path`: its narinfo exists and its
+/// `StorePath:` line names exactly that path (the file name is only the hash
+/// part, which another name could share).
+pub fn has_narinfo(out: &Path, path: &StorePath) -> bool {
+    let file = out.join(format!("{}.narinfo", path.hash_part()));
+    fs::read_to_string(file)
+        .is_ok_and(|text| text.lines().any(|line| line.strip_prefix("StorePath: ") == Some(path.as_str())))
+}
+
 /// A byte count for people: `512 B`, `3.4 MiB`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -309,6 +319,20 @@ mod tests {
 
     fn settings(compression: Compression, jobs: usize) -> Settings {
         Settings { store_dir: "/nix/store".into(), compression, compression_level: None, jobs, max_memory: None }
+    }
+
+    #[test]
+    fn a_narinfo_counts_only_if_it_names_the_path() {
+        let out = std::env::temp_dir().join(format!("mbc-has-narinfo-{}", std::process::id()));
+        fs::create_dir_all(&out).unwrap();
+        let path = StorePath::parse("/nix/store", "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a").unwrap();
+        assert!(!has_narinfo(&out, &path));
+        let file = out.join("q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr.narinfo");
+        fs::write(&file, "StorePath: /nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-other\nURL: x\n").unwrap();
+        assert!(!has_narinfo(&out, &path));
+        fs::write(&file, "StorePath: /nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a\nURL: x\n").unwrap();
+        assert!(has_narinfo(&out, &path));
+        fs::remove_dir_all(&out).unwrap();
     }
 
     #[test]

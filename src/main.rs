@@ -54,6 +54,11 @@ OPTIONS:
                               limit and MemAvailable]. A store path that alone
                               needs more (xz -9 takes ~1 GiB a thread on large
                               NARs) is compressed alone with one thread.
+    --partial                 Allow store paths whose references are neither
+                              in the closure nor already in the cache: for an
+                              overlay cache used together with another
+                              substituter that has them. Without it, such a
+                              closure is an error and nothing is written.
     -h, --help                Print this help.
     -V, --version             Print the version.
 
@@ -86,6 +91,8 @@ struct Job {
     settings: Settings,
     /// Where the memory budget came from, for the log.
     memory_note: String,
+    /// --partial: references may be missing from the closure and the cache.
+    partial: bool,
 }
 
 fn try_main() -> Result<()> {
@@ -100,6 +107,10 @@ fn try_main() -> Result<()> {
         }
     };
 
+    if !job.partial {
+        closure::check_complete(&job.closure, |path| cache::has_narinfo(&job.out, path))
+            .with_context(|| format!("writing to {}", job.out.display()))?;
+    }
     let settings = &job.settings;
     eprintln!(
         "make-binary-cache: writing {} store paths to {} ({} compression, {} workers, {})",
@@ -149,7 +160,11 @@ fn builder_job(store_dir: String) -> Result<Job> {
         },
     };
     let settings = settings(store_dir, attrs.compression, attrs.compression_level)?;
-    Ok(bounded(Job { closure: attrs.closure, out, settings, memory_note: String::new() }, jobs, attrs.max_memory))
+    Ok(bounded(
+        Job { closure: attrs.closure, out, settings, memory_note: String::new(), partial: false },
+        jobs,
+        attrs.max_memory,
+    ))
 }
 
 /// CLI mode; `None` when the arguments asked for --help or --version.
@@ -159,6 +174,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
     let (mut attrs_file, mut closure_file, mut out) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
     let (mut compression, mut level, mut jobs) = (None::<Compression>, None::<i32>, None::<usize>);
     let mut max_memory = None::<u64>;
+    let mut partial = None::<()>;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -184,6 +200,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
                     resources::parse_size(&parser.value()?.string()?).map_err(|e| anyhow!("--max-memory: {e}"))?;
                 set_once(&mut max_memory, "--max-memory", size)?
             }
+            Long("partial") => set_once(&mut partial, "--partial", ())?,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -215,7 +232,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
     };
     let out = out.or(attrs_out).ok_or_else(|| anyhow!("--out DIR is required; see --help"))?;
     let settings = settings(store_dir, compression, level)?;
-    let job = Job { closure, out, settings, memory_note: String::new() };
+    let job = Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some() };
     Ok(Some(bounded(job, jobs.unwrap_or_else(all_cores), max_memory)))
 }
 

@@ -148,3 +148,80 @@ fn workers_are_capped_at_the_cores_available() {
     assert!(ok, "{log}");
     assert!(log.contains("10000 workers asked for"), "{log}");
 }
+
+/// `nix path-info --json [--recursive] PATHS…` written to a file.
+fn path_info(tmp: &TempDir, name: &str, recursive: bool, paths: &[&str]) -> PathBuf {
+    let mut cmd = nix_cmd("nix");
+    cmd.args(["path-info", "--json"]);
+    if recursive {
+        cmd.arg("--recursive");
+    }
+    let file = tmp.join(name);
+    fs::write(&file, run_ok(cmd.args(paths))).unwrap();
+    file
+}
+
+fn narinfos(dir: &std::path::Path) -> Vec<String> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    common::list_dir(dir).into_iter().filter(|n| n.ends_with(".narinfo")).collect()
+}
+
+#[test]
+fn incomplete_closures_fail_unless_partial_or_already_cached() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("complete");
+    let root = common::build_fixture("", "a");
+    let (b, link) = (common::build_fixture("", "b"), common::build_fixture("", "link"));
+    let only_root = path_info(&tmp, "root.json", false, &[&root]);
+
+    // The mistake: the root without its references.
+    let out = tmp.join("out");
+    let err = run_fail(ours().arg("--closure").arg(&only_root).arg("--out").arg(&out));
+    let (first, second) = if b < link { (&b, &link) } else { (&link, &b) };
+    assert!(err.contains(&format!("{root} refers to {first}")), "{err}");
+    assert!(err.contains("and 1 more") && err.contains("nix path-info --json --recursive"), "{err}");
+    assert!(!err.contains(second.as_str()), "{err}");
+    assert!(narinfos(&out).is_empty() && !out.join("nar").exists(), "something was written");
+
+    // An overlay cache, on purpose.
+    let overlay = tmp.join("overlay");
+    run_ok(ours().arg("--closure").arg(&only_root).arg("--out").arg(&overlay).arg("--partial"));
+    assert_eq!(narinfos(&overlay), [format!("{}.narinfo", common::hash_part(&root))]);
+
+    // A second run adds the rest, which is complete by itself.
+    let rest = path_info(&tmp, "rest.json", true, &[&b, &link]);
+    run_ok(ours().arg("--closure").arg(&rest).arg("--out").arg(&overlay));
+    assert_eq!(narinfos(&overlay).len(), 5);
+
+    // The other order: the rest first, then the root alone, whose references
+    // are then in the cache.
+    let cache = tmp.join("cache");
+    run_ok(ours().arg("--closure").arg(&rest).arg("--out").arg(&cache));
+    assert_eq!(narinfos(&cache).len(), 4);
+    run_ok(ours().arg("--closure").arg(&only_root).arg("--out").arg(&cache));
+    assert_eq!(narinfos(&cache).len(), 5);
+
+    // Real Nix agrees both are whole.
+    for dir in [overlay, cache] {
+        let store = tmp.join(format!("store-{}", dir.file_name().unwrap().to_str().unwrap()));
+        run_ok(
+            nix_cmd("nix")
+                .args(["copy", "--no-require-sigs", "--from"])
+                .arg(format!("file://{}", dir.display()))
+                .arg("--to")
+                .arg(&store)
+                .arg(&root),
+        );
+        run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
+        assert_eq!(
+            run_ok(nix_cmd("nix-store").arg("--store").arg(&store).arg("-qR").arg(&root)).lines().count(),
+            5,
+            "{}: not the whole closure in the new store",
+            dir.display()
+        );
+    }
+}
