@@ -45,6 +45,13 @@ fn empty_out_and_repeated_flags_are_errors() {
         assert!(err.contains(&format!("{flag} is given more than once")), "{flag}: {err}");
     }
     assert!(!out.exists(), "a cache was written despite the errors");
+
+    let err = run_fail(ours().arg("--closure").arg(&closure).arg("--out").arg(&out).args(["--max-memory", "lots"]));
+    assert!(err.contains("--max-memory") && err.contains("\"lots\""), "{err}");
+    let help = run_ok(ours().arg("--help"));
+    for documented in ["--max-memory SIZE", "1.5GiB", "powers of 1024", "--partial"] {
+        assert!(help.contains(documented), "{documented} missing from --help");
+    }
 }
 
 /// Text files added to the store with `nix-store --add`, their closure as
