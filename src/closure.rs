@@ -101,19 +101,6 @@ impl Attrs {
     }
 }
 
-fn parse_max_memory(value: Option<&Value>) -> Result<Option<u64>> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            Ok(Some(crate::resources::parse_size(s).map_err(|e| anyhow!("field `maxMemory`: {e}"))?))
-        }
-        Some(v) => match v.as_u64().filter(|&n| n > 0) {
-            Some(n) => Ok(Some(n)),
-            None => bail!("field `maxMemory` must be null, a positive integer of bytes or a size string, not {v}"),
-        },
-    }
-}
-
 /// Parses the output of `nix path-info --json --recursive`.
 pub fn parse_path_info_json(json: &str, store_dir: &str) -> Result<Vec<PathInfo>> {
     let value: Value = serde_json::from_str(json).context("not valid JSON")?;
@@ -303,6 +290,20 @@ mod tests {
         );
         let err = format!("{:#}", parse_path_info_json(&json, "/nix/store").unwrap_err());
         assert!(err.contains("listed twice"), "{err}");
+    }
+}
+
+/// `maxMemory` in the attrs file: see [`crate::resources::parse_size`].
+fn parse_max_memory(value: Option<&Value>) -> Result<Option<u64>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            Ok(Some(crate::resources::parse_size(s).map_err(|e| anyhow!("field `maxMemory`: {e}"))?))
+        }
+        Some(v) => match v.as_u64().filter(|&n| n > 0) {
+            Some(n) => Ok(Some(n)),
+            None => bail!("field `maxMemory` must be null, a positive integer of bytes or a size string, not {v}"),
+        },
     }
 }
 
