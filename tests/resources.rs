@@ -232,3 +232,26 @@ fn incomplete_closures_fail_unless_partial_or_already_cached() {
         );
     }
 }
+
+#[test]
+fn a_budget_too_small_for_one_path_still_writes_the_cache_and_says_so() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("tiny-budget");
+    let root = common::build_fixture("", "a");
+    let closure = path_info(&tmp, "closure.json", true, &[&root]);
+    let out = tmp.join("out");
+    let (ok, _, log) = run(ours().arg("--closure").arg(&closure).arg("--out").arg(&out).args([
+        "--compression",
+        "xz",
+        "--compression-level",
+        "9",
+        "--max-memory",
+        "17M",
+    ]));
+    assert!(ok, "{log}");
+    assert!(log.contains("more than the memory budget of 17.0 MiB") && log.contains("alone, with one thread"), "{log}");
+    assert!(log.contains("(xz compression, 1 worker"), "{log}");
+    assert_eq!(narinfos(&out).len(), 5);
+}
