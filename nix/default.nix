@@ -9,7 +9,8 @@
 #
 # The builder is the `make-binary-cache` program itself: there is no shell, no
 # Nix and no Python inside the build. It reads the structured attributes
-# (`closure` from exportReferencesGraph, `compression`, `compressionLevel`)
+# (`closure` from exportReferencesGraph, `compression`, `compressionLevel`,
+# `maxMemory`)
 # from $NIX_ATTRS_JSON_FILE and writes the cache into the `out` output.
 {
   lib,
@@ -42,6 +43,11 @@ let
       compression ? "zstd",
       # Compression level (an integer), or null for the compressor's default.
       compressionLevel ? null,
+      # Memory the compressors may use together: null (half of what the
+      # build's cgroup or the machine has available), a positive integer of
+      # bytes, or a size string such as "512M", "1G" or "1.5GiB" (units K, M,
+      # G, T, powers of 1024). Fewer workers or threads run to stay within it.
+      maxMemory ? null,
     }:
 
     assert lib.assertMsg (builtins.isList rootPaths)
@@ -54,9 +60,14 @@ let
       "mkBinaryCache: compression must be one of ${showList compressions}, but it is ${describe compression}";
     assert lib.assertMsg (compressionLevel == null || builtins.isInt compressionLevel)
       "mkBinaryCache: compressionLevel must be null or an integer, but it is ${describe compressionLevel}";
+    assert lib.assertMsg (
+      maxMemory == null
+      || (builtins.isInt maxMemory && maxMemory > 0)
+      || (builtins.isString maxMemory && builtins.match "[0-9]+(\\.[0-9]+)?([KkMGT](B|iB)?|B)?" maxMemory != null)
+    ) "mkBinaryCache: maxMemory must be null, a positive integer of bytes or a size such as \"512M\" or \"1.5GiB\", but it is ${describe maxMemory}";
 
     stdenvNoCC.mkDerivation {
-      inherit name compression compressionLevel;
+      inherit name compression compressionLevel maxMemory;
 
       __structuredAttrs = true;
       exportReferencesGraph.closure = rootPaths;

@@ -38,6 +38,8 @@ use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
 use crate::format::hash::{HashingWriter, Sha256Hash};
 use crate::format::narinfo::NarInfo;
+use crate::format::store_path::StorePath;
+use crate::resources::{MemoryBudget, path_need};
 
 /// The directories Nix expects in a `file://` cache besides `nar/`.
 pub const EMPTY_DIRS: [&str; 4] = ["realisations", "build-trace-v2", "log", "debuginfo"];
@@ -51,6 +53,9 @@ pub struct Settings {
     pub compression_level: Option<i32>,
     /// Worker threads; at least 1.
     pub jobs: usize,
+    /// What the compressors may take together (see [`crate::resources`]);
+    /// `None`: no limit.
+    pub max_memory: Option<u64>,
 }
 
 /// What one store path became.
@@ -104,16 +109,25 @@ pub fn write_cache(
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let totals = Mutex::new((0u64, 0u64));
     let workers = settings.jobs.clamp(1, plan.len().max(1));
+    let memory = MemoryBudget::new(settings.max_memory);
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
                 let mut dumper = Dumper::default();
                 let mut contexts = Contexts::default();
+                let mut reserved = 0;
                 while !failed.load(Ordering::Relaxed) {
                     let Some(info) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
                     let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
-                    let threads = compression_threads(info.nar_size, rest, settings);
-                    match write_path(info, out, settings, threads, &mut dumper, &mut contexts) {
+                    let wanted = compression_threads(info.nar_size, rest, settings);
+                    let need =
+                        |threads| path_need(settings.compression, settings.compression_level, info.nar_size, threads);
+                    let threads = memory.reserve(&mut reserved, wanted, need, || contexts.release());
+                    let result = write_path(info, out, settings, threads, &mut dumper, &mut contexts);
+                    if !contexts.holds_memory() {
+                        memory.release(&mut reserved);
+                    }
+                    match result {
                         Ok(written) => {
                             let mut t = totals.lock().unwrap();
                             t.0 += written.nar_size;
@@ -127,6 +141,8 @@ pub fn write_cache(
                         }
                     }
                 }
+                contexts.release();
+                memory.release(&mut reserved);
             });
         }
     });
@@ -278,6 +294,15 @@ fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
     file.persist(name).with_context(context)
 }
 
+/// Whether the cache in `out` already has `path`: its narinfo exists and its
+/// `StorePath:` line names exactly that path (the file name is only the hash
+/// part, which another name could share).
+pub fn has_narinfo(out: &Path, path: &StorePath) -> bool {
+    let file = out.join(format!("{}.narinfo", path.hash_part()));
+    fs::read_to_string(file)
+        .is_ok_and(|text| text.lines().any(|line| line.strip_prefix("StorePath: ") == Some(path.as_str())))
+}
+
 /// A byte count for people: `512 B`, `3.4 MiB`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -295,7 +320,21 @@ mod tests {
     use super::*;
 
     fn settings(compression: Compression, jobs: usize) -> Settings {
-        Settings { store_dir: "/nix/store".into(), compression, compression_level: None, jobs }
+        Settings { store_dir: "/nix/store".into(), compression, compression_level: None, jobs, max_memory: None }
+    }
+
+    #[test]
+    fn a_narinfo_counts_only_if_it_names_the_path() {
+        let out = std::env::temp_dir().join(format!("mbc-has-narinfo-{}", std::process::id()));
+        fs::create_dir_all(&out).unwrap();
+        let path = StorePath::parse("/nix/store", "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a").unwrap();
+        assert!(!has_narinfo(&out, &path));
+        let file = out.join("q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr.narinfo");
+        fs::write(&file, "StorePath: /nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-other\nURL: x\n").unwrap();
+        assert!(!has_narinfo(&out, &path));
+        fs::write(&file, "StorePath: /nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a\nURL: x\n").unwrap();
+        assert!(has_narinfo(&out, &path));
+        fs::remove_dir_all(&out).unwrap();
     }
 
     #[test]

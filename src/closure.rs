@@ -73,6 +73,8 @@ pub struct Attrs {
     pub out: Option<PathBuf>,
     pub compression: Option<Compression>,
     pub compression_level: Option<i32>,
+    /// `maxMemory`: bytes, from an integer or a size such as "1.5G".
+    pub max_memory: Option<u64>,
 }
 
 impl Attrs {
@@ -106,7 +108,8 @@ impl Attrs {
                     .ok_or_else(|| anyhow!("field `compressionLevel` must be an integer or null, not {v}"))?,
             ),
         };
-        Ok(Self { closure, out, compression, compression_level })
+        let max_memory = parse_max_memory(&raw.max_memory)?;
+        Ok(Self { closure, out, compression, compression_level, max_memory })
     }
 }
 
@@ -420,6 +423,7 @@ struct RawAttrs<'a> {
     outputs: Option<RawOutputs<'a>>,
     compression: Loose<'a>,
     compression_level: Loose<'a>,
+    max_memory: Loose<'a>,
 }
 
 #[derive(Deserialize)]
@@ -450,6 +454,7 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
                 "outputs" => "outputs",
                 "compression" => "compression",
                 "compressionLevel" => "compressionLevel",
+                "maxMemory" => "maxMemory",
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -464,7 +469,8 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
                 "closure" => attrs.closure = Some(map.next_value_seed(ClosureSeed { reader }).map_err(failed_in())?),
                 "outputs" => attrs.outputs = map.next_value().map_err(failed_in())?,
                 "compression" => attrs.compression = map.next_value().map_err(failed_in())?,
-                _ => attrs.compression_level = map.next_value().map_err(failed_in())?,
+                "compressionLevel" => attrs.compression_level = map.next_value().map_err(failed_in())?,
+                _ => attrs.max_memory = map.next_value().map_err(failed_in())?,
             }
         }
         Ok(attrs)
@@ -564,6 +570,18 @@ mod tests {
 
     fn attrs_error(json: &str) -> String {
         format!("{:#}", Attrs::parse(json, "/nix/store").unwrap_err())
+    }
+
+    #[test]
+    fn max_memory_is_a_size_or_bytes() {
+        let max_memory = |v: &str| Attrs::parse(&format!(r#"{{"closure":[],"maxMemory":{v}}}"#), "/nix/store");
+        assert_eq!(max_memory("null").unwrap().max_memory, None);
+        assert_eq!(max_memory(r#""1G""#).unwrap().max_memory, Some(1 << 30));
+        assert_eq!(max_memory("4096").unwrap().max_memory, Some(4096));
+        for bad in ["0", "-1", "true", r#""lots""#, "1.5"] {
+            let err = format!("{:#}", max_memory(bad).unwrap_err());
+            assert!(err.contains("`maxMemory`"), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -1166,5 +1184,72 @@ mod properties {
             }
             let _ = Attrs::parse(&format!(r#"{{"closure":{json}}}"#), STORE);
         }
+    }
+}
+
+/// `maxMemory` in the attrs file: see [`crate::resources::parse_size`].
+fn parse_max_memory(value: &Loose) -> Result<Option<u64>> {
+    match value {
+        Loose::Missing | Loose::Null => Ok(None),
+        Loose::Str(s) => Ok(Some(crate::resources::parse_size(s).map_err(|e| anyhow!("field `maxMemory`: {e}"))?)),
+        Loose::Unsigned(n) if *n > 0 => Ok(Some(*n)),
+        v => bail!("field `maxMemory` must be null, a positive integer of bytes or a size string, not {v}"),
+    }
+}
+
+/// Checks that the closure is one: every reference of every path is in it,
+/// or `is_cached` (the cache being written to already has it). A cache with
+/// a path but not its references looks fine but cannot be copied from: Nix
+/// substitutes a path's references first and fails on the missing one. The
+/// usual cause is `nix path-info --json` without `--recursive`.
+pub fn check_complete(closure: &[PathInfo], is_cached: impl Fn(&StorePath) -> bool) -> Result<()> {
+    let listed: std::collections::BTreeSet<&StorePath> = closure.iter().map(|info| &info.path).collect();
+    let mut missing = closure.iter().flat_map(|info| {
+        info.references.iter().filter(|r| !listed.contains(r) && !is_cached(r)).map(move |r| (&info.path, r))
+    });
+    let Some((path, reference)) = missing.next() else { return Ok(()) };
+    let more = missing.map(|(_, r)| r).collect::<std::collections::BTreeSet<_>>();
+    let more = more.iter().filter(|r| **r != reference).count();
+    let others = if more > 0 { format!(" (and {more} more missing references)") } else { String::new() };
+    bail!(
+        "the closure is incomplete: {path} refers to {reference}, which is neither in it nor already in the \
+         cache{others}; give the whole closure (`nix path-info --json --recursive`), or use --partial for a \
+         cache that leaves the missing paths to another substituter"
+    )
+}
+
+#[cfg(test)]
+mod completeness_tests {
+    use super::*;
+
+    fn info(path: &str, references: &[&str]) -> PathInfo {
+        let parse = |p: &str| StorePath::parse("/nix/store", p).unwrap();
+        PathInfo {
+            path: parse(path),
+            nar_hash: "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw".parse().unwrap(),
+            nar_size: 8,
+            references: references.iter().map(|r| parse(r)).collect(),
+            deriver: None,
+            signatures: Vec::new(),
+            ca: None,
+        }
+    }
+
+    const A: &str = "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a";
+    const B: &str = "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b";
+    const C: &str = "/nix/store/00000000000000000000000000000000-c";
+
+    #[test]
+    fn every_reference_must_be_in_the_closure_or_the_cache() {
+        let nothing_cached = |_: &StorePath| false;
+        // Self-references and references within the closure are fine.
+        assert!(check_complete(&[info(A, &[A, B]), info(B, &[])], nothing_cached).is_ok());
+        let err = check_complete(&[info(A, &[A, B, C])], nothing_cached).unwrap_err().to_string();
+        assert!(err.contains(&format!("{A} refers to {B}")), "{err}");
+        assert!(err.contains("and 1 more") && err.contains("--recursive") && err.contains("--partial"), "{err}");
+        // Already in the cache: fine.
+        assert!(check_complete(&[info(A, &[A, B, C])], |p: &StorePath| p.as_str() != A).is_ok());
+        let err = check_complete(&[info(A, &[B, C])], |p: &StorePath| p.as_str() == B).unwrap_err().to_string();
+        assert!(err.contains(&format!("{A} refers to {C}")) && !err.contains("more"), "{err}");
     }
 }

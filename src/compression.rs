@@ -90,6 +90,37 @@ impl Compression {
         chunk.map_or(1, |chunk| u32::try_from(size.div_ceil(chunk.max(1))).unwrap_or(u32::MAX).max(1))
     }
 
+    /// The memory one encoder takes, with `threads` threads, to compress a
+    /// stream of `input_size` bytes: what the libraries themselves compute
+    /// for these settings, not a guess.
+    ///
+    /// * xz: liblzma's `lzma_stream_encoder_mt_memusage` for the filters
+    ///   [`Self::encoder`] uses (dictionary sized to the input), each
+    ///   thread's block buffers counted no larger than the input, since pages
+    ///   that are never written cost nothing. Level 9 on a large NAR: ~1 GiB
+    ///   a thread (674 MiB of match finder and dictionary, the rest the
+    ///   192 MiB block in and out).
+    /// * zstd: the size of one worker's compression context
+    ///   (`ZSTD_estimateCCtxSize_usingCParams`) for each thread, plus the
+    ///   buffers zstdmt shares between them (zstdmt_compress.c: a round
+    ///   buffer of the window or one job per thread, plus 3 jobs of slack,
+    ///   and up to 2 × threads + 3 output buffers of `ZSTD_compressBound`
+    ///   of a job). zstd is never told the input size, so this does not
+    ///   depend on it.
+    pub fn encoder_memory(self, level: Option<i32>, threads: u32, input_size: u64) -> u64 {
+        let level = level.unwrap_or(self.default_level());
+        let threads = threads.max(1);
+        match self {
+            Self::None => 0,
+            Self::Xz => {
+                let block = u32::try_from(level).ok().and_then(xz_block_size).unwrap_or(u64::MAX);
+                xz_stream_builder(level, threads, input_size, Some(block.min(input_size.max(1))))
+                    .map_or(u64::MAX, |builder| builder.memusage())
+            }
+            Self::Zstd => zstd_memory(level, threads),
+        }
+    }
+
     /// Wraps `inner` in an encoder. `threads` (at least 1) may speed up large
     /// inputs; it never changes the output. `contexts` keeps what one stream
     /// leaves behind for the next, so that thousands of tiny store paths do
@@ -113,18 +144,8 @@ impl Compression {
         Ok(match self {
             Self::None => Encoder::None(inner),
             Self::Xz => {
-                let preset = u32::try_from(level).map_err(|_| invalid_level(level))?;
-                let mut options = LzmaOptions::new_preset(preset).map_err(|_| invalid_level(level))?;
-                let preset_dict = xz_preset_dict_size(preset).ok_or_else(|| invalid_level(level))?;
-                let fitting = u32::try_from(input_size).unwrap_or(u32::MAX).max(4096).checked_next_power_of_two();
-                options.dict_size(fitting.map_or(preset_dict, |size| size.min(preset_dict)));
-                let mut filters = Filters::new();
-                filters.lzma2(&options);
-                let stream = MtStreamBuilder::new()
-                    .filters(filters)
-                    .threads(threads)
-                    .block_size(xz_block_size(preset).ok_or_else(|| invalid_level(level))?)
-                    .check(Check::Crc64)
+                let stream = xz_stream_builder(level, threads, input_size, None)
+                    .ok_or_else(|| invalid_level(level))?
                     .encoder()
                     .map_err(io::Error::other)?;
                 Encoder::Xz(liblzma::write::XzEncoder::new_stream(inner, stream))
@@ -132,6 +153,13 @@ impl Compression {
             Self::Zstd => {
                 // A reused context keeps its worker pool and buffers; its
                 // parameters are set again for every stream.
+                // A context keeps the buffers of as many workers as it once
+                // had: start afresh when the count changes, so that what it
+                // holds is what [`Self::encoder_memory`] says.
+                if contexts.zstd_threads != threads {
+                    contexts.zstd = None;
+                    contexts.zstd_threads = threads;
+                }
                 let context = contexts.zstd.get_or_insert_with(zstd::zstd_safe::CCtx::create);
                 for parameter in [CParameter::CompressionLevel(level), CParameter::NbWorkers(threads)] {
                     context
@@ -142,6 +170,27 @@ impl Compression {
             }
         })
     }
+}
+
+/// The multi-threaded xz encoder for a stream of `input_size` bytes: the
+/// preset's filters with a dictionary no larger than the input can fill, and
+/// the preset's block size unless `block_size` says otherwise (only for
+/// asking liblzma about memory). `None` for a level outside 0 to 9.
+fn xz_stream_builder(level: i32, threads: u32, input_size: u64, block_size: Option<u64>) -> Option<MtStreamBuilder> {
+    let preset = u32::try_from(level).ok()?;
+    let mut options = LzmaOptions::new_preset(preset).ok()?;
+    let preset_dict = xz_preset_dict_size(preset)?;
+    let fitting = u32::try_from(input_size).unwrap_or(u32::MAX).max(4096).checked_next_power_of_two();
+    options.dict_size(fitting.map_or(preset_dict, |size| size.min(preset_dict)));
+    let mut filters = Filters::new();
+    filters.lzma2(&options);
+    let mut builder = MtStreamBuilder::new();
+    builder
+        .filters(filters)
+        .threads(threads)
+        .block_size(block_size.unwrap_or(xz_block_size(preset)?))
+        .check(Check::Crc64);
+    Some(builder)
 }
 
 /// The dictionary sizes of xz's presets 0 to 9 (xz(1), "Presets").
@@ -157,6 +206,23 @@ fn xz_preset_dict_size(preset: u32) -> Option<u32> {
 /// visibly a function of the level alone.
 fn xz_block_size(preset: u32) -> Option<u64> {
     xz_preset_dict_size(preset).map(|dict| (3 * u64::from(dict)).max(1 << 20))
+}
+
+/// See [`Compression::encoder_memory`].
+fn zstd_memory(level: i32, threads: u32) -> u64 {
+    use zstd::zstd_safe::zstd_sys;
+    // SAFETY: pure functions of plain values, as zstd.h documents them.
+    let (params, context) = unsafe {
+        let params = zstd_sys::ZSTD_getCParams(level, 0, 0);
+        (params, zstd_sys::ZSTD_estimateCCtxSize_usingCParams(params))
+    };
+    // zstdmt's ZSTDMT_computeTargetJobLog, taking the larger of its two
+    // cases (with and without long-distance matching) and its 1 GiB cap.
+    let job_log = (params.windowLog + 2).max(params.chainLog + 3).clamp(21, 30);
+    let job = 1u64 << job_log;
+    let job_output = zstd::zstd_safe::compress_bound(job as usize) as u64;
+    let threads = u64::from(threads);
+    threads * context as u64 + (1u64 << params.windowLog).max(threads * job) + 3 * job + (2 * threads + 3) * job_output
 }
 
 fn invalid_level(level: i32) -> io::Error {
@@ -184,6 +250,20 @@ impl FromStr for Compression {
 #[derive(Default)]
 pub struct Contexts {
     zstd: Option<zstd::zstd_safe::CCtx<'static>>,
+    /// The worker count `zstd` was set up with.
+    zstd_threads: u32,
+}
+
+impl Contexts {
+    /// Frees what the compressors keep between streams.
+    pub fn release(&mut self) {
+        self.zstd = None;
+    }
+
+    /// Whether anything is kept between streams.
+    pub fn holds_memory(&self) -> bool {
+        self.zstd.is_some()
+    }
 }
 
 /// A streaming encoder for one of the compressions.
@@ -321,6 +401,32 @@ mod tests {
             assert_eq!(xz_block_size(preset), Some(filters.mt_block_size()), "preset {preset}");
         }
         assert_eq!(xz_block_size(10), None);
+    }
+
+    #[test]
+    fn xz_memory_is_liblzmas_figure_for_the_input() {
+        const MIB: u64 = 1 << 20;
+        let big = Compression::Xz.encoder_memory(Some(9), 1, 1 << 30);
+        // xz(1): "-9 … CompMem 674 MiB" for the match finder and dictionary,
+        // then 192 MiB blocks in and two out.
+        assert!((674 * MIB..1300 * MIB).contains(&big), "{big}");
+        assert!(Compression::Xz.encoder_memory(Some(9), 2, 1 << 30) > big + 674 * MIB);
+        // A small NAR gets a small dictionary and small buffers.
+        assert!(Compression::Xz.encoder_memory(Some(9), 1, MIB) < 64 * MIB);
+        assert_eq!(Compression::None.encoder_memory(None, 4, 1 << 30), 0);
+    }
+
+    #[test]
+    fn zstd_memory_bounds_what_the_context_holds() {
+        let data = sample(40 << 20);
+        for (level, threads) in [(1, 1), (3, 1), (3, 2), (3, 4), (9, 2)] {
+            let mut contexts = Contexts::default();
+            compress_with(&mut contexts, Compression::Zstd, Some(level), &data, threads);
+            let held = contexts.zstd.as_ref().unwrap().sizeof() as u64;
+            let estimate = Compression::Zstd.encoder_memory(Some(level), threads, data.len() as u64);
+            eprintln!("zstd level {level} threads {threads}: holds {held}, estimate {estimate}");
+            assert!(held <= estimate, "level {level}, {threads} threads: holds {held}, estimate {estimate}");
+        }
     }
 
     #[test]

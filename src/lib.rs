@@ -13,3 +13,4 @@ pub mod closure;
 pub mod compression;
 pub mod dump;
 pub mod format;
+pub mod resources;

@@ -8,6 +8,7 @@ use make_binary_cache::cache::{self, Settings};
 use make_binary_cache::closure::{self, Attrs, PathInfo};
 use make_binary_cache::compression::Compression;
 use make_binary_cache::format::store_path;
+use make_binary_cache::resources::{self, BudgetSource};
 
 const HELP: &str = "\
 make-binary-cache: write a flat-file Nix binary cache for a closure
@@ -23,7 +24,8 @@ USAGE:
         As the builder of a derivation with __structuredAttrs = true and
         exportReferencesGraph.closure (what nix/default.nix makes): reads
         $NIX_ATTRS_JSON_FILE (or $NIX_BUILD_TOP/.attrs.json), writes to the
-        `out` output, uses $NIX_BUILD_CORES workers (0: all cores).
+        `out` output, uses $NIX_BUILD_CORES workers (0: all cores) and the
+        `maxMemory` attribute as --max-memory.
 
     make-binary-cache (--attrs FILE | --closure FILE) --out DIR [OPTIONS]
         Outside a build.
@@ -41,8 +43,23 @@ OPTIONS:
     --compression NAME        none, xz or zstd [default: zstd]
     --compression-level N     The compressor's level [default: its own:
                               xz 6, zstd 3]
-    --jobs N                  Worker threads [default: all cores]. The cache is
-                              byte-identical whatever N is.
+    --jobs N                  Worker threads [default: all cores]; never more
+                              than the cores this process may use. The cache
+                              is byte-identical whatever N is.
+    --max-memory SIZE         Memory the compressors may use together; fewer
+                              workers or compressor threads run to stay within
+                              it. SIZE is bytes, or a number (fractions allowed)
+                              with K, M, G or T, optionally followed by B or iB,
+                              all powers of 1024: 512M, 1G, 1.5GiB.
+                              [default: half the smaller of the cgroup's memory
+                              limit and MemAvailable]. A store path that alone
+                              needs more (xz -9 takes ~1 GiB a thread on large
+                              NARs) is compressed alone with one thread.
+    --partial                 Allow store paths whose references are neither
+                              in the closure nor already in the cache: for an
+                              overlay cache used together with another
+                              substituter that has them. Without it, such a
+                              closure is an error and nothing is written.
     -h, --help                Print this help.
     -V, --version             Print the version.
 
@@ -73,6 +90,10 @@ struct Job {
     closure: Vec<PathInfo>,
     out: PathBuf,
     settings: Settings,
+    /// Where the memory budget came from, for the log.
+    memory_note: String,
+    /// --partial: references may be missing from the closure and the cache.
+    partial: bool,
 }
 
 fn try_main() -> Result<()> {
@@ -87,13 +108,18 @@ fn try_main() -> Result<()> {
         }
     };
 
+    if !job.partial {
+        closure::check_complete(&job.closure, |path| cache::has_narinfo(&job.out, path))
+            .with_context(|| format!("writing to {}", job.out.display()))?;
+    }
     let settings = &job.settings;
     eprintln!(
-        "make-binary-cache: writing {} store paths to {} ({} compression, {} workers)",
+        "make-binary-cache: writing {} store paths to {} ({} compression, {} workers, {})",
         job.closure.len(),
         job.out.display(),
         settings.compression,
-        settings.jobs
+        settings.jobs,
+        job.memory_note
     );
     let summary = cache::write_cache(&job.closure, &job.out, settings, |info, written| {
         // One write per line so lines from workers do not interleave.
@@ -134,8 +160,12 @@ fn builder_job(store_dir: String) -> Result<Job> {
             Err(_) => bail!("NIX_BUILD_CORES must be a number, not {cores:?}"),
         },
     };
-    let settings = settings(store_dir, attrs.compression, attrs.compression_level, jobs)?;
-    Ok(Job { closure: attrs.closure, out, settings })
+    let settings = settings(store_dir, attrs.compression, attrs.compression_level)?;
+    Ok(bounded(
+        Job { closure: attrs.closure, out, settings, memory_note: String::new(), partial: false },
+        jobs,
+        attrs.max_memory,
+    ))
 }
 
 /// CLI mode; `None` when the arguments asked for --help or --version.
@@ -144,24 +174,34 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
 
     let (mut attrs_file, mut closure_file, mut out) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
     let (mut compression, mut level, mut jobs) = (None::<Compression>, None::<i32>, None::<usize>);
+    let mut max_memory = None::<u64>;
+    let mut partial = None::<()>;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
-            Long("attrs") => attrs_file = Some(parser.value()?.into()),
-            Long("closure") => closure_file = Some(parser.value()?.into()),
-            Long("out") => out = Some(parser.value()?.into()),
+            Long("attrs") => set_once(&mut attrs_file, "--attrs", non_empty(parser.value()?, "--attrs")?)?,
+            Long("closure") => set_once(&mut closure_file, "--closure", non_empty(parser.value()?, "--closure")?)?,
+            Long("out") => set_once(&mut out, "--out", non_empty(parser.value()?, "--out")?)?,
             Long("compression") => {
-                compression =
-                    Some(parser.value()?.string()?.parse().map_err(|e: String| anyhow!("--compression: {e}"))?)
+                let value = parser.value()?.string()?.parse().map_err(|e: String| anyhow!("--compression: {e}"))?;
+                set_once(&mut compression, "--compression", value)?
             }
-            Long("compression-level") => level = Some(parser.value()?.parse().context("--compression-level")?),
+            Long("compression-level") => {
+                set_once(&mut level, "--compression-level", parser.value()?.parse().context("--compression-level")?)?
+            }
             Long("jobs") => {
                 let n: usize = parser.value()?.parse().context("--jobs")?;
                 if n == 0 {
                     bail!("--jobs must be at least 1");
                 }
-                jobs = Some(n);
+                set_once(&mut jobs, "--jobs", n)?
             }
+            Long("max-memory") => {
+                let size =
+                    resources::parse_size(&parser.value()?.string()?).map_err(|e| anyhow!("--max-memory: {e}"))?;
+                set_once(&mut max_memory, "--max-memory", size)?
+            }
+            Long("partial") => set_once(&mut partial, "--partial", ())?,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -179,6 +219,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             let attrs = read_attrs(&file, &store_dir)?;
             compression = compression.or(attrs.compression);
             level = level.or(attrs.compression_level);
+            max_memory = max_memory.or(attrs.max_memory);
             (attrs.closure, attrs.out)
         }
         (None, Some(file)) => {
@@ -191,16 +232,53 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         (None, None) => bail!("one of --attrs FILE or --closure FILE is required; see --help"),
     };
     let out = out.or(attrs_out).ok_or_else(|| anyhow!("--out DIR is required; see --help"))?;
-    let settings = settings(store_dir, compression, level, jobs.unwrap_or_else(all_cores))?;
-    Ok(Some(Job { closure, out, settings }))
+    let settings = settings(store_dir, compression, level)?;
+    let job = Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some() };
+    Ok(Some(bounded(job, jobs.unwrap_or_else(all_cores), max_memory)))
 }
 
-fn settings(store_dir: String, compression: Option<Compression>, level: Option<i32>, jobs: usize) -> Result<Settings> {
+/// Fits the workers asked for into the cores and the memory budget, saying
+/// in the log what was cut and why.
+fn bounded(mut job: Job, requested: usize, max_memory: Option<u64>) -> Job {
+    let budget = match max_memory {
+        Some(bytes) => Some((bytes, BudgetSource::Given)),
+        None => resources::system::default_budget(),
+    };
+    let (compression, level) = (job.settings.compression, job.settings.compression_level);
+    let sizes: Vec<u64> = job.closure.iter().map(|info| info.nar_size).collect();
+    let cores = resources::system::cores();
+    let plan = resources::plan(requested, cores, budget.map(|(bytes, _)| bytes), &sizes, |size, threads| {
+        resources::path_need(compression, level, size, threads)
+    });
+    if let Some(requested) = plan.capped_from {
+        eprintln!(
+            "make-binary-cache: {requested} workers asked for, but only {cores} cores are available: using {cores}"
+        );
+    }
+    if let (Some(need), Some((bytes, _))) = (plan.over_budget, budget) {
+        eprintln!(
+            "make-binary-cache: warning: the largest store path needs {} to compress with {compression}, more than \
+             the memory budget of {}: such paths are compressed alone, with one thread (see --max-memory)",
+            cache::human(need),
+            cache::human(bytes)
+        );
+    }
+    job.settings.jobs = plan.workers;
+    job.settings.max_memory = budget.map(|(bytes, _)| bytes);
+    job.memory_note = match budget {
+        Some((bytes, source)) => format!("memory budget {} ({source})", cache::human(bytes)),
+        None => "no memory budget".into(),
+    };
+    job
+}
+
+fn settings(store_dir: String, compression: Option<Compression>, level: Option<i32>) -> Result<Settings> {
     let compression = compression.unwrap_or(Compression::Zstd);
     if let Some(level) = level {
         compression.check_level(level).map_err(|e| anyhow!("compression level: {e}"))?;
     }
-    Ok(Settings { store_dir, compression, compression_level: level, jobs })
+    // `jobs` and `max_memory` are set by `bounded`.
+    Ok(Settings { store_dir, compression, compression_level: level, jobs: 1, max_memory: None })
 }
 
 /// `$NIX_STORE`, checked: it is written into every narinfo and `nix-cache-info`.
@@ -223,5 +301,24 @@ fn read(file: &Path) -> Result<String> {
 }
 
 fn all_cores() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    resources::system::cores()
+}
+
+/// A flag given twice is most likely a mistake (an edited command line, a
+/// wrapper adding its own): which one was meant cannot be known, so neither is
+/// silently dropped.
+fn set_once<T>(slot: &mut Option<T>, flag: &str, value: T) -> Result<()> {
+    if slot.is_some() {
+        bail!("{flag} is given more than once");
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// An empty path would silently mean the current directory.
+fn non_empty(value: OsString, flag: &str) -> Result<PathBuf> {
+    if value.is_empty() {
+        bail!("{flag} must not be empty");
+    }
+    Ok(value.into())
 }

@@ -214,6 +214,22 @@ fn wrong_argument_types_are_evaluation_errors() {
 }
 
 #[test]
+fn max_memory_reaches_the_builder_and_bad_values_are_evaluation_errors() {
+    if skip_without_nix() {
+        return;
+    }
+    for bad in [r#""lots""#, "-1", "0", "1.5", r#""1 G""#, "[ ]"] {
+        let err = eval_error(&format!("{{ rootPaths = [ fixture ]; maxMemory = {bad}; }}"));
+        assert!(err.contains("maxMemory must be null, a positive integer of bytes or a size"), "{bad}: {err}");
+    }
+    for (given, logged) in [(r#""64M""#, "64.0 MiB"), ("100000000", "95.4 MiB")] {
+        let body = format!("mkBinaryCache {{ rootPaths = [ fixture ]; maxMemory = {given}; }}");
+        let (ok, _, log) = run(&mut nix_build_expr(&builder_bin(), &unique("max-memory"), &body));
+        assert!(ok && log.contains(&format!("memory budget {logged} (as given)")), "{given}: {log}");
+    }
+}
+
+#[test]
 fn top_level_default_nix_evaluates_with_given_pkgs() {
     if skip_without_nix() {
         return;
