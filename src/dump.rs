@@ -240,7 +240,7 @@ fn readlinkat<'b>(dir: RawFd, name: &CStr, buf: &'b mut [u8]) -> io::Result<&'b 
 
 /// The entries of `dir` but `.` and `..`, in the order the file system gives
 /// them, listed through `buf`.
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn list(dir: &OwnedFd, buf: &mut [u8]) -> io::Result<Vec<Entry>> {
     // The layout of struct linux_dirent64 (getdents64(2)): d_ino u64, d_off
     // i64, d_reclen u16, d_type u8, then the NUL-terminated name.
@@ -273,7 +273,7 @@ fn list(dir: &OwnedFd, buf: &mut [u8]) -> io::Result<Vec<Entry>> {
 
 /// The entries of `dir` but `.` and `..`, in the order the file system gives
 /// them. Portable but slower: `fdopendir` allocates its own buffer.
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn list(dir: &OwnedFd, _buf: &mut [u8]) -> io::Result<Vec<Entry>> {
     // fdopendir takes the descriptor over; the walk still needs `dir`.
     // SAFETY: `dir` is open for the duration of the call.
@@ -319,4 +319,10 @@ fn list(dir: &OwnedFd, _buf: &mut [u8]) -> io::Result<Vec<Entry>> {
 fn errno_location() -> *mut libc::c_int {
     // SAFETY: always safe to call; returns this thread's errno.
     unsafe { libc::__error() }
+}
+
+#[cfg(any(target_os = "netbsd", target_os = "openbsd"))]
+fn errno_location() -> *mut libc::c_int {
+    // SAFETY: always safe to call; returns this thread's errno.
+    unsafe { libc::__errno() }
 }
