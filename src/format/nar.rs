@@ -244,6 +244,39 @@ mod tests {
     }
 
     #[test]
+    fn rejects_empty_and_nul_symlink_targets() {
+        let mut buf = Vec::new();
+        assert!(open(&mut buf).unwrap().symlink(b"").is_err(), "accepted an empty target");
+        assert!(open(&mut buf).unwrap().symlink(b"a\0b").is_err(), "accepted a NUL in the target");
+    }
+
+    /// Counts flushes, so that flushing through a node is seen to reach the
+    /// underlying writer (which may be a compressor holding data back).
+    struct CountFlushes<'a>(&'a std::cell::Cell<u32>);
+
+    impl Write for CountFlushes<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.0.set(self.0.get() + 1);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn file_contents_flush_the_underlying_writer() {
+        let flushes = std::cell::Cell::new(0);
+        let mut w = CountFlushes(&flushes);
+        let mut f = open(&mut w).unwrap().file(false, 1).unwrap();
+        f.write_all(b"x").unwrap();
+        f.flush().unwrap();
+        assert_eq!(flushes.get(), 1);
+        f.close().unwrap();
+    }
+
+    #[test]
     fn file_size_is_enforced() {
         let mut buf = Vec::new();
         let mut short = open(&mut buf).unwrap().file(false, 4).unwrap();

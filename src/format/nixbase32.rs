@@ -115,6 +115,15 @@ mod tests {
     }
 
     #[test]
+    fn errors_say_what_is_wrong() {
+        let length = DecodeError::Length { expected: 52, got: 1 }.to_string();
+        assert!(length.contains("52") && length.contains('1'), "{length}");
+        let character = DecodeError::Character('e').to_string();
+        assert!(character.contains("'e'"), "{character}");
+        assert!(DecodeError::Padding.to_string().contains("padding"));
+    }
+
+    #[test]
     fn rejects_bad_input() {
         assert_eq!(decode("0", 32), Err(DecodeError::Length { expected: 52, got: 1 }));
         let with_e = EMPTY_SHA256_NIX32.replacen('0', "e", 1);
