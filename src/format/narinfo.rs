@@ -12,6 +12,10 @@
 //! parsers upstream (store paths, [`Signature`], [`ContentAddress`]) already
 //! refuse such values; this is the second line of defence.
 //!
+//! [`ParsedNarInfo::parse`] reads a narinfo back, strictly: every line must be
+//! a field Nix writes, each once (but `Sig`), every value well-formed. It is
+//! what `sign` and `verify` read caches with, ours and `nix copy`'s alike.
+//!
 //! ```
 //! use make_binary_cache::{compression::Compression, format::narinfo::NarInfo, format::store_path::StorePath};
 //! let path = StorePath::parse("/nix/store", "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a").unwrap();
@@ -25,6 +29,7 @@
 //! ```
 
 use std::fmt::Write;
+use std::str::FromStr;
 
 use crate::compression::Compression;
 use crate::format::content_address::ContentAddress;
@@ -93,6 +98,117 @@ impl NarInfo<'_> {
         Ok(text)
     }
 }
+
+/// A narinfo read from a cache, owning its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedNarInfo {
+    pub store_path: StorePath,
+    pub url: String,
+    pub compression: Compression,
+    pub file_hash: Sha256Hash,
+    pub file_size: u64,
+    pub nar_hash: Sha256Hash,
+    pub nar_size: u64,
+    /// Sorted.
+    pub references: Vec<StorePath>,
+    pub deriver: Option<StorePath>,
+    pub signatures: Vec<Signature>,
+    pub ca: Option<ContentAddress>,
+}
+
+impl ParsedNarInfo {
+    /// Parses the text of a narinfo for a store in `store_dir`. Stricter than
+    /// Nix, which skips unknown keys and takes the last of repeated ones: in a
+    /// cache we check, either means something wrote what it should not have.
+    /// The error names the line.
+    pub fn parse(store_dir: &str, text: &str) -> Result<Self, String> {
+        let body = text.strip_suffix('\n').ok_or("the narinfo does not end with a line break")?;
+        let mut fields: [Option<&str>; FIELDS.len()] = Default::default();
+        let mut signatures = Vec::new();
+        for (n, line) in body.split('\n').enumerate() {
+            let at = || format!("line {}", n + 1);
+            let (key, value) = line.split_once(": ").ok_or_else(|| format!("{}: no `: ` in {line:?}", at()))?;
+            if key == "Sig" {
+                signatures.push(value.parse::<Signature>().map_err(|e| format!("{}: field `Sig`: {e}", at()))?);
+                continue;
+            }
+            let slot =
+                FIELDS.iter().position(|&k| k == key).ok_or_else(|| format!("{}: unknown field `{key}`", at()))?;
+            if fields[slot].replace(value).is_some() {
+                return Err(format!("{}: field `{key}` appears twice", at()));
+            }
+        }
+        let field = |key: &str| -> Result<&str, String> {
+            let slot = FIELDS.iter().position(|&k| k == key).expect("a known field");
+            fields[slot].ok_or_else(|| format!("field `{key}` is missing"))
+        };
+        fn parsed<T: FromStr>(key: &str, value: &str) -> Result<T, String>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e| format!("field `{key}`: {e}"))
+        }
+        let in_store = |key: &str, base: &str| {
+            StorePath::parse(store_dir, &format!("{store_dir}/{base}")).map_err(|e| format!("field `{key}`: {e}"))
+        };
+
+        let store_path =
+            StorePath::parse(store_dir, field("StorePath")?).map_err(|e| format!("field `StorePath`: {e}"))?;
+        let url = field("URL")?;
+        if url.is_empty() || url.contains(char::is_whitespace) {
+            return Err(format!("field `URL`: {url:?} is not a URL"));
+        }
+        let mut references = match field("References")? {
+            "" => Vec::new(),
+            list => list.split(' ').map(|base| in_store("References", base)).collect::<Result<Vec<_>, _>>()?,
+        };
+        references.sort();
+        let deriver = match fields[FIELDS.iter().position(|&k| k == "Deriver").expect("a known field")] {
+            // What Nix writes when it did not know the deriver.
+            None | Some("unknown-deriver") => None,
+            Some(base) => Some(in_store("Deriver", base)?),
+        };
+        let ca = match fields[FIELDS.len() - 1] {
+            None => None,
+            Some(ca) => Some(parsed::<ContentAddress>("CA", ca)?),
+        };
+        Ok(Self {
+            store_path,
+            url: url.to_owned(),
+            compression: parsed("Compression", field("Compression")?)?,
+            file_hash: parsed("FileHash", field("FileHash")?)?,
+            file_size: parsed("FileSize", field("FileSize")?)?,
+            nar_hash: parsed("NarHash", field("NarHash")?)?,
+            nar_size: parsed("NarSize", field("NarSize")?)?,
+            references,
+            deriver,
+            signatures,
+            ca,
+        })
+    }
+
+    /// The same values as a [`NarInfo`], to render.
+    pub fn as_narinfo(&self) -> NarInfo<'_> {
+        NarInfo {
+            store_path: &self.store_path,
+            url: self.url.clone(),
+            compression: self.compression,
+            file_hash: self.file_hash,
+            file_size: self.file_size,
+            nar_hash: self.nar_hash,
+            nar_size: self.nar_size,
+            references: &self.references,
+            deriver: self.deriver.as_ref(),
+            signatures: &self.signatures,
+            ca: self.ca.as_ref(),
+        }
+    }
+}
+
+/// The fields a narinfo may have besides `Sig`, in the order Nix writes them;
+/// `CA` last.
+const FIELDS: [&str; 10] =
+    ["StorePath", "URL", "Compression", "FileHash", "FileSize", "NarHash", "NarSize", "References", "Deriver", "CA"];
 
 #[cfg(test)]
 mod tests {
@@ -171,5 +287,64 @@ mod tests {
         let odd = StorePath::parse("/nix\nstore", "/nix\nstore/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b").unwrap();
         let err = NarInfo { store_path: &odd, ..info("nar/x.nar") }.render().unwrap_err();
         assert!(err.contains("narinfo field `StorePath` would contain '\\n'"), "{err}");
+    }
+
+    /// A narinfo as Nix 2.8's `nix copy --to file://…?compression=xz` wrote it.
+    const NIX_COPY: &str = "StorePath: /nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b\n\
+        URL: nar/0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73.nar.xz\n\
+        Compression: xz\n\
+        FileHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\n\
+        FileSize: 100\n\
+        NarHash: sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw\n\
+        NarSize: 952\n\
+        References: q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a y2grnhdvfn46jk5m3g13m90yzbj9scgb-b\n\
+        Deriver: 0c1ax3xdhph1hmrxhiby8mcxh0qamv2p-b.drv\n\
+        Sig: cache.example.org-1:aItucb2jMEdvkqYZji7WOy01UemOpGXpZCYvu0qXLmVNaoV4Mj/41K8uzPznXew6f1YgBxjkdjZl/N3le94ZWA==\n";
+
+    #[test]
+    fn parses_what_nix_writes_and_renders_it_back() {
+        let info = ParsedNarInfo::parse("/nix/store", NIX_COPY).unwrap();
+        assert_eq!(info.store_path.as_str(), "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b");
+        assert_eq!((info.compression, info.file_size, info.nar_size), (Compression::Xz, 100, 952));
+        let refs: Vec<&str> = info.references.iter().map(StorePath::base_name).collect();
+        assert_eq!(refs, ["q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a", "y2grnhdvfn46jk5m3g13m90yzbj9scgb-b"]);
+        assert_eq!(info.deriver.as_ref().map(StorePath::base_name), Some("0c1ax3xdhph1hmrxhiby8mcxh0qamv2p-b.drv"));
+        assert_eq!(info.signatures[0].key_name(), "cache.example.org-1");
+        assert_eq!(info.ca, None);
+        let rendered = info.as_narinfo().render().unwrap();
+        assert_eq!(rendered, NIX_COPY);
+        assert_eq!(ParsedNarInfo::parse("/nix/store", &rendered).unwrap(), info);
+        let unsorted = NIX_COPY.replace(
+            "q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a y2grnhdvfn46jk5m3g13m90yzbj9scgb-b",
+            "y2grnhdvfn46jk5m3g13m90yzbj9scgb-b q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a",
+        );
+        assert_eq!(ParsedNarInfo::parse("/nix/store", &unsorted).unwrap(), info);
+        let unknown = NIX_COPY.replace("Deriver: 0c1ax3xdhph1hmrxhiby8mcxh0qamv2p-b.drv", "Deriver: unknown-deriver");
+        assert_eq!(ParsedNarInfo::parse("/nix/store", &unknown).unwrap().deriver, None);
+    }
+
+    #[test]
+    fn parse_refuses_what_should_not_be_there() {
+        let cases = [
+            (NIX_COPY.trim_end().to_owned(), "the narinfo does not end with a line break"),
+            (NIX_COPY.replace("Compression: xz\n", ""), "field `Compression` is missing"),
+            (NIX_COPY.replace("NarSize: 952\n", ""), "field `NarSize` is missing"),
+            (NIX_COPY.replace("NarSize: 952", "NarSize: 952\nNarSize: 953"), "line 8: field `NarSize` appears twice"),
+            (NIX_COPY.replace("FileSize: 100", "FileSize: -1"), "field `FileSize`"),
+            (NIX_COPY.replace("FileSize: 100", "System: x86_64-linux"), "line 5: unknown field `System`"),
+            (NIX_COPY.replace("FileSize: 100", "FileSize:100"), "line 5: no `: `"),
+            (NIX_COPY.replace("Compression: xz", "Compression: bzip2"), "field `Compression`: unknown compression"),
+            (NIX_COPY.replace("NarHash: sha256:1", "NarHash: sha256:x"), "field `NarHash`"),
+            (NIX_COPY.replace("URL: nar/", "URL: nar /"), "field `URL`"),
+            (NIX_COPY.replace("References: q8", "References: /nix/store/q8"), "field `References`"),
+            (NIX_COPY.replace("b.drv", "b .drv"), "field `Deriver`"),
+            (NIX_COPY.replace("Sig: cache.example.org-1:", "Sig: cache.example.org-1:x"), "line 10: field `Sig`"),
+            (format!("{NIX_COPY}CA: garbage\n"), "field `CA`"),
+            (NIX_COPY.replace("StorePath: /nix/store/", "StorePath: /gnu/store/"), "field `StorePath`"),
+        ];
+        for (text, expected) in cases {
+            let err = ParsedNarInfo::parse("/nix/store", &text).unwrap_err();
+            assert!(err.contains(expected), "{expected:?} not in {err:?}");
+        }
     }
 }
