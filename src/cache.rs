@@ -21,12 +21,29 @@
 //! points at a missing, partial or unchecked NAR. Paths are processed by a
 //! pool of workers, largest NAR first, so that a big path does not start last
 //! and leave the other cores idle.
+//!
+//! Several runs may fill one directory at once, with the same settings or
+//! not: every file is named atomically (see [`crate::atomic_file`]); a NAR
+//! already there under its name (its FileHash) is kept when its size is
+//! right (as Nix's `BinaryCacheStore::addToStore` keeps an existing NAR
+//! file) and replaced when not; a narinfo replaces the old one, which pointed
+//! at a NAR of its own; `nix-cache-info` is written only when missing, and an
+//! existing one must be for the same store directory.
+//!
+//! Durability: the narinfos of checked paths wait in a batch (see
+//! [`NarInfoBatch`]) until one `syncfs` has put their NARs on disk, and are
+//! named only then; a last `syncfs` puts the narinfos' own names on disk
+//! before the run ends. After a power cut a narinfo therefore never points at
+//! a NAR whose data was lost. `Settings::sync = false` (`--no-sync`) skips
+//! this for throwaway caches.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
-use std::sync::Mutex;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -51,6 +68,9 @@ pub struct Settings {
     pub compression_level: Option<i32>,
     /// Worker threads; at least 1.
     pub jobs: usize,
+    /// Whether NARs must be on disk before their narinfos are named, and
+    /// everything on disk before the run ends (see [`NarInfoBatch`]).
+    pub sync: bool,
 }
 
 /// What one store path became.
@@ -84,7 +104,7 @@ impl std::fmt::Display for Summary {
 }
 
 /// Writes the cache for `closure` into `out`, calling `progress` once per
-/// finished store path.
+/// store path whose narinfo is named.
 pub fn write_cache(
     closure: &[PathInfo],
     out: &Path,
@@ -93,6 +113,7 @@ pub fn write_cache(
 ) -> Result<Summary> {
     let start = Instant::now();
     create_layout(out, &settings.store_dir)?;
+    let narinfos = NarInfoBatch::new(out, settings.sync)?;
 
     // Largest first: the last paths to start are then the quickest to finish.
     let mut plan: Vec<&PathInfo> = closure.iter().collect();
@@ -104,35 +125,44 @@ pub fn write_cache(
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let totals = Mutex::new((0u64, 0u64));
     let workers = settings.jobs.clamp(1, plan.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                let mut dumper = Dumper::default();
-                let mut contexts = Contexts::default();
-                while !failed.load(Ordering::Relaxed) {
-                    let Some(info) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                    let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
-                    let threads = compression_threads(info.nar_size, rest, settings);
-                    match write_path(info, out, settings, threads, &mut dumper, &mut contexts) {
-                        Ok(written) => {
-                            let mut t = totals.lock().unwrap();
-                            t.0 += written.nar_size;
-                            t.1 += written.file_size;
-                            drop(t);
-                            progress(info, &written);
-                        }
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            first_error.lock().unwrap().get_or_insert(e);
+    let naming = std::thread::scope(|scope| {
+        let namer = scope.spawn(|| narinfos.name_batches(&progress));
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    let mut dumper = Dumper::default();
+                    let mut contexts = Contexts::default();
+                    while !failed.load(Ordering::Relaxed) {
+                        let Some(info) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                        let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
+                        let threads = compression_threads(info.nar_size, rest, settings);
+                        match write_path(info, out, settings, threads, &mut dumper, &mut contexts) {
+                            Ok(checked) => {
+                                let mut t = totals.lock().unwrap();
+                                t.0 += checked.written.nar_size;
+                                t.1 += checked.written.file_size;
+                                drop(t);
+                                narinfos.add(info, checked);
+                            }
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                first_error.lock().unwrap().get_or_insert(e);
+                            }
                         }
                     }
-                }
-            });
-        }
+                });
+            }
+        });
+        // Paths checked before a failure still get their narinfos.
+        narinfos.close();
+        namer.join().expect("the narinfo thread does not panic")
     });
+    let synced = narinfos.sync();
     if let Some(e) = first_error.into_inner().unwrap() {
         return Err(e);
     }
+    naming?;
+    synced?;
     let (nar_bytes, file_bytes) = totals.into_inner().unwrap();
     Ok(Summary { paths: plan.len(), nar_bytes, file_bytes, elapsed: start.elapsed() })
 }
@@ -152,15 +182,63 @@ fn compression_threads(size: u64, rest: u64, settings: &Settings) -> u32 {
     settings.compression.useful_threads(size, settings.compression_level).min(jobs)
 }
 
+/// Creates the directories and `nix-cache-info`, or checks that an existing
+/// `nix-cache-info` is for `store_dir`, before writing anything.
 fn create_layout(out: &Path, store_dir: &str) -> Result<()> {
+    let info_file = out.join("nix-cache-info");
+    check_cache_info(&info_file, store_dir)?;
     for dir in std::iter::once("nar").chain(EMPTY_DIRS) {
         let dir = out.join(dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    write_atomically(out, "nix-cache-info", format!("StoreDir: {store_dir}\n").as_bytes())
+    let context = || format!("writing {}", info_file.display());
+    let mut file = AtomicFile::create(out, "nix-cache-info").with_context(context)?;
+    file.write_all(format!("StoreDir: {store_dir}\n").as_bytes()).with_context(context)?;
+    if file.persist_new("nix-cache-info").with_context(context)?.is_some() {
+        // Another run created it since the check above.
+        check_cache_info(&info_file, store_dir)?;
+    }
+    Ok(())
 }
 
-/// The per-path pipeline: walk → NAR → NarHash → compress → FileHash → file.
+/// Fails unless the `nix-cache-info` at `file`, if there is one, is for
+/// `store_dir`: Nix refuses every path of a cache for another store
+/// directory, so adding to it would only spoil it for its own store.
+fn check_cache_info(file: &Path, store_dir: &str) -> Result<()> {
+    let text = match fs::read(file) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    match cache_info_store_dir(&text) {
+        Some(theirs) if theirs != store_dir => bail!(
+            "{} says the cache is for the store directory {theirs}, but this run writes paths of \
+             {store_dir} (from $NIX_STORE, default /nix/store); Nix would refuse one or the other: \
+             write to another directory, or run with NIX_STORE={theirs}",
+            file.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The `StoreDir` of a `nix-cache-info`, read as Nix's
+/// `BinaryCacheStore::init` reads it: lines split at their first `:`, the
+/// key taken as is, the value trimmed, lines without `:` ignored. `None`
+/// when there is no such line, which Nix accepts for any store directory.
+fn cache_info_store_dir(text: &str) -> Option<&str> {
+    text.lines().filter_map(|line| line.split_once(':')).find(|(key, _)| *key == "StoreDir").map(|(_, v)| v.trim())
+}
+
+/// A store path whose NAR is checked and named, with its narinfo written
+/// but not yet named.
+struct Checked {
+    narinfo: AtomicFile,
+    narinfo_name: String,
+    written: Written,
+}
+
+/// The per-path pipeline: walk → NAR → NarHash → compress → FileHash → file,
+/// then the narinfo, left for [`NarInfoBatch`] to name.
 fn write_path(
     info: &PathInfo,
     out: &Path,
@@ -168,7 +246,7 @@ fn write_path(
     threads: u32,
     dumper: &mut Dumper,
     contexts: &mut Contexts,
-) -> Result<Written> {
+) -> Result<Checked> {
     let compression = settings.compression;
     let nar_dir = out.join("nar");
     let (file, nar_hash, nar_size, file_hash, file_size) =
@@ -186,7 +264,8 @@ fn write_path(
     }
 
     let nar_name = format!("{}.nar{}", file_hash.nix32(), compression.extension());
-    file.persist(&nar_name).with_context(|| format!("naming {}", nar_dir.join(&nar_name).display()))?;
+    name_nar(file, &nar_dir, &nar_name, file_size)
+        .with_context(|| format!("naming {}", nar_dir.join(&nar_name).display()))?;
     let narinfo = NarInfo {
         store_path: &info.path,
         url: format!("nar/{nar_name}"),
@@ -200,8 +279,24 @@ fn write_path(
         signatures: &info.signatures,
         ca: info.ca.as_deref(),
     };
-    write_atomically(out, &narinfo.file_name(), narinfo.to_string().as_bytes())?;
-    Ok(Written { nar_size, file_size })
+    let narinfo_name = narinfo.file_name();
+    let context = || format!("writing {}", out.join(&narinfo_name).display());
+    let mut file = AtomicFile::create(out, &narinfo_name).with_context(context)?;
+    file.write_all(narinfo.to_string().as_bytes()).with_context(context)?;
+    Ok(Checked { narinfo: file, narinfo_name, written: Written { nar_size, file_size } })
+}
+
+/// Names a NAR file after its FileHash. A file of that name is the same NAR,
+/// written by an earlier or concurrent run, and is left alone; unless its
+/// size is not `file_size`, when it is damaged (a run of an older version cut
+/// by a power loss, or someone's editing) and replaced.
+fn name_nar(file: AtomicFile, nar_dir: &Path, nar_name: &str, file_size: u64) -> io::Result<()> {
+    let Some(file) = file.persist_new(nar_name)? else { return Ok(()) };
+    match fs::metadata(nar_dir.join(nar_name)) {
+        Ok(existing) if existing.len() == file_size => Ok(()),
+        // Damaged, or removed since: replace it either way.
+        _ => file.persist(nar_name),
+    }
 }
 
 /// Streams the NAR of `info.path` through the compressor into a new, still
@@ -268,12 +363,160 @@ impl Write for NarFile {
     }
 }
 
-/// Writes `contents` as `dir/name`, which is either absent or complete.
-fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
-    let context = || format!("writing {}", dir.join(name).display());
-    let mut file = AtomicFile::create(dir, name).with_context(context)?;
-    file.write_all(contents).with_context(context)?;
-    file.persist(name).with_context(context)
+/// How long a checked path's narinfo may wait for the `syncfs` that puts its
+/// NAR on disk.
+const BATCH_AGE: Duration = Duration::from_secs(1);
+
+/// At most this many narinfos wait at once: each holds an open file, and the
+/// usual limit is 1024 per process. Workers wait when it is reached.
+const BATCH_MAX: usize = 256;
+
+/// The narinfos of checked paths, named in batches once their NARs are on
+/// disk.
+///
+/// Workers [`add`](Self::add) a written but unnamed narinfo as soon as its
+/// NAR is named. One thread ([`name_batches`](Self::name_batches)) takes the
+/// batch when its oldest narinfo has waited [`BATCH_AGE`] (or it holds
+/// [`BATCH_MAX`], or the run is over), calls `syncfs` once for all of it
+/// (which puts both the NARs and the narinfos' contents on disk) and only
+/// then names the narinfos; a last [`sync`](Self::sync) puts those names on
+/// disk. One `syncfs` a second writes back little more than the kernel soon
+/// would anyway and costs far less than an `fsync` per file; the workers go
+/// on compressing meanwhile. Without `sync`, narinfos are named at once.
+struct NarInfoBatch<'a> {
+    out: &'a Path,
+    /// A directory on each file system the cache spans (`out`, `out/nar`),
+    /// to `syncfs`; empty without `sync`.
+    file_systems: Vec<(PathBuf, File)>,
+    sync: bool,
+    state: Mutex<BatchState<'a>>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct BatchState<'a> {
+    waiting: Vec<(&'a PathInfo, Checked)>,
+    /// When the oldest of `waiting` came.
+    oldest: Option<Instant>,
+    /// No more will come: name what waits and stop.
+    closed: bool,
+    /// Naming failed: what comes is dropped unnamed, and the run fails.
+    broken: bool,
+}
+
+impl<'a> NarInfoBatch<'a> {
+    fn new(out: &'a Path, sync: bool) -> Result<Self> {
+        let mut file_systems: Vec<(PathBuf, File)> = Vec::new();
+        if sync {
+            let mut devices = Vec::new();
+            for dir in [out.to_path_buf(), out.join("nar")] {
+                let handle = File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+                let device = handle.metadata().with_context(|| format!("reading {}", dir.display()))?.dev();
+                if !devices.contains(&device) {
+                    devices.push(device);
+                    file_systems.push((dir, handle));
+                }
+            }
+        }
+        Ok(Self { out, file_systems, sync, state: Mutex::default(), changed: Condvar::new() })
+    }
+
+    /// Hands over the narinfo of `info`, whose NAR is named.
+    fn add(&self, info: &'a PathInfo, checked: Checked) {
+        let mut state = self.state.lock().unwrap();
+        while state.waiting.len() >= BATCH_MAX && !state.broken {
+            state = self.changed.wait(state).unwrap();
+        }
+        if state.broken {
+            // Dropped, the narinfo is never named; the run fails anyway.
+            return;
+        }
+        state.oldest.get_or_insert_with(Instant::now);
+        state.waiting.push((info, checked));
+        if !self.sync || state.waiting.len() == 1 || state.waiting.len() >= BATCH_MAX {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Says that nothing more will be added.
+    fn close(&self) {
+        self.state.lock().unwrap().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// Names batches of narinfos, each after a sync, until [`close`](Self::close)d
+    /// and all are named, calling `progress` for each path named.
+    fn name_batches(&self, progress: &(impl Fn(&PathInfo, &Written) + Sync)) -> Result<()> {
+        let age = if self.sync { BATCH_AGE } else { Duration::ZERO };
+        loop {
+            let (batch, last) = {
+                let mut state = self.state.lock().unwrap();
+                while !state.closed && state.waiting.len() < BATCH_MAX {
+                    let Some(oldest) = state.oldest else {
+                        state = self.changed.wait(state).unwrap();
+                        continue;
+                    };
+                    let left = age.saturating_sub(oldest.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    state = self.changed.wait_timeout(state, left).unwrap().0;
+                }
+                state.oldest = None;
+                let batch = std::mem::take(&mut state.waiting);
+                // Workers held back by BATCH_MAX may go on.
+                self.changed.notify_all();
+                (batch, state.closed)
+            };
+            if let Err(e) = self.name(batch, progress) {
+                self.state.lock().unwrap().broken = true;
+                self.changed.notify_all();
+                return Err(e);
+            }
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    fn name(&self, batch: Vec<(&PathInfo, Checked)>, progress: &impl Fn(&PathInfo, &Written)) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.sync()?;
+        for (info, Checked { narinfo, narinfo_name, written }) in batch {
+            narinfo
+                .persist(&narinfo_name)
+                .with_context(|| format!("writing {}", self.out.join(&narinfo_name).display()))?;
+            progress(info, &written);
+        }
+        Ok(())
+    }
+
+    /// Puts everything written so far on the cache's file systems on disk.
+    fn sync(&self) -> Result<()> {
+        for (dir, handle) in &self.file_systems {
+            syncfs(handle).with_context(|| format!("syncing the file system of {} to disk", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// `syncfs(2)`: writes back the whole file system `dir` is on and waits for
+/// it, data and directory entries alike. Also what other processes wrote
+/// there, such as a NAR a concurrent run named and this one kept.
+#[cfg(target_os = "linux")]
+fn syncfs(dir: &File) -> io::Result<()> {
+    // SAFETY: the descriptor is open for the duration of the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Without `syncfs`, `sync(2)` for all file systems.
+#[cfg(not(target_os = "linux"))]
+fn syncfs(_dir: &File) -> io::Result<()> {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::sync() };
+    Ok(())
 }
 
 /// A byte count for people: `512 B`, `3.4 MiB`.
@@ -293,7 +536,7 @@ mod tests {
     use super::*;
 
     fn settings(compression: Compression, jobs: usize) -> Settings {
-        Settings { store_dir: "/nix/store".into(), compression, compression_level: None, jobs }
+        Settings { store_dir: "/nix/store".into(), compression, compression_level: None, jobs, sync: true }
     }
 
     #[test]
@@ -309,5 +552,34 @@ mod tests {
         assert_eq!(compression_threads(MIB, 0, &xz), 1);
         assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::Xz, 1)), 1);
         assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::None, 4)), 1);
+    }
+
+    #[test]
+    fn store_dir_is_read_from_nix_cache_info_as_nix_reads_it() {
+        assert_eq!(cache_info_store_dir("StoreDir: /nix/store\n"), Some("/nix/store"));
+        assert_eq!(cache_info_store_dir("WantMassQuery: 1\nStoreDir:/gnu/store  \nPriority: 30\n"), Some("/gnu/store"));
+        // The key is not trimmed, as in Nix: " StoreDir" is another key.
+        assert_eq!(cache_info_store_dir(" StoreDir: /other\nno colon here\n"), None);
+        assert_eq!(cache_info_store_dir(""), None);
+    }
+
+    #[test]
+    fn an_existing_cache_for_another_store_dir_is_refused_before_anything_is_written() {
+        let dir = std::env::temp_dir().join(format!("mbc-cache-info-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("nix-cache-info"), "StoreDir: /gnu/store\n").unwrap();
+        let e = format!("{:#}", create_layout(&dir, "/nix/store").unwrap_err());
+        assert!(e.contains("nix-cache-info") && e.contains("/gnu/store") && e.contains("/nix/store"), "{e}");
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["nix-cache-info"]);
+        assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), "StoreDir: /gnu/store\n");
+
+        // The same store directory, or none named: the cache is added to.
+        create_layout(&dir, "/gnu/store").unwrap();
+        fs::write(dir.join("nix-cache-info"), "WantMassQuery: 1\n").unwrap();
+        create_layout(&dir, "/nix/store").unwrap();
+        assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), "WantMassQuery: 1\n");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

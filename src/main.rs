@@ -42,6 +42,11 @@ OPTIONS:
                               xz 6, zstd 3]
     --jobs N                  Worker threads [default: all cores]. The cache is
                               byte-identical whatever N is.
+    --no-sync                 Do not wait for the disk: faster, but after a
+                              power cut narinfos may point at lost NARs. For
+                              throwaway caches. [default: a narinfo is named
+                              only once its NAR is on disk, and the run ends
+                              with everything on disk]
     -h, --help                Print this help.
     -V, --version             Print the version.
 
@@ -143,6 +148,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
 
     let (mut attrs_file, mut closure_file, mut out) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
     let (mut compression, mut level, mut jobs) = (None::<Compression>, None::<i32>, None::<usize>);
+    let mut sync = true;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -161,6 +167,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
                 }
                 jobs = Some(n);
             }
+            Long("no-sync") => sync = false,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -190,7 +197,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         (None, None) => bail!("one of --attrs FILE or --closure FILE is required; see --help"),
     };
     let out = out.or(attrs_out).ok_or_else(|| anyhow!("--out DIR is required; see --help"))?;
-    let settings = settings(store_dir, compression, level, jobs.unwrap_or_else(all_cores))?;
+    let settings = Settings { sync, ..settings(store_dir, compression, level, jobs.unwrap_or_else(all_cores))? };
     Ok(Some(Job { closure, out, settings }))
 }
 
@@ -199,7 +206,7 @@ fn settings(store_dir: String, compression: Option<Compression>, level: Option<i
     if let Some(level) = level {
         compression.check_level(level).map_err(|e| anyhow!("compression level: {e}"))?;
     }
-    Ok(Settings { store_dir, compression, compression_level: level, jobs })
+    Ok(Settings { store_dir, compression, compression_level: level, jobs, sync: true })
 }
 
 fn read_attrs(file: &Path, store_dir: &str) -> Result<Attrs> {
