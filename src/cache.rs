@@ -127,34 +127,39 @@ pub fn write_cache(
     let workers = settings.jobs.clamp(1, plan.len().max(1));
     let naming = std::thread::scope(|scope| {
         let namer = scope.spawn(|| narinfos.name_batches(&progress));
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| {
-                    let mut dumper = Dumper::default();
-                    let mut contexts = Contexts::default();
-                    while !failed.load(Ordering::Relaxed) {
-                        let Some(info) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                        let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
-                        let threads = compression_threads(info.nar_size, rest, settings);
-                        match write_path(info, out, settings, threads, &mut dumper, &mut contexts) {
-                            Ok(checked) => {
-                                let mut t = totals.lock().unwrap();
-                                t.0 += checked.written.nar_size;
-                                t.1 += checked.written.file_size;
-                                drop(t);
-                                narinfos.add(info, checked);
-                            }
-                            Err(e) => {
+        // The batch closes when the last worker stops (and not before all
+        // are spawned): paths checked before a failure still get narinfos.
+        let spawning = narinfos.producer();
+        for _ in 0..workers {
+            let producer = narinfos.producer();
+            scope.spawn(|| {
+                let _producer = producer;
+                let mut dumper = Dumper::default();
+                let mut contexts = Contexts::default();
+                while !failed.load(Ordering::Relaxed) {
+                    let Some(info) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+                    let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
+                    let threads = compression_threads(info.nar_size, rest, settings);
+                    match write_path(info, out, settings, threads, &mut dumper, &mut contexts) {
+                        Ok(checked) => {
+                            let mut t = totals.lock().unwrap();
+                            t.0 += checked.written.nar_size;
+                            t.1 += checked.written.file_size;
+                            drop(t);
+                            if !narinfos.add(info, checked) {
+                                // Naming failed: the run fails with that error.
                                 failed.store(true, Ordering::Relaxed);
-                                first_error.lock().unwrap().get_or_insert(e);
                             }
                         }
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            first_error.lock().unwrap().get_or_insert(e);
+                        }
                     }
-                });
-            }
-        });
-        // Paths checked before a failure still get their narinfos.
-        narinfos.close();
+                }
+            });
+        }
+        drop(spawning);
         namer.join().expect("the narinfo thread does not panic")
     });
     let synced = narinfos.sync();
@@ -396,6 +401,8 @@ struct NarInfoBatch<'a> {
 #[derive(Default)]
 struct BatchState<'a> {
     waiting: Vec<(&'a PathInfo, Checked)>,
+    /// Live [`Producer`]s: when the last goes, the batch is closed.
+    producers: usize,
     /// When the oldest of `waiting` came.
     oldest: Option<Instant>,
     /// No more will come: name what waits and stop.
@@ -421,31 +428,36 @@ impl<'a> NarInfoBatch<'a> {
         Ok(Self { out, file_systems, sync, state: Mutex::default(), changed: Condvar::new() })
     }
 
-    /// Hands over the narinfo of `info`, whose NAR is named.
-    fn add(&self, info: &'a PathInfo, checked: Checked) {
+    /// Hands over the narinfo of `info`, whose NAR is named; `false` when
+    /// naming has failed, and the narinfo is dropped.
+    fn add(&self, info: &'a PathInfo, checked: Checked) -> bool {
         let mut state = self.state.lock().unwrap();
         while state.waiting.len() >= BATCH_MAX && !state.broken {
             state = self.changed.wait(state).unwrap();
         }
+        debug_assert!(!state.closed, "added to a closed batch");
         if state.broken {
-            // Dropped, the narinfo is never named; the run fails anyway.
-            return;
+            return false;
         }
         state.oldest.get_or_insert_with(Instant::now);
         state.waiting.push((info, checked));
         if !self.sync || state.waiting.len() == 1 || state.waiting.len() >= BATCH_MAX {
             self.changed.notify_all();
         }
+        true
     }
 
-    /// Says that nothing more will be added.
-    fn close(&self) {
-        self.state.lock().unwrap().closed = true;
-        self.changed.notify_all();
+    /// One that may [`add`](Self::add): the batch closes, nothing more to
+    /// come, when the last is dropped (also when its worker panics).
+    fn producer(&self) -> Producer<'_, 'a> {
+        let mut state = self.state.lock().unwrap();
+        debug_assert!(!state.closed, "a producer of a closed batch");
+        state.producers += 1;
+        Producer(self)
     }
 
-    /// Names batches of narinfos, each after a sync, until [`close`](Self::close)d
-    /// and all are named, calling `progress` for each path named.
+    /// Names batches of narinfos, each after a sync, until the batch is
+    /// closed and all are named, calling `progress` for each path named.
     fn name_batches(&self, progress: &(impl Fn(&PathInfo, &Written) + Sync)) -> Result<()> {
         let age = if self.sync { BATCH_AGE } else { Duration::ZERO };
         loop {
@@ -499,6 +511,20 @@ impl<'a> NarInfoBatch<'a> {
             syncfs(handle).with_context(|| format!("syncing the file system of {} to disk", dir.display()))?;
         }
         Ok(())
+    }
+}
+
+/// See [`NarInfoBatch::producer`].
+struct Producer<'b, 'a>(&'b NarInfoBatch<'a>);
+
+impl Drop for Producer<'_, '_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap();
+        state.producers -= 1;
+        if state.producers == 0 {
+            state.closed = true;
+            self.0.changed.notify_all();
+        }
     }
 }
 

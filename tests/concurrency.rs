@@ -97,6 +97,11 @@ fn can_hide_proc() -> bool {
 /// in a mount namespace where `/proc` is an empty tmpfs. `unshare` and `sh`
 /// exec into ours, so killing the child kills our process.
 fn ours(out: &Path, hide_proc: bool, args: &[&str]) -> Command {
+    ours_with(&closure().1, out, hide_proc, args)
+}
+
+/// [`ours`] over the closure in the path-info JSON file `closure`.
+fn ours_with(closure: &Path, out: &Path, hide_proc: bool, args: &[&str]) -> Command {
     let mut cmd = if hide_proc {
         let mut cmd = Command::new("unshare");
         cmd.args(["-m", "sh", "-c", r#"mount -t tmpfs none /proc && exec "$@""#, "sh", BIN]);
@@ -104,7 +109,7 @@ fn ours(out: &Path, hide_proc: bool, args: &[&str]) -> Command {
     } else {
         Command::new(BIN)
     };
-    cmd.arg("--closure").arg(&closure().1).arg("--out").arg(out).args(["--jobs", "2"]).args(args);
+    cmd.arg("--closure").arg(closure).arg("--out").arg(out).args(["--jobs", "2"]).args(args);
     cmd.env_remove("NIX_ATTRS_JSON_FILE").env_remove("NIX_BUILD_TOP").env_remove("NIX_STORE").stdin(Stdio::null());
     cmd
 }
@@ -314,4 +319,35 @@ fn killed_runs_leave_a_cache_that_a_rerun_completes() {
     eprintln!("{completed} of {} runs finished before their kill", delays_ms.len());
     run_ok(&mut ours(&cache, false, &[]));
     assert_cache_complete(&cache, &tmp, "store");
+}
+
+/// When one path fails, the narinfos of the paths checked before it, still
+/// waiting for their sync, are written all the same, and the run fails
+/// naming the path.
+#[test]
+fn paths_checked_before_a_failure_keep_their_narinfos() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("one-fails");
+    let json: serde_json::Value = serde_json::from_str(&fs::read_to_string(&closure().1).unwrap()).unwrap();
+    let mut entries = json.as_array().expect("Nix 2.8 path-info JSON is an array").clone();
+    // The last path of the plan (largest NAR first, then by path): with one
+    // worker, every other path is checked before this one fails.
+    let victim = entries
+        .iter_mut()
+        .min_by_key(|e| (e["narSize"].as_u64().unwrap(), std::cmp::Reverse(e["path"].as_str().unwrap().to_string())))
+        .unwrap();
+    // SHA-256 of nothing, not this path's NAR.
+    victim["narHash"] = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=".into();
+    let victim = victim["path"].as_str().unwrap().to_string();
+    let bad = tmp.join("bad.json");
+    fs::write(&bad, serde_json::to_string(&entries).unwrap()).unwrap();
+
+    let cache = tmp.join("cache");
+    let error = run_fail(&mut ours_with(&bad, &cache, false, &["--jobs", "1"]));
+    assert!(error.contains(&victim) && error.contains("do not match"), "{error}");
+    let mut expected = closure_of(&closure().0);
+    expected.retain(|p| *p != victim);
+    assert_eq!(assert_narinfos_consistent(&cache), expected);
 }
