@@ -107,7 +107,21 @@ impl AtomicFile {
     pub fn persist_new(mut self, name: &str) -> io::Result<Option<Self>> {
         let target = self.dir.join(name);
         let linked = match &self.temporary {
-            Some(temporary) => fs::hard_link(temporary, &target),
+            Some(temporary) => match fs::hard_link(temporary, &target) {
+                // No hard links on this file system (FAT, some FUSE and
+                // network file systems): look, then rename. A file named by
+                // another writer between the two is replaced, which for the
+                // same NAR or the same nix-cache-info changes nothing.
+                Err(e) if no_hard_links(&e) => {
+                    if target.try_exists()? {
+                        return Ok(Some(self));
+                    }
+                    fs::rename(temporary, &target)?;
+                    self.temporary = None;
+                    return Ok(None);
+                }
+                linked => linked,
+            },
             None => link_unnamed(&self.file, &target),
         };
         match linked {
@@ -165,6 +179,12 @@ fn with_temporary_name<T>(
             result => return result.map(|t| (t, temporary)),
         }
     }
+}
+
+/// Whether `link` failed because the file system has no hard links.
+fn no_hard_links(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS))
+        || e.kind() == io::ErrorKind::Unsupported
 }
 
 fn link_unnamed(file: &File, target: &Path) -> io::Result<()> {
