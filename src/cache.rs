@@ -217,9 +217,9 @@ fn check_cache_info(file: &Path, store_dir: &str) -> Result<()> {
     };
     match cache_info_store_dir(&text) {
         Some(theirs) if theirs != store_dir => bail!(
-            "{} says the cache is for the store directory {theirs}, but this run writes paths of \
-             {store_dir} (from $NIX_STORE, default /nix/store); Nix would refuse one or the other: \
-             write to another directory, or run with NIX_STORE={theirs}",
+            "{} says this cache is for the store directory {theirs}, but this run writes paths of \
+             {store_dir} ($NIX_STORE, by default /nix/store); a cache serves one store directory (Nix \
+             refuses a cache for another): write to another directory",
             file.display()
         ),
         _ => Ok(()),
