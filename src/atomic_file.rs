@@ -92,9 +92,14 @@ impl AtomicFile {
         let target = self.dir.join(name);
         let temporary = match self.temporary.take() {
             Some(temporary) => temporary,
-            // linkat does not replace: link under a temporary name of our
-            // own and rename that over the target.
-            None => with_temporary_name(&self.dir, &self.label, |temporary| link_unnamed(&self.file, temporary))?.1,
+            None => match link_unnamed(&self.file, &target) {
+                // linkat does not replace: link under a temporary name of
+                // our own and rename that over the target.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    with_temporary_name(&self.dir, &self.label, |temporary| link_unnamed(&self.file, temporary))?.1
+                }
+                named => return named,
+            },
         };
         fs::rename(&temporary, &target).inspect_err(|_| {
             let _ = fs::remove_file(&temporary);
