@@ -351,3 +351,89 @@ fn paths_checked_before_a_failure_keep_their_narinfos() {
     expected.retain(|p| *p != victim);
     assert_eq!(assert_narinfos_consistent(&cache), expected);
 }
+
+/// The order that makes a cache survive a power cut, read from the system
+/// calls (a power cut itself cannot be staged here): every narinfo is named
+/// after a `syncfs` that came after its NAR was named, and a `syncfs` comes
+/// after the last narinfo; with `--no-sync`, no `syncfs` at all. Skipped
+/// without `strace`. Covers both ways of naming: `linkat` of an unnamed
+/// file, and `link`/`rename` of a temporary name (with `/proc` hidden).
+#[test]
+fn narinfos_are_named_only_after_their_nars_are_synced() {
+    if skip_without_nix() {
+        return;
+    }
+    if !common::on_path("strace") {
+        eprintln!("skipping: strace not found");
+        return;
+    }
+    let ways = if can_hide_proc() { vec![false, true] } else { vec![false] };
+    for hide_proc in ways {
+        for sync in [true, false] {
+            let tmp = TempDir::new("synced");
+            let cache = tmp.join("cache");
+            let trace = tmp.join("trace");
+            let args: &[&str] = if sync { &[] } else { &["--no-sync"] };
+            let run = ours(&cache, hide_proc, args);
+            let mut cmd = Command::new("strace");
+            cmd.args(["-f", "-qq", "-e", "trace=syncfs,linkat,link,rename,renameat,renameat2", "-o"])
+                .arg(&trace)
+                .arg(run.get_program())
+                .args(run.get_args())
+                .env_remove("NIX_STORE");
+            run_ok(&mut cmd);
+            let (syncs, order_kept, synced_at_end) = narinfo_order(&fs::read_to_string(&trace).unwrap(), &cache);
+            let what = format!("sync: {sync}, /proc hidden: {hide_proc}");
+            if sync {
+                assert!(syncs > 0 && order_kept && synced_at_end, "{what}: {syncs} syncfs, order kept: {order_kept}");
+            } else {
+                assert_eq!(syncs, 0, "{what}");
+            }
+        }
+    }
+}
+
+/// From an strace log of a run into `cache`: the number of successful
+/// `syncfs` calls, whether every narinfo was named after a `syncfs` that
+/// followed the naming of its NAR, and whether a `syncfs` followed the last
+/// narinfo.
+fn narinfo_order(trace: &str, cache: &Path) -> (usize, bool, bool) {
+    // Calls interrupted by another thread's are logged in two pieces.
+    let mut pending: BTreeMap<&str, String> = BTreeMap::new();
+    let mut calls = Vec::new();
+    for line in trace.lines() {
+        let pid = line.split_whitespace().next().unwrap_or("");
+        if let Some((start, _)) = line.split_once(" <unfinished ...>") {
+            pending.insert(pid, start.to_string());
+        } else if let Some((_, end)) = line.split_once(" resumed>") {
+            calls.push(pending.remove(pid).unwrap_or_default() + end);
+        } else {
+            calls.push(line.to_string());
+        }
+    }
+    let (mut syncs, mut last_sync, mut last_narinfo) = (0, None, None);
+    let mut nar_named_at = BTreeMap::new();
+    let mut order_kept = true;
+    for (i, call) in calls.iter().enumerate().filter(|(_, c)| c.trim_end().ends_with("= 0")) {
+        if call.contains("syncfs(") {
+            syncs += 1;
+            last_sync = Some(i);
+            continue;
+        }
+        // The target is the last quoted path of link, linkat and rename*.
+        let Some(target) = call.rsplit('"').nth(1) else { continue };
+        let name = target.rsplit('/').next().unwrap();
+        if name.starts_with('.') {
+            continue; // a temporary name
+        }
+        if target.contains("/nar/") {
+            nar_named_at.insert(name.to_string(), i);
+        } else if name.ends_with(".narinfo") {
+            last_narinfo = Some(i);
+            let text = fs::read_to_string(cache.join(name)).unwrap();
+            let nar = field(&parse_narinfo(&text), "URL").trim_start_matches("nar/").to_string();
+            order_kept &= matches!((nar_named_at.get(&nar), last_sync), (Some(n), Some(s)) if *n < s);
+        }
+    }
+    (syncs, order_kept, last_sync > last_narinfo)
+}
