@@ -30,12 +30,15 @@
 //! at a NAR of its own; `nix-cache-info` is written only when missing, and an
 //! existing one must be for the same store directory.
 //!
-//! Durability: the narinfos of checked paths wait in a batch (see
-//! [`NarInfoBatch`]) until one `syncfs` has put their NARs on disk, and are
-//! named only then; a last `syncfs` puts the narinfos' own names on disk
-//! before the run ends. After a power cut a narinfo therefore never points at
-//! a NAR whose data was lost. `Settings::sync = false` (`--no-sync`) skips
-//! this for throwaway caches.
+//! Durability: the narinfos of checked paths are written but wait unnamed in
+//! a batch (see `NarInfoBatch`) until one `syncfs` has put them and their
+//! NARs on disk, and are named only then; a last `syncfs` puts the narinfos'
+//! names on disk before the run ends. After a power cut a narinfo is
+//! therefore complete and points at a complete NAR, or is missing (a rerun
+//! writes it); a run that exited 0 is on disk whole. `Settings::sync = false`
+//! (`--no-sync`) skips this for throwaway caches. An existing NAR is judged
+//! by its size only: one damaged without a change of size (by a run of an
+//! older version, which did not sync, cut by a power loss) is kept.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -69,7 +72,7 @@ pub struct Settings {
     /// Worker threads; at least 1.
     pub jobs: usize,
     /// Whether NARs must be on disk before their narinfos are named, and
-    /// everything on disk before the run ends (see [`NarInfoBatch`]).
+    /// everything on disk before the run ends (see the module documentation).
     pub sync: bool,
 }
 
