@@ -64,8 +64,12 @@ fn closure() -> &'static (String, PathBuf) {
             ]),
         );
         let json = run_ok(nix_cmd("nix").args(["path-info", "--json", "--recursive"]).arg(&root));
-        let file = std::env::temp_dir().join(common::unique("mbc-concurrency-closure")).with_extension("json");
-        fs::write(&file, json).unwrap();
+        // One file per closure, not per test run, so runs do not pile them
+        // up; written under a unique name and renamed, for runs side by side.
+        let file = std::env::temp_dir().join(format!("mbc-concurrency-closure-{}.json", hash_part(&root)));
+        let temporary = std::env::temp_dir().join(common::unique("mbc-concurrency-closure"));
+        fs::write(&temporary, json).unwrap();
+        fs::rename(&temporary, &file).unwrap();
         (root, file)
     })
 }
