@@ -60,6 +60,11 @@ OPTIONS:
                               overlay cache used together with another
                               substituter that has them. Without it, such a
                               closure is an error and nothing is written.
+    --no-sync                 Do not wait for the disk: faster, but after a
+                              power cut narinfos may point at lost NARs. For
+                              throwaway caches. [default: a narinfo is named
+                              only once its NAR is on disk, and the run ends
+                              with everything on disk]
     -h, --help                Print this help.
     -V, --version             Print the version.
 
@@ -176,6 +181,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
     let (mut compression, mut level, mut jobs) = (None::<Compression>, None::<i32>, None::<usize>);
     let mut max_memory = None::<u64>;
     let mut partial = None::<()>;
+    let mut no_sync = None::<()>;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -202,6 +208,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
                 set_once(&mut max_memory, "--max-memory", size)?
             }
             Long("partial") => set_once(&mut partial, "--partial", ())?,
+            Long("no-sync") => set_once(&mut no_sync, "--no-sync", ())?,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -232,7 +239,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         (None, None) => bail!("one of --attrs FILE or --closure FILE is required; see --help"),
     };
     let out = out.or(attrs_out).ok_or_else(|| anyhow!("--out DIR is required; see --help"))?;
-    let settings = settings(store_dir, compression, level)?;
+    let settings = Settings { sync: no_sync.is_none(), ..settings(store_dir, compression, level)? };
     let job = Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some() };
     Ok(Some(bounded(job, jobs.unwrap_or_else(all_cores), max_memory)))
 }
@@ -278,7 +285,7 @@ fn settings(store_dir: String, compression: Option<Compression>, level: Option<i
         compression.check_level(level).map_err(|e| anyhow!("compression level: {e}"))?;
     }
     // `jobs` and `max_memory` are set by `bounded`.
-    Ok(Settings { store_dir, compression, compression_level: level, jobs: 1, max_memory: None })
+    Ok(Settings { store_dir, compression, compression_level: level, jobs: 1, max_memory: None, sync: true })
 }
 
 /// `$NIX_STORE`, checked: it is written into every narinfo and `nix-cache-info`.
