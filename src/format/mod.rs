@@ -9,9 +9,11 @@
 //! * [`nar`]: the Nix ARchive, written as a stream.
 //! * [`narinfo`]: what a binary cache says about one store path.
 //! * [`signature`]: `<key name>:<base64>` ed25519 signatures.
+//! * [`key`]: ed25519 secret and public keys, and the fingerprint they sign.
 
 pub mod content_address;
 pub mod hash;
+pub mod key;
 pub mod nar;
 pub mod narinfo;
 pub mod nixbase32;
