@@ -9,6 +9,7 @@ use make_binary_cache::closure::{self, Attrs, PathInfo};
 use make_binary_cache::compression::Compression;
 use make_binary_cache::format::store_path;
 use make_binary_cache::resources::{self, BudgetSource};
+use make_binary_cache::sign;
 
 const HELP: &str = "\
 make-binary-cache: write a flat-file Nix binary cache for a closure
@@ -63,6 +64,10 @@ OPTIONS:
     -h, --help                Print this help.
     -V, --version             Print the version.
 
+SUBCOMMANDS:
+    make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE
+                              Sign the narinfos of a cache; see `sign --help`.
+
 ENVIRONMENT:
     NIX_STORE                 The store directory [default: /nix/store].
 
@@ -85,6 +90,87 @@ fn main() -> ExitCode {
     }
 }
 
+const SIGN_HELP: &str = "\
+make-binary-cache sign: sign the narinfos of a binary cache
+
+Adds a `Sig:` line to every <hash>.narinfo of CACHE, made with the secret key
+in KEY, so that Nix accepts the cache with `require-sigs = true` when the
+matching public key is in `trusted-public-keys`. Any flat-file cache can be
+signed: one written by make-binary-cache or mkBinaryCache, or by
+`nix copy --to file://DIR`.
+
+Nothing is signed unchecked: every narinfo must parse, be named after its
+store path, and its NAR file must exist with the narinfo's FileSize and
+FileHash. If any of them fails, nothing is written. Signatures already there
+are kept, except one by a key of the same name, which is replaced. Signing
+again with the same key changes nothing.
+
+USAGE:
+    make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE
+
+OPTIONS:
+    --secret-key-file KEY     A secret key file, as written by
+                              `nix-store --generate-binary-cache-key NAME KEY PUB`
+                              (the same file Nix's `secret-key-files` takes).
+    --out DEST                Write a signed copy of CACHE to DEST instead of
+                              signing CACHE in place: the NAR files and every
+                              other file are copied, the narinfos signed.
+                              DEST is created if missing; if it exists and is
+                              not empty it must be a cache of the same store
+                              directory. Needed when CACHE is read-only, e.g.
+                              the store path mkBinaryCache builds (a cache in
+                              the Nix store is never changed in place).
+    -h, --help                Print this help.
+
+Without --out, each narinfo is replaced atomically in CACHE, which must be
+writable and outside the Nix store.
+
+ENVIRONMENT:
+    NIX_STORE                 The store directory, if CACHE's nix-cache-info
+                              names none [default: /nix/store].
+
+EXAMPLE:
+    nix-store --generate-binary-cache-key cache.example.org-1 sk.key pk.pub
+    make-binary-cache sign --secret-key-file sk.key --out ./signed \\
+        $(nix-build -A myBinaryCache)
+    nix copy --from file://$PWD/signed \\
+        --option trusted-public-keys \"$(cat pk.pub)\" ./result
+";
+
+/// `make-binary-cache sign ...`: parses its arguments and runs [`make_binary_cache::sign`].
+fn sign_main(args: Vec<OsString>, store_dir: &str) -> Result<()> {
+    use lexopt::prelude::*;
+
+    let (mut key_file, mut out, mut cache) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("secret-key-file") => {
+                set_once(&mut key_file, "--secret-key-file", non_empty(parser.value()?, "--secret-key-file")?)?
+            }
+            Long("out") => set_once(&mut out, "--out", non_empty(parser.value()?, "--out")?)?,
+            Value(value) => {
+                if cache.is_some() {
+                    bail!("sign takes one CACHE directory; see sign --help");
+                }
+                cache = Some(non_empty(value, "CACHE")?);
+            }
+            Short('h') | Long("help") => {
+                print!("{SIGN_HELP}");
+                return Ok(());
+            }
+            _ => return Err(anyhow!(arg.unexpected()).context("see sign --help")),
+        }
+    }
+    let key_file = key_file.ok_or_else(|| anyhow!("--secret-key-file KEY is required; see sign --help"))?;
+    let cache = cache.ok_or_else(|| anyhow!("the CACHE directory to sign is required; see sign --help"))?;
+    let key = sign::read_secret_key(&key_file)?;
+    let summary = sign::sign_cache(&cache, out.as_deref(), &key, all_cores(), store_dir)?;
+    let dest = out.as_deref().unwrap_or(&cache);
+    eprintln!("make-binary-cache: signed {} with key {}: {summary}", dest.display(), key.name());
+    Ok(())
+}
+
 /// Everything a run needs, whichever mode it came from.
 struct Job {
     closure: Vec<PathInfo>,
@@ -99,6 +185,9 @@ struct Job {
 fn try_main() -> Result<()> {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let store_dir = store_dir()?;
+    if args.first().is_some_and(|a| a == "sign") {
+        return sign_main(args.into_iter().skip(1).collect(), &store_dir);
+    }
     let job = if args.is_empty() {
         builder_job(store_dir)?
     } else {

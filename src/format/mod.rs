@@ -10,9 +10,11 @@
 //! * [`nar_reader`]: a NAR read back as a stream, validated, its entries reported.
 //! * [`narinfo`]: what a binary cache says about one store path.
 //! * [`signature`]: `<key name>:<base64>` ed25519 signatures.
+//! * [`key`]: ed25519 secret and public keys, and the fingerprint they sign.
 
 pub mod content_address;
 pub mod hash;
+pub mod key;
 pub mod nar;
 pub mod nar_reader;
 pub mod narinfo;
