@@ -299,8 +299,7 @@ fn read_narinfo(cache: &Path, name: &str, store_dir: &str) -> Result<ParsedNarIn
             None => file.display().to_string(),
         }
     };
-    let info =
-        ParsedNarInfo::parse(store_dir, &text).map_err(|e| problem(subject(), format!("narinfo {name}: {e}")))?;
+    let info = ParsedNarInfo::parse(store_dir, &text).map_err(|e| problem(subject(), e))?;
     let expected = format!("{}.narinfo", info.store_path.hash_part());
     if name != expected {
         return Err(problem(subject(), format!("its narinfo is named {name}, not {expected}")));
