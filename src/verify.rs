@@ -144,6 +144,9 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
     emit(&cache_info_findings);
     let (narinfo_names, top_findings) = list_top(cache)?;
     emit(&top_findings);
+    if narinfo_names.is_empty() {
+        emit(&[warning(cache.display().to_string(), "the cache has no narinfo files: there is nothing to verify")]);
+    }
 
     // Every narinfo parsed first: the closure and the nar/ listing need all.
     let mut infos = Vec::with_capacity(narinfo_names.len());
@@ -611,6 +614,90 @@ fn unnamed_nar_files(cache: &Path, named: &BTreeSet<PathBuf>) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::key::SecretKey;
+
+    const NARINFO: &str = "StorePath: /nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b\n\
+        URL: nar/0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73.nar\n\
+        Compression: none\n\
+        FileHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\n\
+        FileSize: 100\n\
+        NarHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\n\
+        NarSize: 100\n\
+        References: q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a y2grnhdvfn46jk5m3g13m90yzbj9scgb-b\n";
+
+    /// Generated with `nix-store --generate-binary-cache-key` for these tests.
+    const SK: &str = "test-1:3IGrl1aQqG+eViR40XHS/wgwq0gLZKJZ+v8x+dl/sVnJRmaOSLc3m0y1SgPUGpXPDjMa3/8/TyTRFviCRGvN3w==";
+
+    fn signed_by(keys: &[&SecretKey]) -> ParsedNarInfo {
+        let mut info = ParsedNarInfo::parse("/nix/store", NARINFO).unwrap();
+        let fp = fingerprint(&info.store_path, &info.nar_hash, info.nar_size, &info.references);
+        info.signatures = keys.iter().map(|k| k.sign(&fp)).collect();
+        info
+    }
+
+    fn sig_findings(info: &ParsedNarInfo, keys: &[PublicKey]) -> Vec<(Severity, String)> {
+        let mut found = Vec::new();
+        check_signatures(info, keys, &mut found);
+        found
+    }
+
+    #[test]
+    fn one_valid_signature_by_a_given_key_is_needed() {
+        let sk: SecretKey = SK.parse().unwrap();
+        let pk = sk.public_key();
+        let just_pk = std::slice::from_ref(&pk);
+        let other: PublicKey = "other-1:yUZmjki3N5tMtUoD1BqVzw4zGt//P08k0Rb4gkRrzd8=".parse().unwrap();
+        let good = signed_by(&[&sk]);
+        assert_eq!(sig_findings(&good, just_pk), []);
+        assert_eq!(sig_findings(&good, &[other.clone(), pk.clone()]), []);
+        assert_eq!(sig_findings(&signed_by(&[]), &[]), [], "no keys: nothing checked");
+
+        let problem = |info: &ParsedNarInfo, keys: &[PublicKey]| {
+            let found = sig_findings(info, keys);
+            assert!(matches!(found.as_slice(), [(Severity::Problem, _)]), "{found:?}");
+            found[0].1.clone()
+        };
+        assert_eq!(problem(&signed_by(&[]), just_pk), "it has no signature");
+        assert_eq!(problem(&good, &[other]), "it has no signature by a given key, only by test-1");
+        // The signature no longer covers what the narinfo says.
+        let mut changed = good.clone();
+        changed.nar_size += 1;
+        assert!(problem(&changed, just_pk).starts_with("the signature by test-1 does not verify"));
+        changed.references.pop();
+        assert!(problem(&changed, just_pk).starts_with("the signature by test-1 does not verify"));
+        // A bad signature beside a good one: Nix accepts the path, we warn.
+        let mut both = good.clone();
+        let fp = fingerprint(&changed.store_path, &changed.nar_hash, changed.nar_size, &changed.references);
+        both.signatures.push(sk.sign(&fp));
+        let found = sig_findings(&both, &[pk]);
+        assert!(matches!(found.as_slice(), [(Severity::Warning, m)] if m.contains("does not verify")), "{found:?}");
+    }
+
+    #[test]
+    fn nix_cache_info_is_read_as_nix_reads_it() {
+        let dir = std::env::temp_dir().join(format!("mbc-verify-cache-info-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let read = |text: &str| {
+            fs::write(dir.join("nix-cache-info"), text).unwrap();
+            read_cache_info(&dir).map_err(|e| e.to_string())
+        };
+        let (store, findings) = read("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n").unwrap();
+        assert_eq!((store.as_str(), findings.len()), ("/nix/store", 0));
+        let (_, findings) = read("StoreDir:/gnu/store\nWantMassQuery: yes\nPriority: high\nColour: blue\n").unwrap();
+        let shown: Vec<String> = findings.iter().map(|f| format!("{:?} {}", f.severity, f.message)).collect();
+        assert_eq!(
+            shown,
+            [
+                "Problem line 2: WantMassQuery must be 0 or 1, not \"yes\"",
+                "Problem line 3: Priority must be a number, not \"high\"",
+                "Warning line 4: unknown field \"Colour\", which Nix ignores",
+            ]
+        );
+        assert!(read("Priority: 1\n").unwrap_err().contains("no StoreDir"));
+        assert!(read("StoreDir: /nix/store/\n").unwrap_err().contains("normalised"));
+        assert!(read("StoreDir: /a\nStoreDir: /a\n").unwrap_err().contains("StoreDir appears twice"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn nar_urls_stay_inside_the_cache() {
