@@ -150,14 +150,21 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
 
     // Every narinfo parsed first: the closure and the nar/ listing need all.
     let mut infos = Vec::with_capacity(narinfo_names.len());
+    // The NAR files narinfos name, refused ones included: their NARs are
+    // accounted for by the problem already reported.
+    let mut urls = BTreeSet::new();
     for name in &narinfo_names {
         match read_narinfo(cache, name, &store_dir) {
             Ok(info) => infos.push(info),
-            Err(finding) => emit(&[finding]),
+            Err((finding, url)) => {
+                emit(&[finding]);
+                if let Some(path) = url.as_deref().and_then(|u| nar_file(u).ok()) {
+                    urls.insert(path.to_path_buf());
+                }
+            }
         }
     }
     let present: HashSet<&str> = infos.iter().map(|i| i.store_path.as_str()).collect();
-    let mut urls = BTreeSet::new();
 
     // Largest first, so that a big path does not start last.
     let mut plan: Vec<&ParsedNarInfo> = infos.iter().collect();
@@ -233,6 +240,9 @@ fn read_cache_info(cache: &Path) -> Result<(String, Vec<Finding>)> {
     let mut findings = Vec::new();
     let mut store_dir = None;
     for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
         let at = format!("line {}", n + 1);
         // Nix splits at the first `:` and trims the value (BinaryCacheStore::init).
         let Some((key, value)) = line.split_once(':') else {
@@ -291,10 +301,13 @@ fn list_top(cache: &Path) -> Result<(Vec<String>, Vec<Finding>)> {
 }
 
 /// Reads and parses one narinfo; a problem names the store path when the
-/// text has a `StorePath:` line, else the file.
-fn read_narinfo(cache: &Path, name: &str, store_dir: &str) -> Result<ParsedNarInfo, Finding> {
+/// text has a `StorePath:` line, else the file, and comes with the text's
+/// `URL:`, if any.
+fn read_narinfo(cache: &Path, name: &str, store_dir: &str) -> Result<ParsedNarInfo, (Finding, Option<String>)> {
     let file = cache.join(name);
-    let text = fs::read_to_string(&file).map_err(|e| problem(file.display().to_string(), format!("reading: {e}")))?;
+    let text =
+        fs::read_to_string(&file).map_err(|e| (problem(file.display().to_string(), format!("reading: {e}")), None))?;
+    let url = || text.lines().find_map(|l| l.strip_prefix("URL: ")).map(str::to_owned);
     let subject = || {
         let path = text.lines().find_map(|l| l.strip_prefix("StorePath: "));
         match path {
@@ -302,10 +315,10 @@ fn read_narinfo(cache: &Path, name: &str, store_dir: &str) -> Result<ParsedNarIn
             None => file.display().to_string(),
         }
     };
-    let info = ParsedNarInfo::parse(store_dir, &text).map_err(|e| problem(subject(), e))?;
+    let info = ParsedNarInfo::parse(store_dir, &text).map_err(|e| (problem(subject(), e), url()))?;
     let expected = format!("{}.narinfo", info.store_path.hash_part());
     if name != expected {
-        return Err(problem(subject(), format!("its narinfo is named {name}, not {expected}")));
+        return Err((problem(subject(), format!("its narinfo is named {name}, not {expected}")), url()));
     }
     Ok(info)
 }

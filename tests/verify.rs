@@ -249,6 +249,7 @@ fn edited_narinfos_and_missing_references_are_caught() {
     fs::rename(narinfo_file(&bad, c), bad.join("00000000000000000000000000000000.narinfo")).unwrap();
     let text = fs::read_to_string(narinfo_file(&bad, b)).unwrap();
     fs::write(narinfo_file(&bad, b), format!("{text}System: x86_64-linux\n")).unwrap();
+    let root_nar = narinfo_field(&bad, &fixture.root, "URL");
     set_narinfo_field(&bad, &fixture.root, "URL", "../../etc/passwd");
     let out = run_fail(&mut verify(&bad));
     for expected in [
@@ -259,6 +260,10 @@ fn edited_narinfos_and_missing_references_are_caught() {
     ] {
         assert!(out.contains(&expected), "{expected:?} not in:\n{out}");
     }
+    // The NARs of refused narinfos are accounted for by their problems; the
+    // root's NAR is no longer named.
+    let unnamed: Vec<&str> = out.lines().filter(|l| l.contains("no narinfo names this file")).collect();
+    assert!(matches!(unnamed.as_slice(), [line] if line.contains(&root_nar)), "{out}");
 }
 
 #[test]
