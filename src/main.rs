@@ -197,6 +197,11 @@ every narinfo:
     the keys given.
 
 Files in nar/ that no narinfo names, and other unknown files, are warnings.
+A compression other than none, xz and zstd (bzip2, br, ...) is a problem: it
+cannot be checked. Content-addressed paths need a signature like any other
+when keys are given (Nix accepts them unsigned if their CA matches the store
+path, which is not checked here).
+
 Every problem is printed with its store path, then a summary line; the exit
 status is non-zero if there was any problem. Store paths are checked in
 parallel, in bounded memory.
