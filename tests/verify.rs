@@ -375,3 +375,49 @@ fn not_a_cache_and_bad_arguments() {
     assert!(help.contains("--public-key KEY") && help.contains("FileHash"), "{help}");
     assert!(run_ok(ours().arg("--help")).contains("make-binary-cache verify"));
 }
+
+/// The NAR reader on what real `nix-store --dump` writes: every entry it
+/// reports is in the store path, with the contents at the offset it gives.
+#[test]
+fn the_nar_reader_reads_what_nix_dumps() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+
+    use make_binary_cache::format::nar_reader::{Event, NarReader};
+
+    if skip_without_nix() {
+        return;
+    }
+    let fixture = fixture();
+    for store_path in closure_of(&fixture.root) {
+        let nar = nix_cmd("nix-store").arg("--dump").arg(&store_path).output().unwrap().stdout;
+        let root = Path::new(&store_path);
+        let on_disk = |path: &[u8]| {
+            if path.is_empty() { root.to_path_buf() } else { root.join(std::ffi::OsStr::from_bytes(path)) }
+        };
+        let mut entries = 0;
+        let mut reader = NarReader::new(|event| {
+            entries += 1;
+            match event {
+                Event::Directory { path } => assert!(fs::symlink_metadata(on_disk(path.as_bytes())).unwrap().is_dir()),
+                Event::DirectoryEnd { .. } => entries -= 1,
+                Event::Regular { path, executable, size, offset } => {
+                    let file = on_disk(path.as_bytes());
+                    let contents = fs::read(&file).unwrap();
+                    assert_eq!(&nar[offset as usize..][..size as usize], &contents[..], "{}", file.display());
+                    let mode = fs::symlink_metadata(&file).unwrap().permissions().mode();
+                    assert_eq!(executable, mode & 0o100 != 0, "{}", file.display());
+                }
+                Event::Symlink { path, target } => {
+                    assert_eq!(fs::read_link(on_disk(path.as_bytes())).unwrap().as_os_str().as_bytes(), target)
+                }
+            }
+        });
+        for chunk in nar.chunks(1000) {
+            reader.feed(chunk).unwrap();
+        }
+        assert_eq!(reader.finish().unwrap(), nar.len() as u64);
+        let on_disk_count = run_ok(Command::new("find").arg(&store_path)).lines().count();
+        assert_eq!(entries, on_disk_count, "{store_path}");
+    }
+}
