@@ -5,7 +5,8 @@
 //! [`cache`] plans the work and runs each store path through the pipeline
 //! ([`dump`] → [`format::nar`] → [`format::hash`] → [`compression`] → file),
 //! then writes its [`format::narinfo`]. The modules under [`format`] are pure:
-//! they do no I/O of their own.
+//! they do no I/O of their own. [`sign`] adds signatures to a cache already
+//! written; [`verify`] checks a cache, whoever wrote it.
 
 pub mod atomic_file;
 pub mod cache;
@@ -14,3 +15,5 @@ pub mod compression;
 pub mod dump;
 pub mod format;
 pub mod resources;
+pub mod sign;
+pub mod verify;
