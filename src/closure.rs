@@ -573,6 +573,36 @@ mod tests {
     }
 
     #[test]
+    fn object_form_entries_may_repeat_their_path() {
+        let object = format!(r#"{{"{A}":{{"path":"{A}","narHash":"{HASH}","narSize":8,"references":[]}}}}"#);
+        assert_eq!(parse_path_info_json(&object, "/nix/store").unwrap()[0].path.as_str(), A);
+    }
+
+    #[test]
+    fn escaped_strings_read_like_plain_ones() {
+        // JSON may escape `/`; such strings cannot be borrowed from the input.
+        let escaped = A.replace('/', "\\/");
+        let json = format!(r#"[{{"path":"{escaped}","narHash":"{HASH}","narSize":8,"references":["{escaped}"]}}]"#);
+        let info = &parse_path_info_json(&json, "/nix/store").unwrap()[0];
+        assert_eq!((info.path.as_str(), info.references[0].as_str()), (A, A));
+    }
+
+    #[test]
+    fn compression_level_may_be_negative() {
+        let level = |v: &str| Attrs::parse(&format!(r#"{{"closure":[],"compressionLevel":{v}}}"#), "/nix/store");
+        assert_eq!(level("9").unwrap().compression_level, Some(9));
+        assert_eq!(level("-5").unwrap().compression_level, Some(-5));
+    }
+
+    #[test]
+    fn errors_name_the_entry_they_are_in() {
+        let entry = format!(r#"{{"path":"{A}","narHash":"{HASH}","narSize":8,"references":[]}}"#);
+        let json = format!(r#"[{entry},{entry},{{"path":"{B}"}}]"#);
+        let err = format!("{:#}", parse_path_info_json(&json, "/nix/store").unwrap_err());
+        assert!(err.starts_with("closure entry 2: "), "{err}");
+    }
+
+    #[test]
     fn max_memory_is_a_size_or_bytes() {
         let max_memory = |v: &str| Attrs::parse(&format!(r#"{{"closure":[],"maxMemory":{v}}}"#), "/nix/store");
         assert_eq!(max_memory("null").unwrap().max_memory, None);

@@ -196,4 +196,10 @@ mod tests {
             assert!(err.contains(expected), "{s:?}: {err:?} lacks {expected:?}");
         }
     }
+
+    #[test]
+    fn debug_shows_the_content_address() {
+        let ca: ContentAddress = FROM_NIX[1].parse().unwrap();
+        assert!(format!("{ca:?}").contains(FROM_NIX[1]), "{ca:?}");
+    }
 }

@@ -220,10 +220,6 @@ impl<W> HashingWriter<W> {
         Self { inner, hasher: sha2::Sha256::new(), written: 0 }
     }
 
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
     pub fn get_mut(&mut self) -> &mut W {
         &mut self.inner
     }
@@ -360,5 +356,22 @@ mod tests {
         assert_eq!(hash, Sha256Hash(sha2::Sha256::digest(b"hello world").into()));
         assert_eq!(size, 11);
         assert_eq!(inner, b"hello world");
+    }
+
+    #[test]
+    fn debug_is_nixs_spelling() {
+        let sha256: Sha256Hash = NIX32.parse().unwrap();
+        assert_eq!(format!("{sha256:?}"), NIX32);
+        assert_eq!(format!("{:?}", Hash::from(sha256)), format!("{}", Hash::from(sha256)));
+        assert!(format!("{:?}", Hash::from(sha256)).contains(&NIX32[7..]));
+    }
+
+    #[test]
+    fn hashing_writer_flushes_what_it_wraps() {
+        use std::io::Write;
+        let mut w = HashingWriter::new(std::io::BufWriter::new(Vec::new()));
+        w.write_all(b"abc").unwrap();
+        w.flush().unwrap();
+        assert_eq!(w.get_mut().get_ref().as_slice(), b"abc");
     }
 }

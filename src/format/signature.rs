@@ -147,4 +147,10 @@ mod tests {
         assert!(Signature::new("a:b", [0; 64]).is_err());
         assert!(Signature::new("a\nb", [0; 64]).is_err());
     }
+
+    #[test]
+    fn debug_shows_the_signature() {
+        let sig: Signature = REAL.parse().unwrap();
+        assert_eq!(format!("{sig:?}"), format!("Signature({REAL})"));
+    }
 }

@@ -135,6 +135,9 @@ mod tests {
             assert_eq!(sp.hash_part(), "y2grnhdvfn46jk5m3g13m90yzbj9scgb");
             assert_eq!(sp.name(), &p[44..]);
         }
+        // The longest name Nix allows (211 characters) is a store path.
+        let longest = format!("/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-{}", "x".repeat(211));
+        assert_eq!(StorePath::parse(STORE, &longest).unwrap().name().len(), 211);
         let custom = StorePath::parse("/tmp/store", "/tmp/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b").unwrap();
         assert_eq!(custom.base_name(), "y2grnhdvfn46jk5m3g13m90yzbj9scgb-b");
     }
