@@ -101,9 +101,11 @@ signed: one written by make-binary-cache or mkBinaryCache, or by
 
 Nothing is signed unchecked: every narinfo must parse, be named after its
 store path, and its NAR file must exist with the narinfo's FileSize and
-FileHash. If any of them fails, nothing is written. Signatures already there
-are kept, except one by a key of the same name, which is replaced. Signing
-again with the same key changes nothing.
+FileHash. If any of them fails, no narinfo is written (CACHE is left as it
+was; DEST may hold copied NAR files, but no narinfo naming them).
+
+Signatures already there are kept, except one by a key of the same name,
+which is replaced. Signing again with the same key changes nothing.
 
 USAGE:
     make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE

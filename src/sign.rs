@@ -11,7 +11,7 @@
 //! and its NAR file must exist with the narinfo's FileSize and FileHash (and,
 //! uncompressed, be the NAR itself: FileHash = NarHash). Only when every
 //! narinfo passes is any of them written, so a refused cache is left as it
-//! was.
+//! was (and a refused copy has no narinfo pointing at its NARs).
 //!
 //! Signatures already there are kept, except one by a key of the same name,
 //! which is replaced; they are then written sorted and without duplicates, as
@@ -209,19 +209,28 @@ fn check_in_place(cache: &Path, store_dir: &str) -> Result<()> {
 /// missing; when not empty, it must be a cache of the same store directory
 /// (and not `cache` itself).
 fn prepare_dest(cache: &Path, out: &Path, store_dir: &str) -> Result<()> {
-    if let (Ok(a), Ok(b)) = (fs::canonicalize(cache), fs::canonicalize(out)) {
-        if a == b {
-            bail!("--out {} is the cache itself; leave out --out to sign in place", out.display());
-        }
-        if b.starts_with(&a) {
-            bail!("--out {} is inside the cache {}", out.display(), cache.display());
-        }
-    }
+    let existed = fs::symlink_metadata(out).is_ok();
     let empty = match fs::read_dir(out) {
         Ok(mut entries) => entries.next().is_none(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => true,
         Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
     };
+    // Compared once DEST exists, as only then can both be resolved.
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (real_cache, real_out) = (fs::canonicalize(cache), fs::canonicalize(out));
+    let (real_cache, real_out) = (
+        real_cache.with_context(|| format!("resolving {}", cache.display()))?,
+        real_out.with_context(|| format!("resolving {}", out.display()))?,
+    );
+    if real_out.starts_with(&real_cache) {
+        if !existed {
+            let _ = fs::remove_dir(out);
+        }
+        if real_out == real_cache {
+            bail!("--out {} is the cache itself; leave out --out to sign in place", out.display());
+        }
+        bail!("--out {} is inside the cache {}: the copy would copy itself", out.display(), cache.display());
+    }
     if !empty {
         let theirs = match cache_store_dir(out) {
             Ok(dir) => dir,

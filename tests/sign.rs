@@ -332,6 +332,13 @@ fn refuses_what_it_cannot_check() {
     let err = run_fail(&mut sign(&key.secret, Some(&other_store), &cache));
     assert!(err.contains("is a cache of the store /gnu/store"), "{err}");
 
+    // DEST is the cache, or inside it (the copy would copy itself).
+    let err = run_fail(&mut sign(&key.secret, Some(&cache), &cache));
+    assert!(err.contains("is the cache itself"), "{err}");
+    let err = run_fail(&mut sign(&key.secret, Some(&cache.join("nar/../signed")), &cache));
+    assert!(err.contains("is inside the cache"), "{err}");
+    assert!(tree(&cache) == before);
+
     // A key whose halves disagree, and a missing key file.
     let secret = fs::read_to_string(&key.secret).unwrap();
     let bad_key = tmp.join("bad.sk");
