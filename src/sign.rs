@@ -80,7 +80,11 @@ impl std::fmt::Display for Summary {
             self.narinfos - self.changed,
             crate::cache::human(self.checked_bytes),
             self.checked_bytes as f64 / 1e6 / secs.max(1e-9)
-        )
+        )?;
+        if self.other_files > 0 {
+            write!(f, "; {} other files copied", self.other_files)?;
+        }
+        Ok(())
     }
 }
 
@@ -107,6 +111,8 @@ pub fn sign_cache(
 ) -> Result<Summary> {
     let start = Instant::now();
     let store_dir = cache_store_dir(cache)?.unwrap_or_else(|| default_store_dir.to_owned());
+    // Read before DEST is made: a cache that does not parse leaves no trace.
+    let narinfos = read_narinfos(cache, &store_dir)?;
     let dest = match out {
         Some(out) => {
             prepare_dest(cache, out, &store_dir)?;
@@ -117,8 +123,6 @@ pub fn sign_cache(
             cache
         }
     };
-
-    let narinfos = read_narinfos(cache, &store_dir)?;
 
     // Largest NAR first, so the last to start are the quickest to finish.
     let mut plan: Vec<&Entry> = narinfos.iter().collect();

@@ -316,6 +316,8 @@ fn refuses_what_it_cannot_check() {
     fs::write(&narinfo, text.replace("NarSize: ", "NarSize: x")).unwrap();
     let err = run_fail(&mut sign(&key.secret, None, &cache));
     assert!(err.contains(&narinfo.display().to_string()) && err.contains("NarSize"), "{err}");
+    let err = run_fail(&mut sign(&key.secret, Some(&tmp.join("never-made")), &cache));
+    assert!(err.contains("NarSize") && !tmp.join("never-made").exists(), "{err}");
     fs::write(&narinfo, &text).unwrap();
 
     // Not a cache; a DEST that is something else.
