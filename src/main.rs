@@ -108,7 +108,7 @@ Signatures already there are kept, except one by a key of the same name,
 which is replaced. Signing again with the same key changes nothing.
 
 USAGE:
-    make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE
+    make-binary-cache sign --secret-key-file KEY [--out DEST] [--no-sync] CACHE
 
 OPTIONS:
     --secret-key-file KEY     A secret key file, as written by
@@ -144,6 +144,7 @@ fn sign_main(args: Vec<OsString>, store_dir: &str) -> Result<()> {
     use lexopt::prelude::*;
 
     let (mut key_file, mut out, mut cache) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
+    let mut no_sync = None::<()>;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -151,6 +152,7 @@ fn sign_main(args: Vec<OsString>, store_dir: &str) -> Result<()> {
                 set_once(&mut key_file, "--secret-key-file", non_empty(parser.value()?, "--secret-key-file")?)?
             }
             Long("out") => set_once(&mut out, "--out", non_empty(parser.value()?, "--out")?)?,
+            Long("no-sync") => set_once(&mut no_sync, "--no-sync", ())?,
             Value(value) => {
                 if cache.is_some() {
                     bail!("sign takes one CACHE directory; see sign --help");
@@ -167,7 +169,7 @@ fn sign_main(args: Vec<OsString>, store_dir: &str) -> Result<()> {
     let key_file = key_file.ok_or_else(|| anyhow!("--secret-key-file KEY is required; see sign --help"))?;
     let cache = cache.ok_or_else(|| anyhow!("the CACHE directory to sign is required; see sign --help"))?;
     let key = sign::read_secret_key(&key_file)?;
-    let summary = sign::sign_cache(&cache, out.as_deref(), &key, all_cores(), store_dir)?;
+    let summary = sign::sign_cache(&cache, out.as_deref(), &key, all_cores(), store_dir, no_sync.is_none())?;
     let dest = out.as_deref().unwrap_or(&cache);
     eprintln!("make-binary-cache: signed {} with key {}: {summary}", dest.display(), key.name());
     Ok(())

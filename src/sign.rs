@@ -101,13 +101,14 @@ pub fn read_secret_key(file: &Path) -> Result<SecretKey> {
 /// Signs the cache in `cache` with `key`: in place when `out` is `None`,
 /// else into the copy `out`. `jobs` workers check NAR files side by side.
 /// `default_store_dir` is used when `nix-cache-info` names none, as Nix
-/// then takes its own.
+/// then takes its own. `sync`: see [`write_narinfos`].
 pub fn sign_cache(
     cache: &Path,
     out: Option<&Path>,
     key: &SecretKey,
     jobs: usize,
     default_store_dir: &str,
+    sync: bool,
 ) -> Result<Summary> {
     let start = Instant::now();
     let store_dir = cache_store_dir(cache)?.unwrap_or_else(|| default_store_dir.to_owned());
@@ -136,13 +137,15 @@ pub fn sign_cache(
     }
 
     // Narinfos last: they are what makes the NARs reachable.
-    let mut changed = 0;
-    for (entry, text) in plan.iter().zip(&signed) {
-        if out.is_none() && text.as_bytes() == entry.text.as_bytes() {
-            continue;
-        }
-        changed += usize::from(text.as_bytes() != entry.text.as_bytes());
-        write_atomically(dest, &entry.name, text.as_bytes())?;
+    let writes: Vec<(&str, &str)> = plan
+        .iter()
+        .zip(&signed)
+        .filter(|(entry, text)| out.is_some() || text.as_str() != entry.text)
+        .map(|(entry, text)| (entry.name.as_str(), text.as_str()))
+        .collect();
+    let changed = plan.iter().zip(&signed).filter(|(entry, text)| text.as_str() != entry.text).count();
+    if !writes.is_empty() {
+        write_narinfos(dest, &writes, sync, out.is_some())?;
     }
     Ok(Summary {
         narinfos: narinfos.len(),
@@ -432,12 +435,82 @@ fn copy_file(source: &Path, target: &Path) -> Result<()> {
     result.with_context(context)
 }
 
-/// Writes `contents` as `dir/name`, atomically.
-fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
-    let context = || format!("writing {}", dir.join(name).display());
-    let mut file = AtomicFile::create(dir, &format!("{name}.sign")).with_context(context)?;
-    file.write_all(contents).with_context(context)?;
-    file.persist(name).with_context(context)
+/// Narinfos named at once, at most: each waits, written but unnamed, for the
+/// `syncfs` that puts it on disk, and holds a descriptor until then.
+const BATCH: usize = 256;
+
+/// Writes each `(name, text)` as `dir/name`, atomically replacing the old
+/// narinfo. With `sync`, as the cache writer does: `syncfs` first puts the
+/// NARs copied (if `copied`) on disk, then each batch of narinfos is
+/// written, synced, and only then named, and a last `syncfs` puts the names
+/// on disk.
+/// After a power cut a narinfo is then its old self or its new self, never
+/// empty, and never points at a NAR not on disk; a run that exited 0 is on
+/// disk whole.
+fn write_narinfos(dir: &Path, writes: &[(&str, &str)], sync: bool, copied: bool) -> Result<()> {
+    let file_systems = if sync { FileSystems::of(&[dir, &dir.join("nar")])? } else { FileSystems::default() };
+    if copied {
+        file_systems.sync()?;
+    }
+    for batch in writes.chunks(BATCH) {
+        let mut files = Vec::with_capacity(batch.len());
+        for &(name, text) in batch {
+            let context = || format!("writing {}", dir.join(name).display());
+            let mut file = AtomicFile::create(dir, &format!("{name}.sign")).with_context(context)?;
+            file.write_all(text.as_bytes()).with_context(context)?;
+            files.push((name, file));
+        }
+        file_systems.sync()?;
+        for (name, file) in files {
+            file.persist(name).with_context(|| format!("naming {}", dir.join(name).display()))?;
+        }
+    }
+    file_systems.sync()
+}
+
+/// The file systems of some directories, one open directory each, to sync.
+#[derive(Default)]
+struct FileSystems(Vec<(PathBuf, File)>);
+
+impl FileSystems {
+    fn of(dirs: &[&Path]) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let mut handles: Vec<(PathBuf, File)> = Vec::new();
+        let mut devices = Vec::new();
+        for dir in dirs.iter().filter(|d| d.is_dir()) {
+            let handle = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+            let device = handle.metadata().with_context(|| format!("reading {}", dir.display()))?.dev();
+            if !devices.contains(&device) {
+                devices.push(device);
+                handles.push((dir.to_path_buf(), handle));
+            }
+        }
+        Ok(Self(handles))
+    }
+
+    fn sync(&self) -> Result<()> {
+        for (dir, handle) in &self.0 {
+            syncfs(handle).with_context(|| format!("syncing the file system of {} to disk", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// `syncfs(2)`: writes back the whole file system `dir` is on and waits for
+/// it. (The cache writer has its own; the two may become one.)
+#[cfg(target_os = "linux")]
+fn syncfs(dir: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the duration of the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Without `syncfs`, `sync(2)` for all file systems.
+#[cfg(not(target_os = "linux"))]
+fn syncfs(_dir: &File) -> io::Result<()> {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::sync() };
+    Ok(())
 }
 
 /// Runs `work` over `items` on up to `jobs` threads (never more than the
