@@ -10,6 +10,20 @@
 //! other, which on ext4 shortly after many deletions cost more than all the
 //! hashing.
 //!
+//! Several runs may write into one directory at once, so a temporary name is
+//! never shared: it carries the process id, a counter and a random number,
+//! and is created with `O_EXCL` (a clash, however unlikely, picks another
+//! name). A file is named either replacing what has that name
+//! ([`AtomicFile::persist`], by `rename`, atomic for readers) or only if the
+//! name is free ([`AtomicFile::persist_new`], by `link`, which never
+//! replaces), so the caller can decide what to do with a file that another
+//! run named first.
+//!
+//! A temporary name left by a killed process stays (its name starts with `.`,
+//! which Nix never asks for); nothing here removes temporary files it did not
+//! create, since a file of another process still running cannot be told from
+//! a stale one.
+//!
 //! ```no_run
 //! use std::io::Write;
 //! use make_binary_cache::atomic_file::AtomicFile;
@@ -21,11 +35,13 @@
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
+use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Whether an unnamed file can be named: `linkat` reaches it through
 /// `/proc/self/fd`. Asked once, not for every file.
@@ -38,44 +54,92 @@ pub struct AtomicFile {
     /// Where the file was written when it could not be unnamed; `None` once
     /// it has been persisted or when it is unnamed.
     temporary: Option<PathBuf>,
-    /// Unique within `dir`, for the fallback's temporary name.
+    /// Says in temporary names which file is being written, for people.
     label: String,
 }
 
 impl AtomicFile {
-    /// Starts a file in `dir`. `label` must be unique among the files being
-    /// written in `dir` at the same time.
+    /// Starts a file in `dir`; `label` goes into its temporary name, if it
+    /// gets one.
     pub fn create(dir: &Path, label: &str) -> io::Result<Self> {
+        Self::create_in(dir, label, true)
+    }
+
+    /// [`AtomicFile::create`], with `try_unnamed: false` to force the
+    /// temporary-name way (for tests, which cannot otherwise reach it where
+    /// `O_TMPFILE` works).
+    fn create_in(dir: &Path, label: &str, try_unnamed: bool) -> io::Result<Self> {
         let label = label.to_owned();
         #[cfg(target_os = "linux")]
-        if *PROC_FD {
+        if try_unnamed && *PROC_FD {
             let unnamed = OpenOptions::new().write(true).mode(0o644).custom_flags(libc::O_TMPFILE).open(dir);
             if let Ok(file) = unnamed {
                 return Ok(Self { file, dir: dir.to_owned(), temporary: None, label });
             }
             // Not supported by this file system: fall back below.
         }
-        let temporary = temporary_path(dir, &label);
-        let file = File::create(&temporary)?;
+        #[cfg(not(target_os = "linux"))]
+        let _ = try_unnamed;
+        let (file, temporary) = with_temporary_name(dir, &label, |temporary| {
+            OpenOptions::new().write(true).create_new(true).mode(0o644).open(temporary)
+        })?;
         Ok(Self { file, dir: dir.to_owned(), temporary: Some(temporary), label })
     }
 
-    /// Gives the file its final `name` in its directory, replacing any file
-    /// of that name.
+    /// Gives the file its final `name` in its directory, atomically replacing
+    /// any file of that name.
     pub fn persist(mut self, name: &str) -> io::Result<()> {
         let target = self.dir.join(name);
-        match self.temporary.take() {
-            Some(temporary) => fs::rename(&temporary, &target),
+        let temporary = match self.temporary.take() {
+            Some(temporary) => temporary,
             None => match link_unnamed(&self.file, &target) {
+                // linkat does not replace: link under a temporary name of
+                // our own and rename that over the target.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    // linkat does not replace: link under a temporary name and rename over.
-                    let temporary = temporary_path(&self.dir, &self.label);
-                    let _ = fs::remove_file(&temporary);
-                    link_unnamed(&self.file, &temporary)?;
-                    fs::rename(&temporary, &target)
+                    with_temporary_name(&self.dir, &self.label, |temporary| link_unnamed(&self.file, temporary))?.1
                 }
-                result => result,
+                named => return named,
             },
+        };
+        fs::rename(&temporary, &target).inspect_err(|_| {
+            let _ = fs::remove_file(&temporary);
+        })
+    }
+
+    /// Gives the file its final `name` only if no file has that name; if one
+    /// has, gives the file back, still unnamed (or under its temporary name),
+    /// to be dropped or [`persist`](AtomicFile::persist)ed over it.
+    pub fn persist_new(mut self, name: &str) -> io::Result<Option<Self>> {
+        let target = self.dir.join(name);
+        let linked = match &self.temporary {
+            Some(temporary) => match fs::hard_link(temporary, &target) {
+                // No hard links on this file system (FAT, some FUSE and
+                // network file systems): look, then rename. A file named by
+                // another writer between the two is replaced, which for the
+                // same NAR or the same nix-cache-info changes nothing.
+                Err(e) if no_hard_links(&e) => {
+                    if target.try_exists()? {
+                        return Ok(Some(self));
+                    }
+                    fs::rename(temporary, &target)?;
+                    self.temporary = None;
+                    return Ok(None);
+                }
+                linked => linked,
+            },
+            None => link_unnamed(&self.file, &target),
+        };
+        match linked {
+            Ok(()) => {
+                if let Some(temporary) = self.temporary.take() {
+                    // The file is named; failing to drop the second name
+                    // would leave only a stray hidden file.
+                    let _ = fs::remove_file(temporary);
+                }
+                Ok(None)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Some(self)),
+            Err(e) => Err(e),
         }
     }
 }
@@ -99,10 +163,33 @@ impl Drop for AtomicFile {
     }
 }
 
-/// The name a file has while being written when it cannot be unnamed, or
-/// while it replaces another.
-fn temporary_path(dir: &Path, label: &str) -> PathBuf {
-    dir.join(format!(".{label}.tmp"))
+/// Calls `create` with fresh temporary names in `dir` until one is free:
+/// `.<label>.<pid>-<counter>-<random>.tmp`. The pid and counter keep this
+/// process's names apart; the random part keeps apart processes that share
+/// a pid, as builds in separate pid namespaces do.
+fn with_temporary_name<T>(
+    dir: &Path,
+    label: &str,
+    mut create: impl FnMut(&Path) -> io::Result<T>,
+) -> io::Result<(T, PathBuf)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static RANDOM: std::sync::LazyLock<RandomState> = std::sync::LazyLock::new(RandomState::new);
+    let mut attempts = 0;
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let random = RANDOM.hash_one(n);
+        let temporary = dir.join(format!(".{label}.{}-{n}-{random:016x}.tmp", std::process::id()));
+        match create(&temporary) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => attempts += 1,
+            result => return result.map(|t| (t, temporary)),
+        }
+    }
+}
+
+/// Whether `link` failed because the file system has no hard links.
+fn no_hard_links(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS))
+        || e.kind() == io::ErrorKind::Unsupported
 }
 
 fn link_unnamed(file: &File, target: &Path) -> io::Result<()> {
@@ -128,27 +215,95 @@ mod tests {
         dir
     }
 
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<_> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// Both ways of writing: unnamed where the system allows it, and the
+    /// temporary-name fallback, forced.
+    const WAYS: [bool; 2] = [true, false];
+
     #[test]
     fn appears_only_when_persisted_and_replaces() {
-        let dir = scratch("persist");
-        fs::write(dir.join("target"), b"old").unwrap();
-        let mut f = AtomicFile::create(&dir, "t").unwrap();
-        f.write_all(b"new contents").unwrap();
-        assert_eq!(fs::read(dir.join("target")).unwrap(), b"old");
-        f.persist("target").unwrap();
-        assert_eq!(fs::read(dir.join("target")).unwrap(), b"new contents");
-        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, ["target"], "temporary files left behind");
-        fs::remove_dir_all(&dir).unwrap();
+        for unnamed in WAYS {
+            let dir = scratch(&format!("persist-{unnamed}"));
+            fs::write(dir.join("target"), b"old").unwrap();
+            let mut f = AtomicFile::create_in(&dir, "t", unnamed).unwrap();
+            f.write_all(b"new contents").unwrap();
+            assert_eq!(fs::read(dir.join("target")).unwrap(), b"old");
+            f.persist("target").unwrap();
+            assert_eq!(fs::read(dir.join("target")).unwrap(), b"new contents");
+            assert_eq!(names(&dir), ["target"], "temporary files left behind");
+            fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn persist_new_never_replaces_and_gives_the_file_back() {
+        for unnamed in WAYS {
+            let dir = scratch(&format!("persist-new-{unnamed}"));
+            let mut f = AtomicFile::create_in(&dir, "t", unnamed).unwrap();
+            f.write_all(b"first").unwrap();
+            assert!(f.persist_new("target").unwrap().is_none());
+            let mut g = AtomicFile::create_in(&dir, "t", unnamed).unwrap();
+            g.write_all(b"second").unwrap();
+            let g = g.persist_new("target").unwrap().expect("the name is taken");
+            assert_eq!(fs::read(dir.join("target")).unwrap(), b"first");
+            // Given back, it can still replace the file.
+            g.persist("target").unwrap();
+            assert_eq!(fs::read(dir.join("target")).unwrap(), b"second");
+            assert_eq!(names(&dir), ["target"], "temporary files left behind");
+            fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     #[test]
     fn dropped_without_persisting_leaves_nothing() {
-        let dir = scratch("drop");
-        let mut f = AtomicFile::create(&dir, "t").unwrap();
-        f.write_all(b"partial").unwrap();
-        drop(f);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
-        fs::remove_dir_all(&dir).unwrap();
+        for unnamed in WAYS {
+            let dir = scratch(&format!("drop-{unnamed}"));
+            let mut f = AtomicFile::create_in(&dir, "t", unnamed).unwrap();
+            f.write_all(b"partial").unwrap();
+            drop(f);
+            assert_eq!(names(&dir), Vec::<String>::new());
+            fs::remove_dir_all(&dir).unwrap();
+        }
+    }
+
+    /// Writers with the same label racing for the same names: each file is
+    /// complete whoever wins, and no writer fails or loses its temporary
+    /// file to another (as when temporary names were shared).
+    #[test]
+    fn concurrent_writers_with_one_label_do_not_collide() {
+        for unnamed in WAYS {
+            let dir = scratch(&format!("race-{unnamed}"));
+            std::thread::scope(|scope| {
+                for writer in 0..8u8 {
+                    let dir = &dir;
+                    scope.spawn(move || {
+                        for round in 0..50 {
+                            let contents = vec![writer; 1000 + round];
+                            let mut f = AtomicFile::create_in(dir, "same", unnamed).unwrap();
+                            f.write_all(&contents).unwrap();
+                            f.persist("replaced").unwrap();
+                            let mut f = AtomicFile::create_in(dir, "same", unnamed).unwrap();
+                            f.write_all(&contents).unwrap();
+                            let _ = f.persist_new(&format!("first-{round}")).unwrap();
+                        }
+                    });
+                }
+            });
+            let mut expected = vec!["replaced".to_string()];
+            expected.extend((0..50).map(|r| format!("first-{r}")));
+            expected.sort();
+            assert_eq!(names(&dir), expected);
+            for name in expected {
+                let data = fs::read(dir.join(&name)).unwrap();
+                assert!(data.len() >= 1000 && data.iter().all(|&b| b == data[0]), "{name} is torn");
+            }
+            fs::remove_dir_all(&dir).unwrap();
+        }
     }
 }

@@ -21,12 +21,32 @@
 //! points at a missing, partial or unchecked NAR. Paths are processed by a
 //! pool of workers, largest NAR first, so that a big path does not start last
 //! and leave the other cores idle.
+//!
+//! Several runs may fill one directory at once, with the same settings or
+//! not: every file is named atomically (see [`crate::atomic_file`]); a NAR
+//! already there under its name (its FileHash) is kept when its size is
+//! right (as Nix's `BinaryCacheStore::addToStore` keeps an existing NAR
+//! file) and replaced when not; a narinfo replaces the old one, which pointed
+//! at a NAR of its own; `nix-cache-info` is written only when missing, and an
+//! existing one must be for the same store directory.
+//!
+//! Durability: the narinfos of checked paths are written but wait unnamed in
+//! a batch (see `NarInfoBatch`) until one `syncfs` has put them and their
+//! NARs on disk, and are named only then; a last `syncfs` puts the narinfos'
+//! names on disk before the run ends. After a power cut a narinfo is
+//! therefore complete and points at a complete NAR, or is missing (a rerun
+//! writes it); a run that exited 0 is on disk whole. `Settings::sync = false`
+//! (`--no-sync`) skips this for throwaway caches. An existing NAR is judged
+//! by its size only: one damaged without a change of size (by a run of an
+//! older version, which did not sync, cut by a power loss) is kept.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
-use std::sync::Mutex;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -56,6 +76,9 @@ pub struct Settings {
     /// What the compressors may take together (see [`crate::resources`]);
     /// `None`: no limit.
     pub max_memory: Option<u64>,
+    /// Whether NARs must be on disk before their narinfos are named, and
+    /// everything on disk before the run ends (see the module documentation).
+    pub sync: bool,
 }
 
 /// What one store path became.
@@ -89,7 +112,7 @@ impl std::fmt::Display for Summary {
 }
 
 /// Writes the cache for `closure` into `out`, calling `progress` once per
-/// finished store path.
+/// store path whose narinfo is named.
 pub fn write_cache(
     closure: &[PathInfo],
     out: &Path,
@@ -98,6 +121,7 @@ pub fn write_cache(
 ) -> Result<Summary> {
     let start = Instant::now();
     create_layout(out, &settings.store_dir)?;
+    let narinfos = NarInfoBatch::new(out, settings.sync)?;
 
     // Largest first: the last paths to start are then the quickest to finish.
     let mut plan: Vec<&PathInfo> = closure.iter().collect();
@@ -110,9 +134,15 @@ pub fn write_cache(
     let totals = Mutex::new((0u64, 0u64));
     let workers = settings.jobs.clamp(1, plan.len().max(1));
     let memory = MemoryBudget::new(settings.max_memory);
-    std::thread::scope(|scope| {
+    let naming = std::thread::scope(|scope| {
+        let namer = scope.spawn(|| narinfos.name_batches(&progress));
+        // The batch closes when the last worker stops (and not before all
+        // are spawned): paths checked before a failure still get narinfos.
+        let spawning = narinfos.producer();
         for _ in 0..workers {
+            let producer = narinfos.producer();
             scope.spawn(|| {
+                let _producer = producer;
                 let mut dumper = Dumper::default();
                 let mut contexts = Contexts::default();
                 let mut reserved = 0;
@@ -128,12 +158,15 @@ pub fn write_cache(
                         memory.release(&mut reserved);
                     }
                     match result {
-                        Ok(written) => {
+                        Ok(checked) => {
                             let mut t = totals.lock().unwrap();
-                            t.0 += written.nar_size;
-                            t.1 += written.file_size;
+                            t.0 += checked.written.nar_size;
+                            t.1 += checked.written.file_size;
                             drop(t);
-                            progress(info, &written);
+                            if !narinfos.add(info, checked) {
+                                // Naming failed: the run fails with that error.
+                                failed.store(true, Ordering::Relaxed);
+                            }
                         }
                         Err(e) => {
                             failed.store(true, Ordering::Relaxed);
@@ -145,10 +178,15 @@ pub fn write_cache(
                 memory.release(&mut reserved);
             });
         }
+        drop(spawning);
+        namer.join().expect("the narinfo thread does not panic")
     });
+    let synced = narinfos.sync();
     if let Some(e) = first_error.into_inner().unwrap() {
         return Err(e);
     }
+    naming?;
+    synced?;
     let (nar_bytes, file_bytes) = totals.into_inner().unwrap();
     Ok(Summary { paths: plan.len(), nar_bytes, file_bytes, elapsed: start.elapsed() })
 }
@@ -168,15 +206,63 @@ fn compression_threads(size: u64, rest: u64, settings: &Settings) -> u32 {
     settings.compression.useful_threads(size, settings.compression_level).min(jobs)
 }
 
+/// Creates the directories and `nix-cache-info`, or checks that an existing
+/// `nix-cache-info` is for `store_dir`, before writing anything.
 fn create_layout(out: &Path, store_dir: &str) -> Result<()> {
+    let info_file = out.join("nix-cache-info");
+    check_cache_info(&info_file, store_dir)?;
     for dir in std::iter::once("nar").chain(EMPTY_DIRS) {
         let dir = out.join(dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    write_atomically(out, "nix-cache-info", format!("StoreDir: {store_dir}\n").as_bytes())
+    let context = || format!("writing {}", info_file.display());
+    let mut file = AtomicFile::create(out, "nix-cache-info").with_context(context)?;
+    file.write_all(format!("StoreDir: {store_dir}\n").as_bytes()).with_context(context)?;
+    if file.persist_new("nix-cache-info").with_context(context)?.is_some() {
+        // Another run created it since the check above.
+        check_cache_info(&info_file, store_dir)?;
+    }
+    Ok(())
 }
 
-/// The per-path pipeline: walk → NAR → NarHash → compress → FileHash → file.
+/// Fails unless the `nix-cache-info` at `file`, if there is one, is for
+/// `store_dir`: Nix refuses every path of a cache for another store
+/// directory, so adding to it would only spoil it for its own store.
+fn check_cache_info(file: &Path, store_dir: &str) -> Result<()> {
+    let text = match fs::read(file) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    match cache_info_store_dir(&text) {
+        Some(theirs) if theirs != store_dir => bail!(
+            "{} says this cache is for the store directory {theirs}, but this run writes paths of \
+             {store_dir} ($NIX_STORE, by default /nix/store); a cache serves one store directory (Nix \
+             refuses a cache for another): write to another directory",
+            file.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The `StoreDir` of a `nix-cache-info`, read as Nix's
+/// `BinaryCacheStore::init` reads it: lines split at their first `:`, the
+/// key taken as is, the value trimmed, lines without `:` ignored. `None`
+/// when there is no such line, which Nix accepts for any store directory.
+fn cache_info_store_dir(text: &str) -> Option<&str> {
+    text.lines().filter_map(|line| line.split_once(':')).find(|(key, _)| *key == "StoreDir").map(|(_, v)| v.trim())
+}
+
+/// A store path whose NAR is checked and named, with its narinfo written
+/// but not yet named.
+struct Checked {
+    narinfo: AtomicFile,
+    narinfo_name: String,
+    written: Written,
+}
+
+/// The per-path pipeline: walk → NAR → NarHash → compress → FileHash → file,
+/// then the narinfo, left for [`NarInfoBatch`] to name.
 fn write_path(
     info: &PathInfo,
     out: &Path,
@@ -184,7 +270,7 @@ fn write_path(
     threads: u32,
     dumper: &mut Dumper,
     contexts: &mut Contexts,
-) -> Result<Written> {
+) -> Result<Checked> {
     let compression = settings.compression;
     let nar_dir = out.join("nar");
     let (file, nar_hash, nar_size, file_hash, file_size) =
@@ -217,9 +303,26 @@ fn write_path(
     };
     // Rendered before the NAR is named: a refused narinfo leaves nothing behind.
     let text = narinfo.render().map_err(|e| anyhow!(e))?;
-    file.persist(&nar_name).with_context(|| format!("naming {}", nar_dir.join(&nar_name).display()))?;
-    write_atomically(out, &narinfo.file_name(), text.as_bytes())?;
-    Ok(Written { nar_size, file_size })
+    name_nar(file, &nar_dir, &nar_name, file_size)
+        .with_context(|| format!("naming {}", nar_dir.join(&nar_name).display()))?;
+    let narinfo_name = narinfo.file_name();
+    let context = || format!("writing {}", out.join(&narinfo_name).display());
+    let mut file = AtomicFile::create(out, &narinfo_name).with_context(context)?;
+    file.write_all(text.as_bytes()).with_context(context)?;
+    Ok(Checked { narinfo: file, narinfo_name, written: Written { nar_size, file_size } })
+}
+
+/// Names a NAR file after its FileHash. A file of that name is the same NAR,
+/// written by an earlier or concurrent run, and is left alone; unless its
+/// size is not `file_size`, when it is damaged (a run of an older version cut
+/// by a power loss, or someone's editing) and replaced.
+fn name_nar(file: AtomicFile, nar_dir: &Path, nar_name: &str, file_size: u64) -> io::Result<()> {
+    let Some(file) = file.persist_new(nar_name)? else { return Ok(()) };
+    match fs::metadata(nar_dir.join(nar_name)) {
+        Ok(existing) if existing.len() == file_size => Ok(()),
+        // Damaged, or removed since: replace it either way.
+        _ => file.persist(nar_name),
+    }
 }
 
 /// Streams the NAR of `info.path` through the compressor into a new, still
@@ -286,12 +389,181 @@ impl Write for NarFile {
     }
 }
 
-/// Writes `contents` as `dir/name`, which is either absent or complete.
-fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
-    let context = || format!("writing {}", dir.join(name).display());
-    let mut file = AtomicFile::create(dir, name).with_context(context)?;
-    file.write_all(contents).with_context(context)?;
-    file.persist(name).with_context(context)
+/// How long a checked path's narinfo may wait for the `syncfs` that puts its
+/// NAR on disk.
+const BATCH_AGE: Duration = Duration::from_secs(1);
+
+/// At most this many narinfos wait at once: each holds an open file, and the
+/// usual limit is 1024 per process. Workers wait when it is reached.
+const BATCH_MAX: usize = 256;
+
+/// The narinfos of checked paths, named in batches once their NARs are on
+/// disk.
+///
+/// Workers [`add`](Self::add) a written but unnamed narinfo as soon as its
+/// NAR is named. One thread ([`name_batches`](Self::name_batches)) takes the
+/// batch when its oldest narinfo has waited [`BATCH_AGE`] (or it holds
+/// [`BATCH_MAX`], or the run is over), calls `syncfs` once for all of it
+/// (which puts both the NARs and the narinfos' contents on disk) and only
+/// then names the narinfos; a last [`sync`](Self::sync) puts those names on
+/// disk. One `syncfs` a second writes back little more than the kernel soon
+/// would anyway and costs far less than an `fsync` per file; the workers go
+/// on compressing meanwhile. Without `sync`, narinfos are named at once.
+struct NarInfoBatch<'a> {
+    out: &'a Path,
+    /// A directory on each file system the cache spans (`out`, `out/nar`),
+    /// to `syncfs`; empty without `sync`.
+    file_systems: Vec<(PathBuf, File)>,
+    sync: bool,
+    state: Mutex<BatchState<'a>>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct BatchState<'a> {
+    waiting: Vec<(&'a PathInfo, Checked)>,
+    /// Live [`Producer`]s: when the last goes, the batch is closed.
+    producers: usize,
+    /// When the oldest of `waiting` came.
+    oldest: Option<Instant>,
+    /// No more will come: name what waits and stop.
+    closed: bool,
+    /// Naming failed: what comes is dropped unnamed, and the run fails.
+    broken: bool,
+}
+
+impl<'a> NarInfoBatch<'a> {
+    fn new(out: &'a Path, sync: bool) -> Result<Self> {
+        let mut file_systems: Vec<(PathBuf, File)> = Vec::new();
+        if sync {
+            let mut devices = Vec::new();
+            for dir in [out.to_path_buf(), out.join("nar")] {
+                let handle = File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+                let device = handle.metadata().with_context(|| format!("reading {}", dir.display()))?.dev();
+                if !devices.contains(&device) {
+                    devices.push(device);
+                    file_systems.push((dir, handle));
+                }
+            }
+        }
+        Ok(Self { out, file_systems, sync, state: Mutex::default(), changed: Condvar::new() })
+    }
+
+    /// Hands over the narinfo of `info`, whose NAR is named; `false` when
+    /// naming has failed, and the narinfo is dropped.
+    fn add(&self, info: &'a PathInfo, checked: Checked) -> bool {
+        let mut state = self.state.lock().unwrap();
+        while state.waiting.len() >= BATCH_MAX && !state.broken {
+            state = self.changed.wait(state).unwrap();
+        }
+        debug_assert!(!state.closed, "added to a closed batch");
+        if state.broken {
+            return false;
+        }
+        state.oldest.get_or_insert_with(Instant::now);
+        state.waiting.push((info, checked));
+        if !self.sync || state.waiting.len() == 1 || state.waiting.len() >= BATCH_MAX {
+            self.changed.notify_all();
+        }
+        true
+    }
+
+    /// One that may [`add`](Self::add): the batch closes, nothing more to
+    /// come, when the last is dropped (also when its worker panics).
+    fn producer(&self) -> Producer<'_, 'a> {
+        let mut state = self.state.lock().unwrap();
+        debug_assert!(!state.closed, "a producer of a closed batch");
+        state.producers += 1;
+        Producer(self)
+    }
+
+    /// Names batches of narinfos, each after a sync, until the batch is
+    /// closed and all are named, calling `progress` for each path named.
+    fn name_batches(&self, progress: &(impl Fn(&PathInfo, &Written) + Sync)) -> Result<()> {
+        let age = if self.sync { BATCH_AGE } else { Duration::ZERO };
+        loop {
+            let (batch, last) = {
+                let mut state = self.state.lock().unwrap();
+                while !state.closed && state.waiting.len() < BATCH_MAX {
+                    let Some(oldest) = state.oldest else {
+                        state = self.changed.wait(state).unwrap();
+                        continue;
+                    };
+                    let left = age.saturating_sub(oldest.elapsed());
+                    if left.is_zero() {
+                        break;
+                    }
+                    state = self.changed.wait_timeout(state, left).unwrap().0;
+                }
+                state.oldest = None;
+                let batch = std::mem::take(&mut state.waiting);
+                // Workers held back by BATCH_MAX may go on.
+                self.changed.notify_all();
+                (batch, state.closed)
+            };
+            if let Err(e) = self.name(batch, progress) {
+                self.state.lock().unwrap().broken = true;
+                self.changed.notify_all();
+                return Err(e);
+            }
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    fn name(&self, batch: Vec<(&PathInfo, Checked)>, progress: &impl Fn(&PathInfo, &Written)) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.sync()?;
+        for (info, Checked { narinfo, narinfo_name, written }) in batch {
+            narinfo
+                .persist(&narinfo_name)
+                .with_context(|| format!("writing {}", self.out.join(&narinfo_name).display()))?;
+            progress(info, &written);
+        }
+        Ok(())
+    }
+
+    /// Puts everything written so far on the cache's file systems on disk.
+    fn sync(&self) -> Result<()> {
+        for (dir, handle) in &self.file_systems {
+            syncfs(handle).with_context(|| format!("syncing the file system of {} to disk", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// See [`NarInfoBatch::producer`].
+struct Producer<'b, 'a>(&'b NarInfoBatch<'a>);
+
+impl Drop for Producer<'_, '_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap();
+        state.producers -= 1;
+        if state.producers == 0 {
+            state.closed = true;
+            self.0.changed.notify_all();
+        }
+    }
+}
+
+/// `syncfs(2)`: writes back the whole file system `dir` is on and waits for
+/// it, data and directory entries alike. Also what other processes wrote
+/// there, such as a NAR a concurrent run named and this one kept.
+#[cfg(target_os = "linux")]
+fn syncfs(dir: &File) -> io::Result<()> {
+    // SAFETY: the descriptor is open for the duration of the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Without `syncfs`, `sync(2)` for all file systems.
+#[cfg(not(target_os = "linux"))]
+fn syncfs(_dir: &File) -> io::Result<()> {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::sync() };
+    Ok(())
 }
 
 /// Whether the cache in `out` already has `path`: its narinfo exists and its
@@ -320,7 +592,14 @@ mod tests {
     use super::*;
 
     fn settings(compression: Compression, jobs: usize) -> Settings {
-        Settings { store_dir: "/nix/store".into(), compression, compression_level: None, jobs, max_memory: None }
+        Settings {
+            store_dir: "/nix/store".into(),
+            compression,
+            compression_level: None,
+            jobs,
+            max_memory: None,
+            sync: true,
+        }
     }
 
     #[test]
@@ -350,5 +629,34 @@ mod tests {
         assert_eq!(compression_threads(MIB, 0, &xz), 1);
         assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::Xz, 1)), 1);
         assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::None, 4)), 1);
+    }
+
+    #[test]
+    fn store_dir_is_read_from_nix_cache_info_as_nix_reads_it() {
+        assert_eq!(cache_info_store_dir("StoreDir: /nix/store\n"), Some("/nix/store"));
+        assert_eq!(cache_info_store_dir("WantMassQuery: 1\nStoreDir:/gnu/store  \nPriority: 30\n"), Some("/gnu/store"));
+        // The key is not trimmed, as in Nix: " StoreDir" is another key.
+        assert_eq!(cache_info_store_dir(" StoreDir: /other\nno colon here\n"), None);
+        assert_eq!(cache_info_store_dir(""), None);
+    }
+
+    #[test]
+    fn an_existing_cache_for_another_store_dir_is_refused_before_anything_is_written() {
+        let dir = std::env::temp_dir().join(format!("mbc-cache-info-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("nix-cache-info"), "StoreDir: /gnu/store\n").unwrap();
+        let e = format!("{:#}", create_layout(&dir, "/nix/store").unwrap_err());
+        assert!(e.contains("nix-cache-info") && e.contains("/gnu/store") && e.contains("/nix/store"), "{e}");
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["nix-cache-info"]);
+        assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), "StoreDir: /gnu/store\n");
+
+        // The same store directory, or none named: the cache is added to.
+        create_layout(&dir, "/gnu/store").unwrap();
+        fs::write(dir.join("nix-cache-info"), "WantMassQuery: 1\n").unwrap();
+        create_layout(&dir, "/nix/store").unwrap();
+        assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), "WantMassQuery: 1\n");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,7 +6,7 @@
 //! ([`dump`] → [`format::nar`] → [`format::hash`] → [`compression`] → file),
 //! then writes its [`format::narinfo`]. The modules under [`format`] are pure:
 //! they do no I/O of their own. [`sign`] adds signatures to a cache already
-//! written.
+//! written; [`verify`] checks a cache, whoever wrote it.
 
 pub mod atomic_file;
 pub mod cache;
@@ -16,3 +16,4 @@ pub mod dump;
 pub mod format;
 pub mod resources;
 pub mod sign;
+pub mod verify;

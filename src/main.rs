@@ -7,9 +7,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use make_binary_cache::cache::{self, Settings};
 use make_binary_cache::closure::{self, Attrs, PathInfo};
 use make_binary_cache::compression::Compression;
+use make_binary_cache::format::key::PublicKey;
 use make_binary_cache::format::store_path;
 use make_binary_cache::resources::{self, BudgetSource};
 use make_binary_cache::sign;
+use make_binary_cache::verify;
 
 const HELP: &str = "\
 make-binary-cache: write a flat-file Nix binary cache for a closure
@@ -61,12 +63,20 @@ OPTIONS:
                               overlay cache used together with another
                               substituter that has them. Without it, such a
                               closure is an error and nothing is written.
+    --no-sync                 Do not wait for the disk: faster, but after a
+                              power cut narinfos may point at lost NARs. For
+                              throwaway caches. [default: a narinfo is named
+                              only once its NAR is on disk, and the run ends
+                              with everything on disk]
     -h, --help                Print this help.
     -V, --version             Print the version.
 
 SUBCOMMANDS:
     make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE
                               Sign the narinfos of a cache; see `sign --help`.
+    make-binary-cache verify [--public-key KEY]... CACHE
+                              Check every narinfo and NAR of a cache; see
+                              `verify --help`.
 
 ENVIRONMENT:
     NIX_STORE                 The store directory [default: /nix/store].
@@ -175,6 +185,116 @@ fn sign_main(args: Vec<OsString>, store_dir: &str) -> Result<()> {
     Ok(())
 }
 
+const VERIFY_HELP: &str = "\
+make-binary-cache verify: check a flat-file binary cache before trusting it
+
+Checks every <hash>.narinfo of CACHE, whoever wrote the cache (make-binary-cache,
+mkBinaryCache, `nix copy --to file://DIR`). Nix itself never checks FileHash
+or FileSize, and `nix store verify` checks store paths, not a cache. For
+every narinfo:
+
+  - it parses, with only the fields Nix writes, for the store directory
+    named by the cache's nix-cache-info (which must name one), and is named
+    <hash part of its StorePath>.narinfo;
+  - its URL names a file inside the cache (relative, no `..`), with the
+    narinfo's FileSize and FileHash;
+  - that file decompresses (none, xz, zstd) to exactly NarSize bytes with
+    the NarHash, and those bytes are a well-formed NAR: every token and its
+    padding, entry names and their order, symlink targets, nothing trailing;
+  - every store path it references has a narinfo in the cache;
+  - with --public-key: at least one of its signatures verifies under one of
+    the keys given.
+
+Files in nar/ that no narinfo names, and other unknown files, are warnings.
+A compression other than none, xz and zstd (bzip2, br, ...) is a problem: it
+cannot be checked. Content-addressed paths need a signature like any other
+when keys are given (Nix accepts them unsigned if their CA matches the store
+path, which is not checked here).
+
+Every problem is printed with its store path, then a summary line; the exit
+status is non-zero if there was any problem. Store paths are checked in
+parallel, in bounded memory.
+
+USAGE:
+    make-binary-cache verify [OPTIONS] CACHE
+
+OPTIONS:
+    --public-key KEY          A public key, as in Nix's trusted-public-keys:
+                              <name>:<base64 of 32 bytes> (what
+                              `nix-store --generate-binary-cache-key` writes
+                              to its public key file). May be repeated: a
+                              signature by any of them will do.
+    --public-key-file FILE    A file holding one such key. May be repeated.
+    --require-sigs            Insist on signatures. They are required as soon
+                              as a key is given, so this only makes that
+                              explicit; without a key it is an error, as
+                              there would be nothing to check them with.
+    --jobs N                  Worker threads [default: all cores]; never more
+                              than the cores this process may use.
+    -h, --help                Print this help.
+
+EXAMPLE:
+    make-binary-cache verify --public-key \"$(cat pk.pub)\" ./cache
+";
+
+/// `make-binary-cache verify ...`: parses its arguments, runs
+/// [`make_binary_cache::verify`] and prints what it finds.
+fn verify_main(args: Vec<OsString>) -> Result<()> {
+    use lexopt::prelude::*;
+
+    let (mut cache, mut jobs, mut require_sigs) = (None::<PathBuf>, None::<usize>, None::<()>);
+    let mut public_keys = Vec::new();
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("public-key") => {
+                let text = parser.value()?.string()?;
+                public_keys.push(text.parse::<PublicKey>().map_err(|e| anyhow!("--public-key: {e}"))?);
+            }
+            Long("public-key-file") => {
+                let file = non_empty(parser.value()?, "--public-key-file")?;
+                let text = read(&file)?;
+                public_keys.push(text.parse::<PublicKey>().map_err(|e| anyhow!("{}: {e}", file.display()))?);
+            }
+            Long("require-sigs") => set_once(&mut require_sigs, "--require-sigs", ())?,
+            Long("jobs") => {
+                let n: usize = parser.value()?.parse().context("--jobs")?;
+                if n == 0 {
+                    bail!("--jobs must be at least 1");
+                }
+                set_once(&mut jobs, "--jobs", n)?
+            }
+            Value(value) => {
+                if cache.is_some() {
+                    bail!("verify takes one CACHE directory; see verify --help");
+                }
+                cache = Some(non_empty(value, "CACHE")?);
+            }
+            Short('h') | Long("help") => {
+                print!("{VERIFY_HELP}");
+                return Ok(());
+            }
+            _ => return Err(anyhow!(arg.unexpected()).context("see verify --help")),
+        }
+    }
+    let cache = cache.ok_or_else(|| anyhow!("the CACHE directory to verify is required; see verify --help"))?;
+    if require_sigs.is_some() && public_keys.is_empty() {
+        bail!("--require-sigs needs at least one --public-key or --public-key-file to check signatures with");
+    }
+    let options = verify::Options { public_keys, jobs: jobs.unwrap_or_else(all_cores) };
+    let summary = verify::verify_cache(&cache, &options, |findings| {
+        // One write for all of a path's findings, so that workers do not interleave.
+        let text: String = findings.iter().map(|f| format!("{f}\n")).collect();
+        let _ = std::io::stderr().write_all(text.as_bytes());
+    })
+    .with_context(|| format!("verifying {}", cache.display()))?;
+    eprintln!("make-binary-cache: verify {}: {summary}", cache.display());
+    if summary.problems > 0 {
+        bail!("{} is not a valid binary cache: {} problems (see above)", cache.display(), summary.problems);
+    }
+    Ok(())
+}
+
 /// Everything a run needs, whichever mode it came from.
 struct Job {
     closure: Vec<PathInfo>,
@@ -191,6 +311,9 @@ fn try_main() -> Result<()> {
     let store_dir = store_dir()?;
     if args.first().is_some_and(|a| a == "sign") {
         return sign_main(args.into_iter().skip(1).collect(), &store_dir);
+    }
+    if args.first().is_some_and(|a| a == "verify") {
+        return verify_main(args.into_iter().skip(1).collect());
     }
     let job = if args.is_empty() {
         builder_job(store_dir)?
@@ -269,6 +392,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
     let (mut compression, mut level, mut jobs) = (None::<Compression>, None::<i32>, None::<usize>);
     let mut max_memory = None::<u64>;
     let mut partial = None::<()>;
+    let mut no_sync = None::<()>;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -295,6 +419,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
                 set_once(&mut max_memory, "--max-memory", size)?
             }
             Long("partial") => set_once(&mut partial, "--partial", ())?,
+            Long("no-sync") => set_once(&mut no_sync, "--no-sync", ())?,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -325,7 +450,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         (None, None) => bail!("one of --attrs FILE or --closure FILE is required; see --help"),
     };
     let out = out.or(attrs_out).ok_or_else(|| anyhow!("--out DIR is required; see --help"))?;
-    let settings = settings(store_dir, compression, level)?;
+    let settings = Settings { sync: no_sync.is_none(), ..settings(store_dir, compression, level)? };
     let job = Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some() };
     Ok(Some(bounded(job, jobs.unwrap_or_else(all_cores), max_memory)))
 }
@@ -371,7 +496,7 @@ fn settings(store_dir: String, compression: Option<Compression>, level: Option<i
         compression.check_level(level).map_err(|e| anyhow!("compression level: {e}"))?;
     }
     // `jobs` and `max_memory` are set by `bounded`.
-    Ok(Settings { store_dir, compression, compression_level: level, jobs: 1, max_memory: None })
+    Ok(Settings { store_dir, compression, compression_level: level, jobs: 1, max_memory: None, sync: true })
 }
 
 /// `$NIX_STORE`, checked: it is written into every narinfo and `nix-cache-info`.

@@ -1,0 +1,722 @@
+//! `make-binary-cache verify`: checks a flat-file binary cache as a receiver
+//! would want it checked, before trusting it.
+//!
+//! Nix has nothing for this: `nix store verify` checks store paths, not a
+//! cache directory, and Nix never checks a narinfo's FileHash or FileSize
+//! (only the NarHash and NarSize of what it unpacks, path by path, when it
+//! substitutes). For every `<hash>.narinfo` of the cache this checks:
+//!
+//! * the narinfo parses strictly ([`ParsedNarInfo::parse`]) for the store
+//!   directory that `nix-cache-info` names, and is named
+//!   `<hash part of its StorePath>.narinfo`;
+//! * its URL is a plain relative path inside the cache (no `..`, not
+//!   absolute, no scheme), naming a regular file whose size and SHA-256 are
+//!   the narinfo's FileSize and FileHash;
+//! * that file decompresses (none, xz, zstd; streaming, in bounded memory,
+//!   with nothing after the compressed stream) to exactly NarSize bytes with
+//!   the NarHash, and those bytes are a well-formed NAR
+//!   ([`crate::format::nar_reader`]);
+//! * every reference has a narinfo in the cache: the cache is closed;
+//! * with public keys, at least one of its signatures verifies under one of
+//!   them (the [`fingerprint`] Nix signs).
+//!
+//! Files in `nar/` that no narinfo names, and unknown files at the top of the
+//! cache, are warnings only: they do no harm to Nix, but may be leftovers.
+//!
+//! Every problem is reported, with the store path it concerns (or the file,
+//! when there is no store path to name), not just the first; [`verify_cache`]
+//! returns the totals. Store paths are checked in parallel, the largest
+//! first. Each worker holds one read buffer and one decompressor: memory does
+//! not grow with the size of a NAR or of the cache (but for the list of
+//! narinfos).
+//!
+//! Content-addressed paths get no special treatment: Nix accepts them
+//! without a signature when their `CA` matches their store path, which is not
+//! checked here, so with `--public-key` they need a signature like any other.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use sha2::Digest;
+
+use crate::cache::{EMPTY_DIRS, human};
+use crate::compression::Compression;
+use crate::format::hash::Sha256Hash;
+use crate::format::key::{PublicKey, fingerprint};
+use crate::format::nar_reader::{Event, NarError, NarReader};
+use crate::format::narinfo::ParsedNarInfo;
+use crate::format::store_path::check_store_dir;
+
+/// How to verify.
+pub struct Options {
+    /// Every store path must have a signature that verifies under one of
+    /// these; none: signatures are not checked.
+    pub public_keys: Vec<PublicKey>,
+    /// Worker threads, at least 1; never more than the cores.
+    pub jobs: usize,
+}
+
+/// Something wrong, or odd, in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// A problem makes the cache fail verification; a warning does not.
+    pub severity: Severity,
+    /// What it concerns: a store path, else a file of the cache.
+    pub subject: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Problem,
+    Warning,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let label = match self.severity {
+            Severity::Problem => "problem",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{label}: {}: {}", self.subject, self.message)
+    }
+}
+
+/// Totals for the closing line.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Narinfos found (each names one store path).
+    pub paths: usize,
+    pub nar_bytes: u64,
+    pub file_bytes: u64,
+    pub problems: usize,
+    pub warnings: usize,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "{} store paths checked, {} of NAR from {} of files in {secs:.2} s ({:.1} MB/s): {} problems, {} warnings",
+            self.paths,
+            human(self.nar_bytes),
+            human(self.file_bytes),
+            self.nar_bytes as f64 / 1e6 / secs.max(1e-9),
+            self.problems,
+            self.warnings
+        )
+    }
+}
+
+/// Bytes read from a NAR file at a time.
+const CHUNK: usize = 256 * 1024;
+
+/// Verifies the cache in `cache`, calling `report` for every finding as it
+/// is made (all findings about one store path at once). An error only when
+/// the cache cannot be examined at all: not a directory, unreadable, no
+/// valid `StoreDir` in `nix-cache-info`.
+pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding]) + Sync) -> Result<Summary> {
+    let start = Instant::now();
+    let problems = AtomicUsize::new(0);
+    let warnings = AtomicUsize::new(0);
+    let emit = |findings: &[Finding]| {
+        if findings.is_empty() {
+            return;
+        }
+        for f in findings {
+            match f.severity {
+                Severity::Problem => problems.fetch_add(1, Ordering::Relaxed),
+                Severity::Warning => warnings.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+        report(findings);
+    };
+
+    let (store_dir, cache_info_findings) = read_cache_info(cache)?;
+    emit(&cache_info_findings);
+    let (narinfo_names, top_findings) = list_top(cache)?;
+    emit(&top_findings);
+    if narinfo_names.is_empty() {
+        emit(&[warning(cache.display().to_string(), "the cache has no narinfo files: there is nothing to verify")]);
+    }
+
+    // Every narinfo parsed first: the closure and the nar/ listing need all.
+    let mut infos = Vec::with_capacity(narinfo_names.len());
+    // The NAR files narinfos name, refused ones included: their NARs are
+    // accounted for by the problem already reported.
+    let mut urls = BTreeSet::new();
+    for name in &narinfo_names {
+        match read_narinfo(cache, name, &store_dir) {
+            Ok(info) => infos.push(info),
+            Err((finding, url)) => {
+                emit(&[finding]);
+                if let Some(path) = url.as_deref().and_then(|u| nar_file(u).ok()) {
+                    urls.insert(path.to_path_buf());
+                }
+            }
+        }
+    }
+    let present: HashSet<&str> = infos.iter().map(|i| i.store_path.as_str()).collect();
+
+    // Largest first, so that a big path does not start last.
+    let mut plan: Vec<&ParsedNarInfo> = infos.iter().collect();
+    plan.sort_by(|a, b| {
+        (b.file_size.saturating_add(b.nar_size))
+            .cmp(&a.file_size.saturating_add(a.nar_size))
+            .then_with(|| a.store_path.cmp(&b.store_path))
+    });
+    for info in &plan {
+        if let Ok(path) = nar_file(&info.url) {
+            urls.insert(path.to_path_buf());
+        }
+    }
+
+    let nar_bytes = AtomicU64::new(0);
+    let file_bytes = AtomicU64::new(0);
+    let next = AtomicUsize::new(0);
+    let workers = options.jobs.min(crate::resources::system::cores()).clamp(1, plan.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut buf = vec![0u8; CHUNK];
+                while let Some(info) = plan.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let mut problems = Vec::new();
+                    let (nar, file) = check_nar(cache, info, &mut buf, &mut problems);
+                    nar_bytes.fetch_add(nar, Ordering::Relaxed);
+                    file_bytes.fetch_add(file, Ordering::Relaxed);
+                    check_references(info, &present, &mut problems);
+                    check_signatures(info, &options.public_keys, &mut problems);
+                    let findings: Vec<Finding> = problems
+                        .into_iter()
+                        .map(|(severity, message)| Finding { severity, subject: info.store_path.to_string(), message })
+                        .collect();
+                    emit(&findings);
+                }
+            });
+        }
+    });
+
+    emit(&unnamed_nar_files(cache, &urls));
+    Ok(Summary {
+        paths: narinfo_names.len(),
+        nar_bytes: nar_bytes.into_inner(),
+        file_bytes: file_bytes.into_inner(),
+        problems: problems.into_inner(),
+        warnings: warnings.into_inner(),
+        elapsed: start.elapsed(),
+    })
+}
+
+fn problem(subject: impl Into<String>, message: impl Into<String>) -> Finding {
+    Finding { severity: Severity::Problem, subject: subject.into(), message: message.into() }
+}
+
+fn warning(subject: impl Into<String>, message: impl Into<String>) -> Finding {
+    Finding { severity: Severity::Warning, subject: subject.into(), message: message.into() }
+}
+
+/// The `StoreDir` of `nix-cache-info`, which must be there and valid; the
+/// other fields Nix reads (`WantMassQuery`, `Priority`) are checked too.
+fn read_cache_info(cache: &Path) -> Result<(String, Vec<Finding>)> {
+    let file = cache.join("nix-cache-info");
+    let text = match fs::read_to_string(&file) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !cache.is_dir() => {
+            bail!("{}: no such directory", cache.display())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            bail!("{} is not a binary cache: it has no nix-cache-info", cache.display())
+        }
+        result => result.with_context(|| format!("reading {}", file.display()))?,
+    };
+    let subject = file.display().to_string();
+    let mut findings = Vec::new();
+    let mut store_dir = None;
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("line {}", n + 1);
+        // Nix splits at the first `:` and trims the value (BinaryCacheStore::init).
+        let Some((key, value)) = line.split_once(':') else {
+            findings.push(problem(&subject, format!("{at}: no `:` in {line:?}")));
+            continue;
+        };
+        let value = value.trim();
+        match key {
+            "StoreDir" => {
+                check_store_dir(value).map_err(|e| anyhow!("{subject}: {at}: StoreDir {value:?}: {e}"))?;
+                if store_dir.replace(value.to_owned()).is_some() {
+                    bail!("{subject}: {at}: StoreDir appears twice");
+                }
+            }
+            "WantMassQuery" if !matches!(value, "0" | "1") => {
+                findings.push(problem(&subject, format!("{at}: WantMassQuery must be 0 or 1, not {value:?}")));
+            }
+            "Priority" if value.parse::<u64>().is_err() => {
+                findings.push(problem(&subject, format!("{at}: Priority must be a number, not {value:?}")));
+            }
+            "WantMassQuery" | "Priority" => {}
+            _ => findings.push(warning(&subject, format!("{at}: unknown field {key:?}, which Nix ignores"))),
+        }
+    }
+    let store_dir = store_dir.ok_or_else(|| anyhow!("{subject}: no StoreDir: the store directory is unknown"))?;
+    Ok((store_dir, findings))
+}
+
+/// The narinfo file names at the top of the cache, sorted, and warnings
+/// about what else is there.
+fn list_top(cache: &Path) -> Result<(Vec<String>, Vec<Finding>)> {
+    let mut names = Vec::new();
+    let mut findings = Vec::new();
+    let read = |e: io::Error| anyhow!(e).context(format!("reading {}", cache.display()));
+    for dirent in fs::read_dir(cache).map_err(read)? {
+        let dirent = dirent.map_err(read)?;
+        let name = dirent.file_name();
+        let shown = cache.join(&name).display().to_string();
+        let Some(name) = name.to_str() else {
+            findings.push(warning(shown, "not part of a binary cache"));
+            continue;
+        };
+        if name.ends_with(".narinfo") {
+            names.push(name.to_owned());
+        } else if !(name == "nix-cache-info"
+            || name == "nar"
+            || EMPTY_DIRS.contains(&name)
+            // NAR listings, as `nix copy` writes them with write-nar-listing.
+            || name.ends_with(".ls"))
+        {
+            findings.push(warning(shown, "not part of a binary cache"));
+        }
+    }
+    names.sort();
+    Ok((names, findings))
+}
+
+/// Reads and parses one narinfo; a problem names the store path when the
+/// text has a `StorePath:` line, else the file, and comes with the text's
+/// `URL:`, if any.
+fn read_narinfo(cache: &Path, name: &str, store_dir: &str) -> Result<ParsedNarInfo, (Finding, Option<String>)> {
+    let file = cache.join(name);
+    let text =
+        fs::read_to_string(&file).map_err(|e| (problem(file.display().to_string(), format!("reading: {e}")), None))?;
+    let url = || text.lines().find_map(|l| l.strip_prefix("URL: ")).map(str::to_owned);
+    let subject = || {
+        let path = text.lines().find_map(|l| l.strip_prefix("StorePath: "));
+        match path {
+            Some(path) => format!("{path} ({name})"),
+            None => file.display().to_string(),
+        }
+    };
+    let info = ParsedNarInfo::parse(store_dir, &text).map_err(|e| (problem(subject(), e), url()))?;
+    let expected = format!("{}.narinfo", info.store_path.hash_part());
+    if name != expected {
+        return Err((problem(subject(), format!("its narinfo is named {name}, not {expected}")), url()));
+    }
+    Ok(info)
+}
+
+/// A narinfo's URL as a path inside the cache: relative, without `.` or
+/// `..`, no scheme, so that a narinfo cannot make us read outside the cache.
+fn nar_file(url: &str) -> Result<&Path, String> {
+    let path = Path::new(url);
+    if url.contains("://") || url.contains('\0') {
+        return Err(format!("URL {url:?} is not a file of the cache"));
+    }
+    if path.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(format!("URL {url:?} is not a plain relative path inside the cache"));
+    }
+    Ok(path)
+}
+
+/// Reads the NAR file of `info`, checking its size and hash, decompresses it,
+/// checks the NAR's size, hash and structure. Returns the NAR and file bytes
+/// read.
+fn check_nar(cache: &Path, info: &ParsedNarInfo, buf: &mut [u8], problems: &mut Vec<(Severity, String)>) -> (u64, u64) {
+    let mut fail = |message: String| problems.push((Severity::Problem, message));
+    let url = &info.url;
+    let rel = match nar_file(url) {
+        Ok(rel) => rel,
+        Err(e) => {
+            fail(e);
+            return (0, 0);
+        }
+    };
+    // Not following a symlink out of the cache.
+    let file = match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(cache.join(rel)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fail(format!("its NAR file {url} is missing"));
+            return (0, 0);
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            fail(format!("its NAR file {url} is a symlink"));
+            return (0, 0);
+        }
+        Err(e) => {
+            fail(format!("opening its NAR file {url}: {e}"));
+            return (0, 0);
+        }
+    };
+    match file.metadata() {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            fail(format!("its NAR file {url} is not a regular file"));
+            return (0, 0);
+        }
+        Err(e) => {
+            fail(format!("reading {url}: {e}"));
+            return (0, 0);
+        }
+    }
+
+    let compression = info.compression;
+    // Uncompressed, the file is the NAR: one hash serves for both.
+    let mut sink = NarSink::new(info.nar_size, compression != Compression::None);
+    let mut source = BufReader::with_capacity(CHUNK, HashingReader::new(file));
+    let decoded = match compression {
+        Compression::None => pump(&mut source, &mut sink, buf),
+        Compression::Xz => {
+            let mut decoder = liblzma::bufread::XzDecoder::new(&mut source);
+            pump(&mut decoder, &mut sink, buf)
+        }
+        Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(&mut source) {
+            Ok(mut decoder) => pump(&mut decoder, &mut sink, buf),
+            Err(e) => Err(e),
+        },
+    };
+    // The rest of the file, for FileSize and FileHash, and to see whether
+    // anything follows the compressed stream.
+    let mut trailing = 0u64;
+    let drained = loop {
+        match source.fill_buf() {
+            Ok([]) => break Ok(()),
+            Ok(bytes) => {
+                let n = bytes.len();
+                trailing += n as u64;
+                source.consume(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let (file_hash, file_size) = source.into_inner().finish();
+    if let Err(e) = drained {
+        fail(format!("reading {url}: {e}"));
+        return (sink.size, file_size);
+    }
+    let (nar_hash, nar_size, too_long, structure) = sink.finish();
+    let nar_hash = nar_hash.unwrap_or(file_hash);
+
+    // Uncompressed, FileSize and NarSize (FileHash and NarHash) are the same
+    // fact when the narinfo agrees with itself: said once.
+    let same_size = compression == Compression::None && info.file_size == info.nar_size;
+    let same_hash = compression == Compression::None && info.file_hash == info.nar_hash;
+    if file_size != info.file_size {
+        let field = if same_size { "FileSize and NarSize" } else { "FileSize" };
+        fail(format!("{field}: the narinfo says {}, but {url} has {file_size} bytes", info.file_size));
+    }
+    if file_hash != info.file_hash {
+        let field = if same_hash { "FileHash and NarHash" } else { "FileHash" };
+        fail(format!("{field}: the narinfo says {}, but {url} has {file_hash}", info.file_hash));
+    }
+    if let Err(e) = decoded {
+        fail(format!("decompressing {url} ({compression}): {e}"));
+        return (nar_size, file_size);
+    }
+    if too_long {
+        fail(format!("NarSize: the narinfo says {}, but {url} decompresses to more", info.nar_size));
+        return (nar_size, file_size);
+    }
+    if trailing > 0 {
+        fail(format!("{url} has {trailing} bytes after the end of its {compression} stream"));
+    }
+    if nar_size != info.nar_size && !(same_size && file_size != info.file_size) {
+        fail(format!("NarSize: the narinfo says {}, but {url} decompresses to {nar_size} bytes", info.nar_size));
+    }
+    if nar_hash != info.nar_hash && !(same_hash && file_hash != info.file_hash) {
+        fail(format!("NarHash: the narinfo says {}, but the NAR in {url} has {nar_hash}", info.nar_hash));
+    }
+    if let Err(e) = structure {
+        fail(format!("{url}: {e}"));
+    }
+    (nar_size, file_size)
+}
+
+/// Copies everything `from` gives into `sink`, until the end or until the
+/// sink has more than it wants.
+fn pump(from: &mut impl Read, sink: &mut NarSink, buf: &mut [u8]) -> io::Result<()> {
+    loop {
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if !sink.take(&buf[..n]) {
+            return Ok(());
+        }
+    }
+}
+
+/// Where the NAR goes: counted, hashed (unless the file's hash is the NAR's),
+/// and read by the NAR validator, up to the NarSize the narinfo announces.
+struct NarSink {
+    hasher: Option<sha2::Sha256>,
+    size: u64,
+    limit: u64,
+    too_long: bool,
+    reader: NarReader<fn(Event<'_>)>,
+    error: Option<NarError>,
+}
+
+impl NarSink {
+    fn new(limit: u64, hash: bool) -> Self {
+        Self {
+            hasher: hash.then(sha2::Sha256::new),
+            size: 0,
+            limit,
+            too_long: false,
+            reader: NarReader::new(ignore as fn(Event<'_>)),
+            error: None,
+        }
+    }
+
+    /// Takes the next bytes; `false` once there are more than the limit,
+    /// which bounds the work a decompression bomb can cause.
+    fn take(&mut self, bytes: &[u8]) -> bool {
+        self.size += bytes.len() as u64;
+        if self.size > self.limit {
+            self.too_long = true;
+            return false;
+        }
+        if let Some(h) = &mut self.hasher {
+            h.update(bytes);
+        }
+        if self.error.is_none()
+            && let Err(e) = self.reader.feed(bytes)
+        {
+            self.error = Some(e);
+        }
+        true
+    }
+
+    /// (NarHash if hashed, NarSize, whether it went over the limit, the
+    /// NAR's structure).
+    fn finish(self) -> (Option<Sha256Hash>, u64, bool, Result<(), NarError>) {
+        let structure = match self.error {
+            Some(e) => Err(e),
+            None => self.reader.finish().map(drop),
+        };
+        (self.hasher.map(|h| Sha256Hash(h.finalize().into())), self.size, self.too_long, structure)
+    }
+}
+
+/// Verifying needs no events, only the validation.
+fn ignore(_: Event<'_>) {}
+
+/// Hashes and counts what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl<R> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, hasher: sha2::Sha256::new(), size: 0 }
+    }
+
+    fn finish(self) -> (Sha256Hash, u64) {
+        (Sha256Hash(self.hasher.finalize().into()), self.size)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+/// Every reference must have a narinfo in the cache.
+fn check_references(info: &ParsedNarInfo, present: &HashSet<&str>, problems: &mut Vec<(Severity, String)>) {
+    for reference in &info.references {
+        if !present.contains(reference.as_str()) {
+            problems.push((
+                Severity::Problem,
+                format!("it references {reference}, which has no (valid) narinfo in the cache"),
+            ));
+        }
+    }
+}
+
+/// With keys, one signature at least must verify under one of them, as Nix
+/// requires with `require-sigs` (ValidPathInfo::checkSignatures).
+fn check_signatures(info: &ParsedNarInfo, keys: &[PublicKey], problems: &mut Vec<(Severity, String)>) {
+    if keys.is_empty() {
+        return;
+    }
+    let fingerprint = fingerprint(&info.store_path, &info.nar_hash, info.nar_size, &info.references);
+    let mut bad = Vec::new();
+    let mut good = false;
+    for sig in &info.signatures {
+        match keys.iter().find(|k| k.name() == sig.key_name()) {
+            Some(key) if key.verify(&fingerprint, sig) => good = true,
+            Some(_) => bad.push(sig.key_name()),
+            None => {}
+        }
+    }
+    let bad_message = || {
+        format!(
+            "the signature by {} does not verify (NarHash, NarSize or references changed, or a forged Sig)",
+            bad.join(", ")
+        )
+    };
+    if good {
+        if !bad.is_empty() {
+            problems.push((Severity::Warning, bad_message()));
+        }
+        return;
+    }
+    let message = if !bad.is_empty() {
+        bad_message()
+    } else if info.signatures.is_empty() {
+        "it has no signature".to_owned()
+    } else {
+        let names: Vec<&str> = info.signatures.iter().map(|s| s.key_name()).collect();
+        format!("it has no signature by a given key, only by {}", names.join(", "))
+    };
+    problems.push((Severity::Problem, message));
+}
+
+/// Warnings for files in `nar/` that no narinfo names.
+fn unnamed_nar_files(cache: &Path, named: &BTreeSet<PathBuf>) -> Vec<Finding> {
+    let dir = cache.join("nar");
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => return vec![problem(dir.display().to_string(), format!("reading: {e}"))],
+    };
+    let mut findings = Vec::new();
+    for dirent in entries {
+        let rel = match dirent {
+            Ok(d) => Path::new("nar").join(d.file_name()),
+            Err(e) => {
+                findings.push(problem(dir.display().to_string(), format!("reading: {e}")));
+                break;
+            }
+        };
+        if !named.contains(&rel) {
+            findings.push(warning(cache.join(&rel).display().to_string(), "no narinfo names this file"));
+        }
+    }
+    findings.sort_by(|a, b| a.subject.cmp(&b.subject));
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::key::SecretKey;
+
+    const NARINFO: &str = "StorePath: /nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b\n\
+        URL: nar/0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73.nar\n\
+        Compression: none\n\
+        FileHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\n\
+        FileSize: 100\n\
+        NarHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\n\
+        NarSize: 100\n\
+        References: q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a y2grnhdvfn46jk5m3g13m90yzbj9scgb-b\n";
+
+    /// Generated with `nix-store --generate-binary-cache-key` for these tests.
+    const SK: &str = "test-1:3IGrl1aQqG+eViR40XHS/wgwq0gLZKJZ+v8x+dl/sVnJRmaOSLc3m0y1SgPUGpXPDjMa3/8/TyTRFviCRGvN3w==";
+
+    fn signed_by(keys: &[&SecretKey]) -> ParsedNarInfo {
+        let mut info = ParsedNarInfo::parse("/nix/store", NARINFO).unwrap();
+        let fp = fingerprint(&info.store_path, &info.nar_hash, info.nar_size, &info.references);
+        info.signatures = keys.iter().map(|k| k.sign(&fp)).collect();
+        info
+    }
+
+    fn sig_findings(info: &ParsedNarInfo, keys: &[PublicKey]) -> Vec<(Severity, String)> {
+        let mut found = Vec::new();
+        check_signatures(info, keys, &mut found);
+        found
+    }
+
+    #[test]
+    fn one_valid_signature_by_a_given_key_is_needed() {
+        let sk: SecretKey = SK.parse().unwrap();
+        let pk = sk.public_key();
+        let just_pk = std::slice::from_ref(&pk);
+        let other: PublicKey = "other-1:yUZmjki3N5tMtUoD1BqVzw4zGt//P08k0Rb4gkRrzd8=".parse().unwrap();
+        let good = signed_by(&[&sk]);
+        assert_eq!(sig_findings(&good, just_pk), []);
+        assert_eq!(sig_findings(&good, &[other.clone(), pk.clone()]), []);
+        assert_eq!(sig_findings(&signed_by(&[]), &[]), [], "no keys: nothing checked");
+
+        let problem = |info: &ParsedNarInfo, keys: &[PublicKey]| {
+            let found = sig_findings(info, keys);
+            assert!(matches!(found.as_slice(), [(Severity::Problem, _)]), "{found:?}");
+            found[0].1.clone()
+        };
+        assert_eq!(problem(&signed_by(&[]), just_pk), "it has no signature");
+        assert_eq!(problem(&good, &[other]), "it has no signature by a given key, only by test-1");
+        // The signature no longer covers what the narinfo says.
+        let mut changed = good.clone();
+        changed.nar_size += 1;
+        assert!(problem(&changed, just_pk).starts_with("the signature by test-1 does not verify"));
+        changed.references.pop();
+        assert!(problem(&changed, just_pk).starts_with("the signature by test-1 does not verify"));
+        // A bad signature beside a good one: Nix accepts the path, we warn.
+        let mut both = good.clone();
+        let fp = fingerprint(&changed.store_path, &changed.nar_hash, changed.nar_size, &changed.references);
+        both.signatures.push(sk.sign(&fp));
+        let found = sig_findings(&both, &[pk]);
+        assert!(matches!(found.as_slice(), [(Severity::Warning, m)] if m.contains("does not verify")), "{found:?}");
+    }
+
+    #[test]
+    fn nix_cache_info_is_read_as_nix_reads_it() {
+        let dir = std::env::temp_dir().join(format!("mbc-verify-cache-info-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let read = |text: &str| {
+            fs::write(dir.join("nix-cache-info"), text).unwrap();
+            read_cache_info(&dir).map_err(|e| e.to_string())
+        };
+        let (store, findings) = read("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n").unwrap();
+        assert_eq!((store.as_str(), findings.len()), ("/nix/store", 0));
+        let (_, findings) = read("StoreDir:/gnu/store\nWantMassQuery: yes\nPriority: high\nColour: blue\n").unwrap();
+        let shown: Vec<String> = findings.iter().map(|f| format!("{:?} {}", f.severity, f.message)).collect();
+        assert_eq!(
+            shown,
+            [
+                "Problem line 2: WantMassQuery must be 0 or 1, not \"yes\"",
+                "Problem line 3: Priority must be a number, not \"high\"",
+                "Warning line 4: unknown field \"Colour\", which Nix ignores",
+            ]
+        );
+        assert!(read("Priority: 1\n").unwrap_err().contains("no StoreDir"));
+        assert!(read("StoreDir: /nix/store/\n").unwrap_err().contains("normalised"));
+        assert!(read("StoreDir: /a\nStoreDir: /a\n").unwrap_err().contains("StoreDir appears twice"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn nar_urls_stay_inside_the_cache() {
+        assert_eq!(nar_file("nar/x.nar.zst").unwrap(), Path::new("nar/x.nar.zst"));
+        for bad in ["/etc/passwd", "../x.nar", "nar/../../x", "./nar/x", "https://example.org/nar/x", "nar/\0"] {
+            assert!(nar_file(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
