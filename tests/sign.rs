@@ -80,8 +80,13 @@ fn copy_requiring(cache: &Path, root: &str, trusted: &str, tmp: &TempDir, store:
     (ok, stderr)
 }
 
-/// Nix accepts `cache` trusting `key` and refuses it trusting `other`.
+/// Nix accepts `cache` trusting `key` and refuses it trusting `other`; so
+/// does `make-binary-cache verify`.
 fn assert_signed_by(cache: &Path, root: &str, key: &Key, other: &Key, tmp: &TempDir) {
+    run_ok(ours().args(["verify", "--public-key", &key.public]).arg(cache));
+    let err = run_fail(ours().args(["verify", "--public-key", &other.public]).arg(cache));
+    // Another name, or the same name with another key (a replaced signature).
+    assert!(err.contains("no signature by a given key") || err.contains("does not verify"), "{err}");
     let label = unique("store");
     let (ok, stderr) = copy_requiring(cache, root, &key.public, tmp, &format!("{label}-good"));
     assert!(ok, "nix copy with require-sigs and our key failed:\n{stderr}");
