@@ -111,12 +111,14 @@ signed: one written by make-binary-cache or mkBinaryCache, or by
 
 Nothing is signed unchecked: every narinfo must parse, be named after its
 store path, and its NAR file must exist with the narinfo's FileSize and
-FileHash. If any of them fails, nothing is written. Signatures already there
-are kept, except one by a key of the same name, which is replaced. Signing
-again with the same key changes nothing.
+FileHash. If any of them fails, no narinfo is written (CACHE is left as it
+was; DEST may hold copied NAR files, but no narinfo naming them).
+
+Signatures already there are kept, except one by a key of the same name,
+which is replaced. Signing again with the same key changes nothing.
 
 USAGE:
-    make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE
+    make-binary-cache sign --secret-key-file KEY [--out DEST] [--no-sync] CACHE
 
 OPTIONS:
     --secret-key-file KEY     A secret key file, as written by
@@ -152,6 +154,7 @@ fn sign_main(args: Vec<OsString>, store_dir: &str) -> Result<()> {
     use lexopt::prelude::*;
 
     let (mut key_file, mut out, mut cache) = (None::<PathBuf>, None::<PathBuf>, None::<PathBuf>);
+    let mut no_sync = None::<()>;
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -159,6 +162,7 @@ fn sign_main(args: Vec<OsString>, store_dir: &str) -> Result<()> {
                 set_once(&mut key_file, "--secret-key-file", non_empty(parser.value()?, "--secret-key-file")?)?
             }
             Long("out") => set_once(&mut out, "--out", non_empty(parser.value()?, "--out")?)?,
+            Long("no-sync") => set_once(&mut no_sync, "--no-sync", ())?,
             Value(value) => {
                 if cache.is_some() {
                     bail!("sign takes one CACHE directory; see sign --help");
@@ -175,7 +179,7 @@ fn sign_main(args: Vec<OsString>, store_dir: &str) -> Result<()> {
     let key_file = key_file.ok_or_else(|| anyhow!("--secret-key-file KEY is required; see sign --help"))?;
     let cache = cache.ok_or_else(|| anyhow!("the CACHE directory to sign is required; see sign --help"))?;
     let key = sign::read_secret_key(&key_file)?;
-    let summary = sign::sign_cache(&cache, out.as_deref(), &key, all_cores(), store_dir)?;
+    let summary = sign::sign_cache(&cache, out.as_deref(), &key, all_cores(), store_dir, no_sync.is_none())?;
     let dest = out.as_deref().unwrap_or(&cache);
     eprintln!("make-binary-cache: signed {} with key {}: {summary}", dest.display(), key.name());
     Ok(())

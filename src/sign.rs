@@ -11,7 +11,7 @@
 //! and its NAR file must exist with the narinfo's FileSize and FileHash (and,
 //! uncompressed, be the NAR itself: FileHash = NarHash). Only when every
 //! narinfo passes is any of them written, so a refused cache is left as it
-//! was.
+//! was (and a refused copy has no narinfo pointing at its NARs).
 //!
 //! Signatures already there are kept, except one by a key of the same name,
 //! which is replaced; they are then written sorted and without duplicates, as
@@ -80,7 +80,11 @@ impl std::fmt::Display for Summary {
             self.narinfos - self.changed,
             crate::cache::human(self.checked_bytes),
             self.checked_bytes as f64 / 1e6 / secs.max(1e-9)
-        )
+        )?;
+        if self.other_files > 0 {
+            write!(f, "; {} other files copied", self.other_files)?;
+        }
+        Ok(())
     }
 }
 
@@ -97,16 +101,19 @@ pub fn read_secret_key(file: &Path) -> Result<SecretKey> {
 /// Signs the cache in `cache` with `key`: in place when `out` is `None`,
 /// else into the copy `out`. `jobs` workers check NAR files side by side.
 /// `default_store_dir` is used when `nix-cache-info` names none, as Nix
-/// then takes its own.
+/// then takes its own. `sync`: see [`write_narinfos`].
 pub fn sign_cache(
     cache: &Path,
     out: Option<&Path>,
     key: &SecretKey,
     jobs: usize,
     default_store_dir: &str,
+    sync: bool,
 ) -> Result<Summary> {
     let start = Instant::now();
     let store_dir = cache_store_dir(cache)?.unwrap_or_else(|| default_store_dir.to_owned());
+    // Read before DEST is made: a cache that does not parse leaves no trace.
+    let narinfos = read_narinfos(cache, &store_dir)?;
     let dest = match out {
         Some(out) => {
             prepare_dest(cache, out, &store_dir)?;
@@ -117,8 +124,6 @@ pub fn sign_cache(
             cache
         }
     };
-
-    let narinfos = read_narinfos(cache, &store_dir)?;
 
     // Largest NAR first, so the last to start are the quickest to finish.
     let mut plan: Vec<&Entry> = narinfos.iter().collect();
@@ -132,13 +137,15 @@ pub fn sign_cache(
     }
 
     // Narinfos last: they are what makes the NARs reachable.
-    let mut changed = 0;
-    for (entry, text) in plan.iter().zip(&signed) {
-        if out.is_none() && text.as_bytes() == entry.text.as_bytes() {
-            continue;
-        }
-        changed += usize::from(text.as_bytes() != entry.text.as_bytes());
-        write_atomically(dest, &entry.name, text.as_bytes())?;
+    let writes: Vec<(&str, &str)> = plan
+        .iter()
+        .zip(&signed)
+        .filter(|(entry, text)| out.is_some() || text.as_str() != entry.text)
+        .map(|(entry, text)| (entry.name.as_str(), text.as_str()))
+        .collect();
+    let changed = plan.iter().zip(&signed).filter(|(entry, text)| text.as_str() != entry.text).count();
+    if !writes.is_empty() {
+        write_narinfos(dest, &writes, sync, out.is_some())?;
     }
     Ok(Summary {
         narinfos: narinfos.len(),
@@ -209,19 +216,28 @@ fn check_in_place(cache: &Path, store_dir: &str) -> Result<()> {
 /// missing; when not empty, it must be a cache of the same store directory
 /// (and not `cache` itself).
 fn prepare_dest(cache: &Path, out: &Path, store_dir: &str) -> Result<()> {
-    if let (Ok(a), Ok(b)) = (fs::canonicalize(cache), fs::canonicalize(out)) {
-        if a == b {
-            bail!("--out {} is the cache itself; leave out --out to sign in place", out.display());
-        }
-        if b.starts_with(&a) {
-            bail!("--out {} is inside the cache {}", out.display(), cache.display());
-        }
-    }
+    let existed = fs::symlink_metadata(out).is_ok();
     let empty = match fs::read_dir(out) {
         Ok(mut entries) => entries.next().is_none(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => true,
         Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
     };
+    // Compared once DEST exists, as only then can both be resolved.
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let (real_cache, real_out) = (fs::canonicalize(cache), fs::canonicalize(out));
+    let (real_cache, real_out) = (
+        real_cache.with_context(|| format!("resolving {}", cache.display()))?,
+        real_out.with_context(|| format!("resolving {}", out.display()))?,
+    );
+    if real_out.starts_with(&real_cache) {
+        if !existed {
+            let _ = fs::remove_dir(out);
+        }
+        if real_out == real_cache {
+            bail!("--out {} is the cache itself; leave out --out to sign in place", out.display());
+        }
+        bail!("--out {} is inside the cache {}: the copy would copy itself", out.display(), cache.display());
+    }
     if !empty {
         let theirs = match cache_store_dir(out) {
             Ok(dir) => dir,
@@ -419,12 +435,82 @@ fn copy_file(source: &Path, target: &Path) -> Result<()> {
     result.with_context(context)
 }
 
-/// Writes `contents` as `dir/name`, atomically.
-fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
-    let context = || format!("writing {}", dir.join(name).display());
-    let mut file = AtomicFile::create(dir, &format!("{name}.sign")).with_context(context)?;
-    file.write_all(contents).with_context(context)?;
-    file.persist(name).with_context(context)
+/// Narinfos named at once, at most: each waits, written but unnamed, for the
+/// `syncfs` that puts it on disk, and holds a descriptor until then.
+const BATCH: usize = 256;
+
+/// Writes each `(name, text)` as `dir/name`, atomically replacing the old
+/// narinfo. With `sync`, as the cache writer does: `syncfs` first puts the
+/// NARs copied (if `copied`) on disk, then each batch of narinfos is
+/// written, synced, and only then named, and a last `syncfs` puts the names
+/// on disk.
+/// After a power cut a narinfo is then its old self or its new self, never
+/// empty, and never points at a NAR not on disk; a run that exited 0 is on
+/// disk whole.
+fn write_narinfos(dir: &Path, writes: &[(&str, &str)], sync: bool, copied: bool) -> Result<()> {
+    let file_systems = if sync { FileSystems::of(&[dir, &dir.join("nar")])? } else { FileSystems::default() };
+    if copied {
+        file_systems.sync()?;
+    }
+    for batch in writes.chunks(BATCH) {
+        let mut files = Vec::with_capacity(batch.len());
+        for &(name, text) in batch {
+            let context = || format!("writing {}", dir.join(name).display());
+            let mut file = AtomicFile::create(dir, &format!("{name}.sign")).with_context(context)?;
+            file.write_all(text.as_bytes()).with_context(context)?;
+            files.push((name, file));
+        }
+        file_systems.sync()?;
+        for (name, file) in files {
+            file.persist(name).with_context(|| format!("naming {}", dir.join(name).display()))?;
+        }
+    }
+    file_systems.sync()
+}
+
+/// The file systems of some directories, one open directory each, to sync.
+#[derive(Default)]
+struct FileSystems(Vec<(PathBuf, File)>);
+
+impl FileSystems {
+    fn of(dirs: &[&Path]) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let mut handles: Vec<(PathBuf, File)> = Vec::new();
+        let mut devices = Vec::new();
+        for dir in dirs.iter().filter(|d| d.is_dir()) {
+            let handle = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+            let device = handle.metadata().with_context(|| format!("reading {}", dir.display()))?.dev();
+            if !devices.contains(&device) {
+                devices.push(device);
+                handles.push((dir.to_path_buf(), handle));
+            }
+        }
+        Ok(Self(handles))
+    }
+
+    fn sync(&self) -> Result<()> {
+        for (dir, handle) in &self.0 {
+            syncfs(handle).with_context(|| format!("syncing the file system of {} to disk", dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// `syncfs(2)`: writes back the whole file system `dir` is on and waits for
+/// it. (The cache writer has its own; the two may become one.)
+#[cfg(target_os = "linux")]
+fn syncfs(dir: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the duration of the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Without `syncfs`, `sync(2)` for all file systems.
+#[cfg(not(target_os = "linux"))]
+fn syncfs(_dir: &File) -> io::Result<()> {
+    // SAFETY: no arguments, cannot fail.
+    unsafe { libc::sync() };
+    Ok(())
 }
 
 /// Runs `work` over `items` on up to `jobs` threads (never more than the

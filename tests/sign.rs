@@ -80,8 +80,13 @@ fn copy_requiring(cache: &Path, root: &str, trusted: &str, tmp: &TempDir, store:
     (ok, stderr)
 }
 
-/// Nix accepts `cache` trusting `key` and refuses it trusting `other`.
+/// Nix accepts `cache` trusting `key` and refuses it trusting `other`; so
+/// does `make-binary-cache verify`.
 fn assert_signed_by(cache: &Path, root: &str, key: &Key, other: &Key, tmp: &TempDir) {
+    run_ok(ours().args(["verify", "--public-key", &key.public]).arg(cache));
+    let err = run_fail(ours().args(["verify", "--public-key", &other.public]).arg(cache));
+    // Another name, or the same name with another key (a replaced signature).
+    assert!(err.contains("no signature by a given key") || err.contains("does not verify"), "{err}");
     let label = unique("store");
     let (ok, stderr) = copy_requiring(cache, root, &key.public, tmp, &format!("{label}-good"));
     assert!(ok, "nix copy with require-sigs and our key failed:\n{stderr}");
@@ -131,9 +136,15 @@ fn cli_cache_signed_in_place_and_into_a_copy_passes_require_sigs() {
     let (ok, stderr) = copy_requiring(&cache, &root, &key.public, &tmp, "store-unsigned");
     assert!(!ok && stderr.contains("lacks a valid signature"), "an unsigned cache was accepted:\n{stderr}");
 
+    // The fixture may carry signatures from other tests (path-info passes
+    // them on): ours is added to them.
+    let unsigned: Vec<Vec<String>> = narinfos(&cache).iter().map(|f| sigs(f)).collect();
     run_ok(&mut sign(&key.secret, None, &cache));
-    for file in narinfos(&cache) {
-        assert_eq!(sigs(&file).len(), 1, "{}", file.display());
+    for (file, before) in narinfos(&cache).iter().zip(unsigned) {
+        let after = sigs(file);
+        assert_eq!(after.len(), before.len() + 1, "{}: {after:?}", file.display());
+        assert!(before.iter().all(|s| after.contains(s)), "{}: {after:?}", file.display());
+        assert_eq!(after.iter().filter(|s| s.starts_with("sign-test-1:")).count(), 1, "{}", file.display());
     }
     assert_signed_by(&cache, &root, &key, &other, &tmp);
 
@@ -193,6 +204,33 @@ fn mk_binary_cache_store_path_signed_into_a_copy() {
 }
 
 #[test]
+fn cache_written_by_nix_copy_signed_into_a_copy() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("sign-nix-copy");
+    let key = generate_key(&tmp, "sign-test-1", "key");
+    let other = generate_key(&tmp, "sign-other-1", "other");
+    let root = build_fixture("", "a");
+    let cache = tmp.join("nix-copy");
+    run_ok(
+        nix_cmd("nix")
+            .args(["copy", "--to"])
+            .arg(format!("file://{}?compression=xz&write-nar-listing=true", cache.display()))
+            .arg(&root),
+    );
+    let listings: Vec<String> = list_dir(&cache).into_iter().filter(|n| n.ends_with(".ls")).collect();
+    assert!(!listings.is_empty(), "nix copy wrote no NAR listings");
+
+    let copy = tmp.join("signed");
+    run_ok(&mut sign(&key.secret, Some(&copy), &cache));
+    assert_signed_by(&copy, &root, &key, &other, &tmp);
+    for name in listings {
+        assert_eq!(fs::read(copy.join(&name)).unwrap(), fs::read(cache.join(&name)).unwrap(), "{name}");
+    }
+}
+
+#[test]
 fn signing_is_idempotent_and_keeps_other_keys() {
     if skip_without_nix() {
         return;
@@ -202,23 +240,24 @@ fn signing_is_idempotent_and_keeps_other_keys() {
     let b = generate_key(&tmp, "sign-b-1", "b");
     let nobody = generate_key(&tmp, "sign-nobody-1", "nobody");
     let (root, cache) = cli_cache(&tmp, "cache");
+    let unsigned: Vec<usize> = narinfos(&cache).iter().map(|f| sigs(f).len()).collect();
 
     run_ok(&mut sign(&a.secret, None, &cache));
     let once = tree(&cache);
-    run_ok(&mut sign(&a.secret, None, &cache));
+    run_ok(sign(&a.secret, None, &cache).arg("--no-sync"));
     assert!(tree(&cache) == once, "signing twice changed the cache");
     let copy = tmp.join("copy");
-    run_ok(&mut sign(&a.secret, Some(&copy), &cache));
+    run_ok(sign(&a.secret, Some(&copy), &cache).arg("--no-sync"));
     assert!(tree(&copy) == once, "a signed copy of a signed cache differs from it");
 
     // Another key's signature is added beside A's, which is kept as it was.
     run_ok(&mut sign(&b.secret, None, &cache));
-    for file in narinfos(&cache) {
+    for (file, unsigned) in narinfos(&cache).iter().zip(unsigned) {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        let a_sigs = sigs(&copy.join(&name));
-        let both = sigs(&file);
-        assert_eq!(both.len(), 2, "{name}: {both:?}");
-        assert!(both.contains(&a_sigs[0]), "{name}: A's signature was lost: {both:?}");
+        let a_only = sigs(&copy.join(&name));
+        let both = sigs(file);
+        assert_eq!(both.len(), unsigned + 2, "{name}: {both:?}");
+        assert!(a_only.iter().all(|s| both.contains(s)), "{name}: a signature was lost: {both:?}");
     }
     assert_signed_by(&cache, &root, &a, &nobody, &tmp);
     assert_signed_by(&cache, &root, &b, &nobody, &tmp);
@@ -255,7 +294,7 @@ fn refuses_what_it_cannot_check() {
     assert!(err.contains(&nar.display().to_string()) && err.contains("FileSize"), "{err}");
     // Nothing was signed, not even the narinfos whose NARs are fine.
     for file in narinfos(&cache) {
-        assert!(sigs(&file).is_empty(), "{} was signed", file.display());
+        assert!(!sigs(&file).iter().any(|s| s.starts_with("sign-test-1:")), "{} was signed", file.display());
     }
     let err = run_fail(&mut sign(&key.secret, Some(&tmp.join("copy")), &cache));
     assert!(err.contains("FileSize"), "{err}");
@@ -282,6 +321,8 @@ fn refuses_what_it_cannot_check() {
     fs::write(&narinfo, text.replace("NarSize: ", "NarSize: x")).unwrap();
     let err = run_fail(&mut sign(&key.secret, None, &cache));
     assert!(err.contains(&narinfo.display().to_string()) && err.contains("NarSize"), "{err}");
+    let err = run_fail(&mut sign(&key.secret, Some(&tmp.join("never-made")), &cache));
+    assert!(err.contains("NarSize") && !tmp.join("never-made").exists(), "{err}");
     fs::write(&narinfo, &text).unwrap();
 
     // Not a cache; a DEST that is something else.
@@ -297,6 +338,13 @@ fn refuses_what_it_cannot_check() {
     fs::write(other_store.join("nix-cache-info"), "StoreDir: /gnu/store\n").unwrap();
     let err = run_fail(&mut sign(&key.secret, Some(&other_store), &cache));
     assert!(err.contains("is a cache of the store /gnu/store"), "{err}");
+
+    // DEST is the cache, or inside it (the copy would copy itself).
+    let err = run_fail(&mut sign(&key.secret, Some(&cache), &cache));
+    assert!(err.contains("is the cache itself"), "{err}");
+    let err = run_fail(&mut sign(&key.secret, Some(&cache.join("nar/../signed")), &cache));
+    assert!(err.contains("is inside the cache"), "{err}");
+    assert!(tree(&cache) == before);
 
     // A key whose halves disagree, and a missing key file.
     let secret = fs::read_to_string(&key.secret).unwrap();
@@ -329,7 +377,8 @@ fn mix_secret(secret_b64: &str, public_b64: &str) -> String {
 #[test]
 fn help_reads_like_documentation() {
     let help = run_ok(ours().args(["sign", "--help"]));
-    for needle in ["--secret-key-file KEY", "--out DEST", "require-sigs", "trusted-public-keys", "EXAMPLE"] {
+    for needle in ["--secret-key-file KEY", "--out DEST", "--no-sync", "require-sigs", "trusted-public-keys", "EXAMPLE"]
+    {
         assert!(help.contains(needle), "sign --help lacks {needle:?}:\n{help}");
     }
     assert!(run_ok(ours().arg("--help")).contains("make-binary-cache sign"));
