@@ -42,7 +42,6 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -52,7 +51,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
-use crate::atomic_file::AtomicFile;
+use crate::atomic_file::{AtomicFile, syncfs};
 use crate::closure::PathInfo;
 use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
@@ -547,23 +546,6 @@ impl Drop for Producer<'_, '_> {
             self.0.changed.notify_all();
         }
     }
-}
-
-/// `syncfs(2)`: writes back the whole file system `dir` is on and waits for
-/// it, data and directory entries alike. Also what other processes wrote
-/// there, such as a NAR a concurrent run named and this one kept.
-#[cfg(target_os = "linux")]
-fn syncfs(dir: &File) -> io::Result<()> {
-    // SAFETY: the descriptor is open for the duration of the call.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-/// Without `syncfs`, `sync(2)` for all file systems.
-#[cfg(not(target_os = "linux"))]
-fn syncfs(_dir: &File) -> io::Result<()> {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::sync() };
-    Ok(())
 }
 
 /// Whether the cache in `out` already has `path`: its narinfo exists and its

@@ -48,7 +48,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 use zeroize::Zeroizing;
 
-use crate::atomic_file::AtomicFile;
+use crate::atomic_file::{AtomicFile, syncfs};
 use crate::compression::Compression;
 use crate::format::hash::Sha256Hash;
 use crate::format::key::{SecretKey, fingerprint};
@@ -494,23 +494,6 @@ impl FileSystems {
         }
         Ok(())
     }
-}
-
-/// `syncfs(2)`: writes back the whole file system `dir` is on and waits for
-/// it. (The cache writer has its own; the two may become one.)
-#[cfg(target_os = "linux")]
-fn syncfs(dir: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor is open for the duration of the call.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
-/// Without `syncfs`, `sync(2)` for all file systems.
-#[cfg(not(target_os = "linux"))]
-fn syncfs(_dir: &File) -> io::Result<()> {
-    // SAFETY: no arguments, cannot fail.
-    unsafe { libc::sync() };
-    Ok(())
 }
 
 /// Runs `work` over `items` on up to `jobs` threads (never more than the
