@@ -1,7 +1,7 @@
 //! The flat-file binary cache: its layout, and the per-path pipeline that fills it.
 //!
 //! ```text
-//! <out>/nix-cache-info                 StoreDir: /nix/store
+//! <out>/nix-cache-info                 StoreDir: /nix/store [WantMassQuery: 1] [Priority: N]
 //! <out>/<hash part>.narinfo            one per store path of the closure
 //! <out>/nar/<FileHash>.nar[.xz|.zst]   the (compressed) NARs
 //! <out>/realisations/ build-trace-v2/ log/ debuginfo/
@@ -28,7 +28,9 @@
 //! right (as Nix's `BinaryCacheStore::addToStore` keeps an existing NAR
 //! file) and replaced when not; a narinfo replaces the old one, which pointed
 //! at a NAR of its own; `nix-cache-info` is written only when missing, and an
-//! existing one must be for the same store directory.
+//! existing one must be for the same store directory and hold the
+//! `WantMassQuery` and `Priority` this run was given, if any (see
+//! [`CacheInfo`]).
 //!
 //! Durability: the narinfos of checked paths are written but wait unnamed in
 //! a batch (see `NarInfoBatch`) until one `syncfs` has put them and their
@@ -79,6 +81,9 @@ pub struct Settings {
     /// Whether NARs must be on disk before their narinfos are named, and
     /// everything on disk before the run ends (see the module documentation).
     pub sync: bool,
+    /// What `nix-cache-info` says besides `StoreDir`; `None`: nothing.
+    pub priority: Option<i32>,
+    pub want_mass_query: Option<bool>,
 }
 
 /// What one store path became.
@@ -120,7 +125,7 @@ pub fn write_cache(
     progress: impl Fn(&PathInfo, &Written) + Sync,
 ) -> Result<Summary> {
     let start = Instant::now();
-    create_layout(out, &settings.store_dir)?;
+    create_layout(out, &CacheInfo::of(settings))?;
     let narinfos = NarInfoBatch::new(out, settings.sync)?;
 
     // Largest first: the last paths to start are then the quickest to finish.
@@ -206,51 +211,127 @@ fn compression_threads(size: u64, rest: u64, settings: &Settings) -> u32 {
     settings.compression.useful_threads(size, settings.compression_level).min(jobs)
 }
 
+/// What `nix-cache-info` says: the one place that writes it and checks an
+/// existing one.
+///
+/// Nix itself only ever writes `StoreDir` (`BinaryCacheStore::init` in
+/// binary-cache-store.cc) but reads `WantMassQuery` (true when `1`) and
+/// `Priority` (an integer, lower wins) too. They are written in the order
+/// caches that set them serve them (`StoreDir`, `WantMassQuery`, `Priority`).
+///
+/// ```
+/// use make_binary_cache::cache::CacheInfo;
+/// let info = CacheInfo { store_dir: "/nix/store", priority: Some(30), want_mass_query: Some(true) };
+/// assert_eq!(info.text(), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheInfo<'a> {
+    pub store_dir: &'a str,
+    pub priority: Option<i32>,
+    pub want_mass_query: Option<bool>,
+}
+
+impl<'a> CacheInfo<'a> {
+    pub fn of(settings: &'a Settings) -> Self {
+        Self { store_dir: &settings.store_dir, priority: settings.priority, want_mass_query: settings.want_mass_query }
+    }
+
+    /// The text of a new `nix-cache-info`.
+    pub fn text(&self) -> String {
+        let mut text = format!("StoreDir: {}\n", self.store_dir);
+        if let Some(want) = self.want_mass_query {
+            text += &format!("WantMassQuery: {}\n", u8::from(want));
+        }
+        if let Some(priority) = self.priority {
+            text += &format!("Priority: {priority}\n");
+        }
+        text
+    }
+
+    /// Fails unless an existing `nix-cache-info` holding `text` agrees: the
+    /// same `StoreDir` (Nix refuses every path of a cache for another store
+    /// directory, so adding to it would only spoil it for its own store) or
+    /// none, and the `WantMassQuery` and `Priority` this run was given, as
+    /// Nix reads them. A setting this run was not given may be anything:
+    /// the cache is simply added to. A cache cannot say two things at once,
+    /// and rewriting what another run wrote would change it under its users.
+    fn check(&self, text: &str, file: &Path) -> Result<()> {
+        if let Some(theirs) = cache_info_field(text, "StoreDir")
+            && theirs != self.store_dir
+        {
+            bail!(
+                "{} says this cache is for the store directory {theirs}, but this run writes paths of \
+                 {} ($NIX_STORE, by default /nix/store); a cache serves one store directory (Nix \
+                 refuses a cache for another): write to another directory",
+                file.display(),
+                self.store_dir
+            );
+        }
+        if let Some(want) = self.want_mass_query {
+            // As Nix: any value but `1` is false.
+            let theirs = cache_info_field(text, "WantMassQuery");
+            if theirs.map(|v| v == "1") != Some(want) {
+                bail!(
+                    "{} has {}, but this run was asked for WantMassQuery: {}: an existing cache keeps \
+                     its settings; write to another directory or drop the setting",
+                    file.display(),
+                    theirs.map_or("no WantMassQuery".into(), |v| format!("WantMassQuery: {v}")),
+                    u8::from(want)
+                );
+            }
+        }
+        if let Some(priority) = self.priority {
+            let theirs = cache_info_field(text, "Priority");
+            if theirs.and_then(|v| v.parse::<i32>().ok()) != Some(priority) {
+                bail!(
+                    "{} has {}, but this run was asked for Priority: {priority}: an existing cache keeps \
+                     its settings; write to another directory or drop the setting",
+                    file.display(),
+                    theirs.map_or("no Priority".into(), |v| format!("Priority: {v}")),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Creates the directories and `nix-cache-info`, or checks that an existing
-/// `nix-cache-info` is for `store_dir`, before writing anything.
-fn create_layout(out: &Path, store_dir: &str) -> Result<()> {
+/// `nix-cache-info` agrees with `info`, before writing anything.
+fn create_layout(out: &Path, info: &CacheInfo) -> Result<()> {
     let info_file = out.join("nix-cache-info");
-    check_cache_info(&info_file, store_dir)?;
+    check_cache_info(&info_file, info)?;
     for dir in std::iter::once("nar").chain(EMPTY_DIRS) {
         let dir = out.join(dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let context = || format!("writing {}", info_file.display());
     let mut file = AtomicFile::create(out, "nix-cache-info").with_context(context)?;
-    file.write_all(format!("StoreDir: {store_dir}\n").as_bytes()).with_context(context)?;
+    file.write_all(info.text().as_bytes()).with_context(context)?;
     if file.persist_new("nix-cache-info").with_context(context)?.is_some() {
         // Another run created it since the check above.
-        check_cache_info(&info_file, store_dir)?;
+        check_cache_info(&info_file, info)?;
     }
     Ok(())
 }
 
-/// Fails unless the `nix-cache-info` at `file`, if there is one, is for
-/// `store_dir`: Nix refuses every path of a cache for another store
-/// directory, so adding to it would only spoil it for its own store.
-fn check_cache_info(file: &Path, store_dir: &str) -> Result<()> {
+/// Fails unless the `nix-cache-info` at `file`, if there is one, agrees
+/// with `info` (see [`CacheInfo::check`]).
+fn check_cache_info(file: &Path, info: &CacheInfo) -> Result<()> {
     let text = match fs::read(file) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     };
-    match cache_info_store_dir(&text) {
-        Some(theirs) if theirs != store_dir => bail!(
-            "{} says this cache is for the store directory {theirs}, but this run writes paths of \
-             {store_dir} ($NIX_STORE, by default /nix/store); a cache serves one store directory (Nix \
-             refuses a cache for another): write to another directory",
-            file.display()
-        ),
-        _ => Ok(()),
-    }
+    info.check(&text, file)
 }
 
-/// The `StoreDir` of a `nix-cache-info`, read as Nix's
+/// The value of `key` in a `nix-cache-info`, read as Nix's
 /// `BinaryCacheStore::init` reads it: lines split at their first `:`, the
 /// key taken as is, the value trimmed, lines without `:` ignored. `None`
-/// when there is no such line, which Nix accepts for any store directory.
-fn cache_info_store_dir(text: &str) -> Option<&str> {
-    text.lines().filter_map(|line| line.split_once(':')).find(|(key, _)| *key == "StoreDir").map(|(_, v)| v.trim())
+/// when there is no such line (for `StoreDir`, Nix then accepts any store
+/// directory).
+fn cache_info_field<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    text.lines().filter_map(|line| line.split_once(':')).find(|(k, _)| *k == key).map(|(_, v)| v.trim())
 }
 
 /// A store path whose NAR is checked and named, with its narinfo written
@@ -599,6 +680,8 @@ mod tests {
             jobs,
             max_memory: None,
             sync: true,
+            priority: None,
+            want_mass_query: None,
         }
     }
 
@@ -633,11 +716,14 @@ mod tests {
 
     #[test]
     fn store_dir_is_read_from_nix_cache_info_as_nix_reads_it() {
-        assert_eq!(cache_info_store_dir("StoreDir: /nix/store\n"), Some("/nix/store"));
-        assert_eq!(cache_info_store_dir("WantMassQuery: 1\nStoreDir:/gnu/store  \nPriority: 30\n"), Some("/gnu/store"));
+        assert_eq!(cache_info_field("StoreDir: /nix/store\n", "StoreDir"), Some("/nix/store"));
+        assert_eq!(
+            cache_info_field("WantMassQuery: 1\nStoreDir:/gnu/store  \nPriority: 30\n", "StoreDir"),
+            Some("/gnu/store")
+        );
         // The key is not trimmed, as in Nix: " StoreDir" is another key.
-        assert_eq!(cache_info_store_dir(" StoreDir: /other\nno colon here\n"), None);
-        assert_eq!(cache_info_store_dir(""), None);
+        assert_eq!(cache_info_field(" StoreDir: /other\nno colon here\n", "StoreDir"), None);
+        assert_eq!(cache_info_field("", "StoreDir"), None);
     }
 
     #[test]
@@ -646,17 +732,54 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("nix-cache-info"), "StoreDir: /gnu/store\n").unwrap();
-        let e = format!("{:#}", create_layout(&dir, "/nix/store").unwrap_err());
+        let e = format!("{:#}", create_layout(&dir, &store("/nix/store")).unwrap_err());
         assert!(e.contains("nix-cache-info") && e.contains("/gnu/store") && e.contains("/nix/store"), "{e}");
         let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["nix-cache-info"]);
         assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), "StoreDir: /gnu/store\n");
 
         // The same store directory, or none named: the cache is added to.
-        create_layout(&dir, "/gnu/store").unwrap();
+        create_layout(&dir, &store("/gnu/store")).unwrap();
         fs::write(dir.join("nix-cache-info"), "WantMassQuery: 1\n").unwrap();
-        create_layout(&dir, "/nix/store").unwrap();
+        create_layout(&dir, &store("/nix/store")).unwrap();
         assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), "WantMassQuery: 1\n");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn store(store_dir: &str) -> CacheInfo<'_> {
+        CacheInfo { store_dir, priority: None, want_mass_query: None }
+    }
+
+    #[test]
+    fn an_existing_cache_with_other_settings_is_refused_before_anything_is_written() {
+        let dir = std::env::temp_dir().join(format!("mbc-cache-info-settings-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let ours = CacheInfo { store_dir: "/nix/store", priority: Some(30), want_mass_query: Some(true) };
+        for theirs in [
+            "StoreDir: /nix/store\n",
+            "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n",
+            "StoreDir: /nix/store\nWantMassQuery: 0\nPriority: 30\n",
+            "StoreDir: /nix/store\nPriority: 30\n",
+        ] {
+            fs::write(dir.join("nix-cache-info"), theirs).unwrap();
+            let e = format!("{:#}", create_layout(&dir, &ours).unwrap_err());
+            assert!(e.contains("nix-cache-info") && (e.contains("Priority") || e.contains("WantMassQuery")), "{e}");
+            let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names, ["nix-cache-info"], "{theirs}");
+            assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), theirs);
+        }
+        // The same settings, in any order and spacing: added to, unchanged.
+        let same = "Priority:30\nStoreDir: /nix/store\nWantMassQuery: 1\n";
+        fs::write(dir.join("nix-cache-info"), same).unwrap();
+        create_layout(&dir, &ours).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), same);
+        // Settings not given accept whatever is there.
+        create_layout(&dir, &store("/nix/store")).unwrap();
+        // A new cache gets them.
+        fs::remove_file(dir.join("nix-cache-info")).unwrap();
+        create_layout(&dir, &ours).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), ours.text());
         fs::remove_dir_all(&dir).unwrap();
     }
 }
