@@ -10,7 +10,7 @@
 # The builder is the `make-binary-cache` program itself: there is no shell, no
 # Nix and no Python inside the build. It reads the structured attributes
 # (`closure` from exportReferencesGraph, `compression`, `compressionLevel`,
-# `maxMemory`, `priority`, `wantMassQuery`)
+# `maxMemory`, `priority`, `wantMassQuery`, `writeNarListing`, `indexDebugInfo`)
 # from $NIX_ATTRS_JSON_FILE and writes the cache into the `out` output.
 {
   lib,
@@ -54,6 +54,12 @@ let
       # nix-cache-info's `WantMassQuery` (a bool: whether Nix may query the
       # cache for many paths at once), or null for none.
       wantMassQuery ? null,
+      # Also write `<hash>.ls`, the JSON listing of each NAR, as
+      # `nix copy --to 'file://…?write-nar-listing=true'` does.
+      writeNarListing ? false,
+      # Also write `debuginfo/<build id>.debug` for the NARs'
+      # `lib/debug/.build-id` files, as `index-debug-info=true` does.
+      indexDebugInfo ? false,
     }:
 
     assert lib.assertMsg (builtins.isList rootPaths)
@@ -76,6 +82,10 @@ let
       "mkBinaryCache: priority must be null or an integer, but it is ${describe priority}";
     assert lib.assertMsg (wantMassQuery == null || builtins.isBool wantMassQuery)
       "mkBinaryCache: wantMassQuery must be null or a bool, but it is ${describe wantMassQuery}";
+    assert lib.assertMsg (builtins.isBool writeNarListing)
+      "mkBinaryCache: writeNarListing must be a bool, but it is ${describe writeNarListing}";
+    assert lib.assertMsg (builtins.isBool indexDebugInfo)
+      "mkBinaryCache: indexDebugInfo must be a bool, but it is ${describe indexDebugInfo}";
 
     stdenvNoCC.mkDerivation {
       inherit
@@ -85,6 +95,8 @@ let
         maxMemory
         priority
         wantMassQuery
+        writeNarListing
+        indexDebugInfo
         ;
 
       __structuredAttrs = true;

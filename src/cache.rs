@@ -5,6 +5,8 @@
 //! <out>/<hash part>.narinfo            one per store path of the closure
 //! <out>/nar/<FileHash>.nar[.xz|.zst]   the (compressed) NARs
 //! <out>/realisations/ build-trace-v2/ log/ debuginfo/
+//! <out>/<hash part>.ls                 with write_nar_listing: the NAR listing
+//! <out>/debuginfo/<build id>.debug     with index_debug_info
 //! ```
 //!
 //! The empty directories are there because Nix creates them when it opens a
@@ -59,6 +61,8 @@ use crate::closure::PathInfo;
 use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
 use crate::format::hash::{HashingWriter, Sha256Hash};
+use crate::format::listing::Listing;
+use crate::format::nar_reader::{Event, NarReader};
 use crate::format::narinfo::NarInfo;
 use crate::format::store_path::StorePath;
 use crate::resources::{MemoryBudget, path_need};
@@ -84,6 +88,10 @@ pub struct Settings {
     /// What `nix-cache-info` says besides `StoreDir`; `None`: nothing.
     pub priority: Option<i32>,
     pub want_mass_query: Option<bool>,
+    /// Write `<hash part>.ls`, the NAR listing (see [`crate::format::listing`]).
+    pub write_nar_listing: bool,
+    /// Write `debuginfo/<build id>.debug` for the NARs' debug info files.
+    pub index_debug_info: bool,
 }
 
 /// What one store path became.
@@ -354,7 +362,7 @@ fn write_path(
 ) -> Result<Checked> {
     let compression = settings.compression;
     let nar_dir = out.join("nar");
-    let (file, nar_hash, nar_size, file_hash, file_size) =
+    let (file, nar_hash, nar_size, file_hash, file_size, listing) =
         compress_nar(info, &nar_dir, settings, threads, dumper, contexts)?;
     // Dropping `file` here discards it: nothing of it was ever named.
     if (nar_hash, nar_size) != (info.nar_hash, info.nar_size) {
@@ -386,11 +394,40 @@ fn write_path(
     let text = narinfo.render().map_err(|e| anyhow!(e))?;
     name_nar(file, &nar_dir, &nar_name, file_size)
         .with_context(|| format!("naming {}", nar_dir.join(&nar_name).display()))?;
+    if let Some(listing) = listing {
+        write_listing(info, out, settings, &listing, &narinfo.url)?;
+    }
     let narinfo_name = narinfo.file_name();
     let context = || format!("writing {}", out.join(&narinfo_name).display());
     let mut file = AtomicFile::create(out, &narinfo_name).with_context(context)?;
     file.write_all(text.as_bytes()).with_context(context)?;
     Ok(Checked { narinfo: file, narinfo_name, written: Written { nar_size, file_size } })
+}
+
+/// Writes the NAR listing and debug info entries of a checked path, before
+/// its narinfo is named: each atomically, the listing replacing an older one
+/// (it lists the same NAR) and a debug info entry never replacing one, as
+/// Nix's `addToStoreCommon` (binary-cache-store.cc) does.
+fn write_listing(info: &PathInfo, out: &Path, settings: &Settings, listing: &Listing, nar_url: &str) -> Result<()> {
+    if settings.write_nar_listing {
+        let name = format!("{}.ls", info.path.hash_part());
+        let context = || format!("writing the NAR listing of {} to {}", info.path, out.join(&name).display());
+        let mut file = AtomicFile::create(out, &name).with_context(context)?;
+        file.write_all(&listing.json()).with_context(context)?;
+        file.persist(&name).with_context(context)?;
+    }
+    if settings.index_debug_info {
+        let dir = out.join("debuginfo");
+        for member in listing.debug_members() {
+            let context =
+                || format!("writing the debug info entry of {} to {}", info.path, dir.join(&member.key).display());
+            let mut file = AtomicFile::create(&dir, &member.key).with_context(context)?;
+            file.write_all(member.json(nar_url).as_bytes()).with_context(context)?;
+            // An existing entry is kept: it may name a NAR of another store path.
+            file.persist_new(&member.key).with_context(context)?;
+        }
+    }
+    Ok(())
 }
 
 /// Names a NAR file after its FileHash. A file of that name is the same NAR,
@@ -416,7 +453,7 @@ fn compress_nar(
     threads: u32,
     dumper: &mut Dumper,
     contexts: &mut Contexts,
-) -> Result<(AtomicFile, Sha256Hash, u64, Sha256Hash, u64)> {
+) -> Result<(AtomicFile, Sha256Hash, u64, Sha256Hash, u64, Option<Listing>)> {
     let io_context = || format!("writing the NAR of {} in {}", info.path, nar_dir.display());
     let compression = settings.compression;
     let file = AtomicFile::create(nar_dir, &format!("{}.nar{}", info.path.hash_part(), compression.extension()))
@@ -428,13 +465,42 @@ fn compress_nar(
         .with_context(io_context)?;
     // Buffer the NAR's many small tokens before they reach the hasher and the
     // compressor; large file chunks pass straight through.
-    let mut nar = BufWriter::with_capacity(64 * 1024, HashingWriter::new(encoder));
+    // The listing, when wanted, is read from the NAR as it is written.
+    let mut listing = Listing::new();
+    let wanted = settings.write_nar_listing || settings.index_debug_info;
+    let reader = wanted.then(|| NarReader::new(|event| listing.event(event)));
+    let tee = Tee { inner: encoder, reader };
+    let mut nar = BufWriter::with_capacity(64 * 1024, HashingWriter::new(tee));
     dumper.dump(Path::new(info.path.as_str()), &mut nar).with_context(io_context)?;
-    let (nar_hash, nar_size, encoder) =
+    let (nar_hash, nar_size, tee) =
         nar.into_inner().map_err(|e| anyhow!(e.into_error())).with_context(io_context)?.finish();
-    let nar_file = encoder.finish().with_context(io_context)?;
+    if let Some(reader) = tee.reader {
+        reader.finish().map_err(|e| anyhow!("{}: listing its NAR: {e}", info.path))?;
+    }
+    let nar_file = tee.inner.finish().with_context(io_context)?;
     let (file, file_hash, file_size) = nar_file.finish().with_context(io_context)?;
-    Ok((file, nar_hash, nar_size, file_hash.unwrap_or(nar_hash), file_size))
+    Ok((file, nar_hash, nar_size, file_hash.unwrap_or(nar_hash), file_size, wanted.then_some(listing)))
+}
+
+/// Passes the NAR on to `inner` and, when there is one, to a [`NarReader`]
+/// that builds its listing.
+struct Tee<W, F> {
+    inner: W,
+    reader: Option<NarReader<F>>,
+}
+
+impl<W: Write, F: FnMut(Event)> Write for Tee<W, F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(reader) = &mut self.reader {
+            reader.feed(&buf[..n]).map_err(io::Error::other)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The file a NAR is written to: always counted, hashed when compressed.
@@ -682,6 +748,8 @@ mod tests {
             sync: true,
             priority: None,
             want_mass_query: None,
+            write_nar_listing: false,
+            index_debug_info: false,
         }
     }
 

@@ -79,6 +79,10 @@ pub struct Attrs {
     pub priority: Option<i32>,
     /// `wantMassQuery`: the `WantMassQuery` of `nix-cache-info`.
     pub want_mass_query: Option<bool>,
+    /// `writeNarListing`: write `<hash part>.ls`.
+    pub write_nar_listing: bool,
+    /// `indexDebugInfo`: write `debuginfo/<build id>.debug`.
+    pub index_debug_info: bool,
 }
 
 impl Attrs {
@@ -126,7 +130,24 @@ impl Attrs {
             Loose::Bool(b) => Some(b),
             v => bail!("field `wantMassQuery` must be a boolean or null, not {v}"),
         };
-        Ok(Self { closure, out, compression, compression_level, max_memory, priority, want_mass_query })
+        let flag = |value: &Loose, field: &str| match value {
+            Loose::Missing | Loose::Null => Ok(false),
+            Loose::Bool(b) => Ok(*b),
+            v => Err(anyhow!("field `{field}` must be a boolean, not {v}")),
+        };
+        let write_nar_listing = flag(&raw.write_nar_listing, "writeNarListing")?;
+        let index_debug_info = flag(&raw.index_debug_info, "indexDebugInfo")?;
+        Ok(Self {
+            closure,
+            out,
+            compression,
+            compression_level,
+            max_memory,
+            priority,
+            want_mass_query,
+            write_nar_listing,
+            index_debug_info,
+        })
     }
 }
 
@@ -443,6 +464,8 @@ struct RawAttrs<'a> {
     max_memory: Loose<'a>,
     priority: Loose<'a>,
     want_mass_query: Loose<'a>,
+    write_nar_listing: Loose<'a>,
+    index_debug_info: Loose<'a>,
 }
 
 #[derive(Deserialize)]
@@ -476,6 +499,8 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
                 "maxMemory" => "maxMemory",
                 "priority" => "priority",
                 "wantMassQuery" => "wantMassQuery",
+                "writeNarListing" => "writeNarListing",
+                "indexDebugInfo" => "indexDebugInfo",
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -493,7 +518,9 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
                 "compressionLevel" => attrs.compression_level = map.next_value().map_err(failed_in())?,
                 "maxMemory" => attrs.max_memory = map.next_value().map_err(failed_in())?,
                 "priority" => attrs.priority = map.next_value().map_err(failed_in())?,
-                _ => attrs.want_mass_query = map.next_value().map_err(failed_in())?,
+                "wantMassQuery" => attrs.want_mass_query = map.next_value().map_err(failed_in())?,
+                "writeNarListing" => attrs.write_nar_listing = map.next_value().map_err(failed_in())?,
+                _ => attrs.index_debug_info = map.next_value().map_err(failed_in())?,
             }
         }
         Ok(attrs)
@@ -632,10 +659,14 @@ mod tests {
         assert_eq!((attrs.priority, attrs.want_mass_query), (Some(30), Some(true)));
         let attrs = parse(r#""priority":null,"wantMassQuery":null"#).unwrap();
         assert_eq!((attrs.priority, attrs.want_mass_query), (None, None));
+        let attrs = parse(r#""writeNarListing":true,"indexDebugInfo":false"#).unwrap();
+        assert_eq!((attrs.write_nar_listing, attrs.index_debug_info), (true, false));
         for (bad, field) in [
             (r#""priority":"30""#, "`priority`"),
             (r#""priority":1.5"#, "`priority`"),
             (r#""wantMassQuery":1"#, "`wantMassQuery`"),
+            (r#""writeNarListing":"yes""#, "`writeNarListing`"),
+            (r#""indexDebugInfo":0"#, "`indexDebugInfo`"),
         ] {
             let err = format!("{:#}", parse(bad).unwrap_err());
             assert!(err.contains(field), "{bad}: {err}");

@@ -37,8 +37,9 @@ OPTIONS:
     --attrs FILE              A structured-attrs JSON file with a `closure`
                               list, as a builder receives it. Its `outputs.out`,
                               `compression`, `compressionLevel`, `maxMemory`,
-                              `priority` and `wantMassQuery` are used unless
-                              the flags below override them.
+                              `priority`, `wantMassQuery`, `writeNarListing`
+                              and `indexDebugInfo` are used unless the flags
+                              below override them (true ones add to them).
     --closure FILE            The output of `nix path-info --json --recursive
                               PATHS...` (either the array of older Nix or the
                               object keyed by store path of newer Nix).
@@ -77,6 +78,16 @@ OPTIONS:
     --want-mass-query         Write `WantMassQuery: 1` to nix-cache-info, so
                               that Nix may query the cache for many paths at
                               once. An existing cache must already say so.
+    --write-nar-listing       Also write <hash part>.ls, the JSON listing of
+                              each NAR (what `nix copy --to
+                              'file://DIR?write-nar-listing=true'` writes),
+                              for tools that browse a cache without fetching
+                              NARs (Nix 2.8 itself reads listings only from
+                              its local-nar-cache).
+    --index-debug-info        Also write debuginfo/<build id>.debug for each
+                              lib/debug/.build-id/<xx>/<38 hex>.debug file in
+                              the NARs (what index-debug-info=true writes),
+                              for dwarffs; an existing entry is kept.
     -h, --help                Print this help.
     -V, --version             Print the version.
 
@@ -388,6 +399,8 @@ fn builder_job(store_dir: String) -> Result<Job> {
     let settings = Settings {
         priority: attrs.priority,
         want_mass_query: attrs.want_mass_query,
+        write_nar_listing: attrs.write_nar_listing,
+        index_debug_info: attrs.index_debug_info,
         ..settings(store_dir, attrs.compression, attrs.compression_level)?
     };
     Ok(bounded(
@@ -407,6 +420,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
     let mut partial = None::<()>;
     let mut no_sync = None::<()>;
     let (mut priority, mut want_mass_query) = (None::<i32>, None::<bool>);
+    let (mut write_nar_listing, mut index_debug_info) = (None::<()>, None::<()>);
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -436,6 +450,8 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             Long("no-sync") => set_once(&mut no_sync, "--no-sync", ())?,
             Long("priority") => set_once(&mut priority, "--priority", parser.value()?.parse().context("--priority")?)?,
             Long("want-mass-query") => set_once(&mut want_mass_query, "--want-mass-query", true)?,
+            Long("write-nar-listing") => set_once(&mut write_nar_listing, "--write-nar-listing", ())?,
+            Long("index-debug-info") => set_once(&mut index_debug_info, "--index-debug-info", ())?,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -456,6 +472,12 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             max_memory = max_memory.or(attrs.max_memory);
             priority = priority.or(attrs.priority);
             want_mass_query = want_mass_query.or(attrs.want_mass_query);
+            if attrs.write_nar_listing {
+                write_nar_listing = Some(());
+            }
+            if attrs.index_debug_info {
+                index_debug_info = Some(());
+            }
             (attrs.closure, attrs.out)
         }
         (None, Some(file)) => {
@@ -468,8 +490,14 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         (None, None) => bail!("one of --attrs FILE or --closure FILE is required; see --help"),
     };
     let out = out.or(attrs_out).ok_or_else(|| anyhow!("--out DIR is required; see --help"))?;
-    let settings =
-        Settings { sync: no_sync.is_none(), priority, want_mass_query, ..settings(store_dir, compression, level)? };
+    let settings = Settings {
+        sync: no_sync.is_none(),
+        priority,
+        want_mass_query,
+        write_nar_listing: write_nar_listing.is_some(),
+        index_debug_info: index_debug_info.is_some(),
+        ..settings(store_dir, compression, level)?
+    };
     let job = Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some() };
     Ok(Some(bounded(job, jobs.unwrap_or_else(all_cores), max_memory)))
 }
@@ -524,6 +552,8 @@ fn settings(store_dir: String, compression: Option<Compression>, level: Option<i
         sync: true,
         priority: None,
         want_mass_query: None,
+        write_nar_listing: false,
+        index_debug_info: false,
     })
 }
 

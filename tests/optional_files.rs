@@ -1,5 +1,6 @@
 //! The optional files of a cache, judged by real Nix: `nix-cache-info`'s
-//! `Priority` and `WantMassQuery`.
+//! `Priority` and `WantMassQuery`, the NAR listings (`<hash>.ls`) and the
+//! debug info index (`debuginfo/`).
 
 mod common;
 
@@ -118,6 +119,8 @@ fn mk_binary_cache_passes_priority_and_want_mass_query() {
     for (bad, msg) in [
         (r#"priority = "20";"#, "priority must be null or an integer"),
         ("wantMassQuery = 1;", "wantMassQuery must be null or a bool"),
+        ("writeNarListing = null;", "writeNarListing must be a bool"),
+        (r#"indexDebugInfo = "yes";"#, "indexDebugInfo must be a bool"),
     ] {
         let mut cmd = nix_cmd("nix-instantiate");
         cmd.arg("-E").arg(common::with_prelude(&format!("mkBinaryCache {{ rootPaths = [ fixture ]; {bad} }}")));
@@ -125,4 +128,97 @@ fn mk_binary_cache_passes_priority_and_want_mass_query() {
         let err = run_fail(&mut cmd);
         assert!(err.contains(msg), "{bad}: {err}");
     }
+}
+
+const BUILD_ID: &str = "abcdef0123456789abcdef0123456789abcdef01";
+
+/// A store path (added with `nix-store --add`) holding a debug info file
+/// under `lib/debug/.build-id`, a look-alike that is not one, and names
+/// that need escaping in JSON.
+fn debug_path(tmp: &TempDir) -> String {
+    let dir = tmp.join("mbc-optional-debug");
+    let ids = dir.join("lib/debug/.build-id/ab");
+    fs::create_dir_all(&ids).unwrap();
+    fs::write(ids.join(format!("{}.debug", &BUILD_ID[2..])), "ELF?").unwrap();
+    fs::write(ids.join("not-a-build-id.debug"), "no").unwrap();
+    fs::write(dir.join("q\"u\\o\te\nx\u{1}"), "odd name").unwrap();
+    std::os::unix::fs::symlink("lib/\"debug\"", dir.join("link")).unwrap();
+    run_ok(nix_cmd("nix-store").arg("--add").arg(&dir))
+}
+
+/// Every file under `dir` whose name ends in `suffix`, with its contents.
+fn files(dir: &Path, suffix: &str) -> Vec<(String, Vec<u8>)> {
+    let mut found: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), fs::read(e.path()).unwrap()))
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn listings_and_debug_info_are_what_nix_copy_writes() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("listing");
+    let root = build_fixture("", "a");
+    let debug = debug_path(&tmp);
+    let json = run_ok(nix_cmd("nix").args(["path-info", "--json", "--recursive"]).arg(&root).arg(&debug));
+    let closure = tmp.join("closure.json");
+    fs::write(&closure, json).unwrap();
+
+    let ours_dir = tmp.join("ours");
+    run_ok(ours().arg("--closure").arg(&closure).arg("--out").arg(&ours_dir).args([
+        "--compression",
+        "none",
+        "--write-nar-listing",
+        "--index-debug-info",
+    ]));
+    let nix_dir = tmp.join("nix");
+    run_ok(
+        nix_cmd("nix")
+            .args(["copy", "--to"])
+            .arg(format!("file://{}?compression=none&write-nar-listing=true&index-debug-info=true", nix_dir.display()))
+            .arg(&root)
+            .arg(&debug),
+    );
+    // Byte for byte: Nix 2.8's listing has a fixed key order.
+    let listings = files(&nix_dir, ".ls");
+    assert_eq!(listings.len(), closure_of(&root).len() + 1);
+    assert_eq!(files(&ours_dir, ".ls"), listings);
+    let index = files(&nix_dir.join("debuginfo"), "");
+    assert_eq!(index.len(), 1, "{index:?}");
+    assert_eq!(index[0].0, format!("{BUILD_ID}.debug"));
+    assert_eq!(files(&ours_dir.join("debuginfo"), ""), index);
+
+    // `nix store ls` works on our cache as on Nix's. (Nix 2.8 reads `.ls`
+    // only from its local-nar-cache, not from the cache: it fetches the NAR,
+    // so this shows the cache is browsable, not that the listing is read.)
+    for path in [&root, &debug] {
+        let ls = |dir: &Path| {
+            run_ok(
+                nix_cmd("nix")
+                    .args(["--extra-experimental-features", "nix-command", "store", "ls", "-R", "-l"])
+                    .arg("--store")
+                    .arg(format!("file://{}", dir.display()))
+                    .arg(path),
+            )
+        };
+        let theirs = ls(&nix_dir);
+        assert!(!theirs.is_empty());
+        assert_eq!(ls(&ours_dir), theirs, "{path}");
+    }
+
+    // An existing debug info entry is kept, as Nix keeps it.
+    let entry = ours_dir.join("debuginfo").join(&index[0].0);
+    fs::write(&entry, "theirs").unwrap();
+    run_ok(ours().arg("--closure").arg(&closure).arg("--out").arg(&ours_dir).args([
+        "--compression",
+        "none",
+        "--index-debug-info",
+    ]));
+    assert_eq!(fs::read_to_string(&entry).unwrap(), "theirs");
 }
