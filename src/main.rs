@@ -222,6 +222,8 @@ every narinfo:
     the NarHash, and those bytes are a well-formed NAR: every token and its
     padding, entry names and their order, symlink targets, nothing trailing;
   - every store path it references has a narinfo in the cache;
+  - its NAR listing <hash part>.ls, if there is one, lists that NAR (byte
+    for byte as Nix 2.8 writes it, or the same JSON for other writers);
   - with --public-key: at least one of its signatures verifies under one of
     the keys given.
 

@@ -212,6 +212,20 @@ fn listings_and_debug_info_are_what_nix_copy_writes() {
         assert_eq!(ls(&ours_dir), theirs, "{path}");
     }
 
+    // `verify` checks the listings against the NARs: Nix's and ours pass, a
+    // listing with a wrong offset does not.
+    run_ok(ours().arg("verify").arg(&nix_dir));
+    run_ok(ours().arg("verify").arg(&ours_dir));
+    let (name, text) = &files(&ours_dir, ".ls")[0];
+    let text = String::from_utf8_lossy(text).into_owned();
+    let wrong = text.replacen("\"narOffset\":", "\"narOffset\":1", 1);
+    let wrong = if wrong == text { text.replacen("\"target\":\"", "\"target\":\"x", 1) } else { wrong };
+    assert_ne!(wrong, text);
+    fs::write(ours_dir.join(name), wrong).unwrap();
+    let err = run_fail(ours().arg("verify").arg(&ours_dir));
+    assert!(err.contains(&format!("{name} does not list the NAR")), "{err}");
+    fs::write(ours_dir.join(name), &text).unwrap();
+
     // An existing debug info entry is kept, as Nix keeps it.
     let entry = ours_dir.join("debuginfo").join(&index[0].0);
     fs::write(&entry, "theirs").unwrap();
