@@ -10,7 +10,7 @@
 # The builder is the `make-binary-cache` program itself: there is no shell, no
 # Nix and no Python inside the build. It reads the structured attributes
 # (`closure` from exportReferencesGraph, `compression`, `compressionLevel`,
-# `maxMemory`)
+# `maxMemory`, `priority`, `wantMassQuery`, `writeNarListing`, `indexDebugInfo`)
 # from $NIX_ATTRS_JSON_FILE and writes the cache into the `out` output.
 {
   lib,
@@ -48,6 +48,18 @@ let
       # bytes, or a size string such as "512M", "1G" or "1.5GiB" (units K, M,
       # G, T, powers of 1024). Fewer workers or threads run to stay within it.
       maxMemory ? null,
+      # nix-cache-info's `Priority` (an integer; Nix tries substituters with
+      # lower priorities first, cache.nixos.org has 40), or null for none.
+      priority ? null,
+      # nix-cache-info's `WantMassQuery` (a bool: whether Nix may query the
+      # cache for many paths at once), or null for none.
+      wantMassQuery ? null,
+      # Also write `<hash>.ls`, the JSON listing of each NAR, as
+      # `nix copy --to 'file://…?write-nar-listing=true'` does.
+      writeNarListing ? false,
+      # Also write `debuginfo/<build id>.debug` for the NARs'
+      # `lib/debug/.build-id` files, as `index-debug-info=true` does.
+      indexDebugInfo ? false,
     }:
 
     assert lib.assertMsg (builtins.isList rootPaths)
@@ -66,8 +78,26 @@ let
       || (builtins.isString maxMemory && builtins.match "[0-9]+(\\.[0-9]+)?([KkMGT](B|iB)?|B)?" maxMemory != null)
     ) "mkBinaryCache: maxMemory must be null, a positive integer of bytes or a size such as \"512M\" or \"1.5GiB\", but it is ${describe maxMemory}";
 
+    assert lib.assertMsg (priority == null || builtins.isInt priority)
+      "mkBinaryCache: priority must be null or an integer, but it is ${describe priority}";
+    assert lib.assertMsg (wantMassQuery == null || builtins.isBool wantMassQuery)
+      "mkBinaryCache: wantMassQuery must be null or a bool, but it is ${describe wantMassQuery}";
+    assert lib.assertMsg (builtins.isBool writeNarListing)
+      "mkBinaryCache: writeNarListing must be a bool, but it is ${describe writeNarListing}";
+    assert lib.assertMsg (builtins.isBool indexDebugInfo)
+      "mkBinaryCache: indexDebugInfo must be a bool, but it is ${describe indexDebugInfo}";
+
     stdenvNoCC.mkDerivation {
-      inherit name compression compressionLevel maxMemory;
+      inherit
+        name
+        compression
+        compressionLevel
+        maxMemory
+        priority
+        wantMassQuery
+        writeNarListing
+        indexDebugInfo
+        ;
 
       __structuredAttrs = true;
       exportReferencesGraph.closure = rootPaths;

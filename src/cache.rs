@@ -1,10 +1,12 @@
 //! The flat-file binary cache: its layout, and the per-path pipeline that fills it.
 //!
 //! ```text
-//! <out>/nix-cache-info                 StoreDir: /nix/store
+//! <out>/nix-cache-info                 StoreDir: /nix/store [WantMassQuery: 1] [Priority: N]
 //! <out>/<hash part>.narinfo            one per store path of the closure
 //! <out>/nar/<FileHash>.nar[.xz|.zst]   the (compressed) NARs
 //! <out>/realisations/ build-trace-v2/ log/ debuginfo/
+//! <out>/<hash part>.ls                 with write_nar_listing: the NAR listing
+//! <out>/debuginfo/<build id>.debug     with index_debug_info
 //! ```
 //!
 //! The empty directories are there because Nix creates them when it opens a
@@ -28,7 +30,9 @@
 //! right (as Nix's `BinaryCacheStore::addToStore` keeps an existing NAR
 //! file) and replaced when not; a narinfo replaces the old one, which pointed
 //! at a NAR of its own; `nix-cache-info` is written only when missing, and an
-//! existing one must be for the same store directory.
+//! existing one must be for the same store directory and hold the
+//! `WantMassQuery` and `Priority` this run was given, if any (see
+//! [`CacheInfo`]).
 //!
 //! Durability: the narinfos of checked paths are written but wait unnamed in
 //! a batch (see `NarInfoBatch`) until one `syncfs` has put them and their
@@ -56,6 +60,8 @@ use crate::closure::PathInfo;
 use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
 use crate::format::hash::{HashingWriter, Sha256Hash};
+use crate::format::listing::Listing;
+use crate::format::nar_reader::{Event, NarReader};
 use crate::format::narinfo::NarInfo;
 use crate::format::store_path::StorePath;
 use crate::resources::{MemoryBudget, path_need};
@@ -78,6 +84,13 @@ pub struct Settings {
     /// Whether NARs must be on disk before their narinfos are named, and
     /// everything on disk before the run ends (see the module documentation).
     pub sync: bool,
+    /// What `nix-cache-info` says besides `StoreDir`; `None`: nothing.
+    pub priority: Option<i32>,
+    pub want_mass_query: Option<bool>,
+    /// Write `<hash part>.ls`, the NAR listing (see [`crate::format::listing`]).
+    pub write_nar_listing: bool,
+    /// Write `debuginfo/<build id>.debug` for the NARs' debug info files.
+    pub index_debug_info: bool,
 }
 
 /// What one store path became.
@@ -119,7 +132,7 @@ pub fn write_cache(
     progress: impl Fn(&PathInfo, &Written) + Sync,
 ) -> Result<Summary> {
     let start = Instant::now();
-    create_layout(out, &settings.store_dir)?;
+    create_layout(out, &CacheInfo::of(settings))?;
     let narinfos = NarInfoBatch::new(out, settings.sync)?;
 
     // Largest first: the last paths to start are then the quickest to finish.
@@ -205,51 +218,127 @@ fn compression_threads(size: u64, rest: u64, settings: &Settings) -> u32 {
     settings.compression.useful_threads(size, settings.compression_level).min(jobs)
 }
 
+/// What `nix-cache-info` says: the one place that writes it and checks an
+/// existing one.
+///
+/// Nix itself only ever writes `StoreDir` (`BinaryCacheStore::init` in
+/// binary-cache-store.cc) but reads `WantMassQuery` (true when `1`) and
+/// `Priority` (an integer, lower wins) too. They are written in the order
+/// caches that set them serve them (`StoreDir`, `WantMassQuery`, `Priority`).
+///
+/// ```
+/// use make_binary_cache::cache::CacheInfo;
+/// let info = CacheInfo { store_dir: "/nix/store", priority: Some(30), want_mass_query: Some(true) };
+/// assert_eq!(info.text(), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheInfo<'a> {
+    pub store_dir: &'a str,
+    pub priority: Option<i32>,
+    pub want_mass_query: Option<bool>,
+}
+
+impl<'a> CacheInfo<'a> {
+    pub fn of(settings: &'a Settings) -> Self {
+        Self { store_dir: &settings.store_dir, priority: settings.priority, want_mass_query: settings.want_mass_query }
+    }
+
+    /// The text of a new `nix-cache-info`.
+    pub fn text(&self) -> String {
+        let mut text = format!("StoreDir: {}\n", self.store_dir);
+        if let Some(want) = self.want_mass_query {
+            text += &format!("WantMassQuery: {}\n", u8::from(want));
+        }
+        if let Some(priority) = self.priority {
+            text += &format!("Priority: {priority}\n");
+        }
+        text
+    }
+
+    /// Fails unless an existing `nix-cache-info` holding `text` agrees: the
+    /// same `StoreDir` (Nix refuses every path of a cache for another store
+    /// directory, so adding to it would only spoil it for its own store) or
+    /// none, and the `WantMassQuery` and `Priority` this run was given, as
+    /// Nix reads them. A setting this run was not given may be anything:
+    /// the cache is simply added to. A cache cannot say two things at once,
+    /// and rewriting what another run wrote would change it under its users.
+    fn check(&self, text: &str, file: &Path) -> Result<()> {
+        if let Some(theirs) = cache_info_field(text, "StoreDir")
+            && theirs != self.store_dir
+        {
+            bail!(
+                "{} says this cache is for the store directory {theirs}, but this run writes paths of \
+                 {} ($NIX_STORE, by default /nix/store); a cache serves one store directory (Nix \
+                 refuses a cache for another): write to another directory",
+                file.display(),
+                self.store_dir
+            );
+        }
+        if let Some(want) = self.want_mass_query {
+            // As Nix: any value but `1` is false.
+            let theirs = cache_info_field(text, "WantMassQuery");
+            if theirs.map(|v| v == "1") != Some(want) {
+                bail!(
+                    "{} has {}, but this run was asked for WantMassQuery: {}: an existing cache keeps \
+                     its settings; write to another directory or drop the setting",
+                    file.display(),
+                    theirs.map_or("no WantMassQuery".into(), |v| format!("WantMassQuery: {v}")),
+                    u8::from(want)
+                );
+            }
+        }
+        if let Some(priority) = self.priority {
+            let theirs = cache_info_field(text, "Priority");
+            if theirs.and_then(|v| v.parse::<i32>().ok()) != Some(priority) {
+                bail!(
+                    "{} has {}, but this run was asked for Priority: {priority}: an existing cache keeps \
+                     its settings; write to another directory or drop the setting",
+                    file.display(),
+                    theirs.map_or("no Priority".into(), |v| format!("Priority: {v}")),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Creates the directories and `nix-cache-info`, or checks that an existing
-/// `nix-cache-info` is for `store_dir`, before writing anything.
-fn create_layout(out: &Path, store_dir: &str) -> Result<()> {
+/// `nix-cache-info` agrees with `info`, before writing anything.
+fn create_layout(out: &Path, info: &CacheInfo) -> Result<()> {
     let info_file = out.join("nix-cache-info");
-    check_cache_info(&info_file, store_dir)?;
+    check_cache_info(&info_file, info)?;
     for dir in std::iter::once("nar").chain(EMPTY_DIRS) {
         let dir = out.join(dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let context = || format!("writing {}", info_file.display());
     let mut file = AtomicFile::create(out, "nix-cache-info").with_context(context)?;
-    file.write_all(format!("StoreDir: {store_dir}\n").as_bytes()).with_context(context)?;
+    file.write_all(info.text().as_bytes()).with_context(context)?;
     if file.persist_new("nix-cache-info").with_context(context)?.is_some() {
         // Another run created it since the check above.
-        check_cache_info(&info_file, store_dir)?;
+        check_cache_info(&info_file, info)?;
     }
     Ok(())
 }
 
-/// Fails unless the `nix-cache-info` at `file`, if there is one, is for
-/// `store_dir`: Nix refuses every path of a cache for another store
-/// directory, so adding to it would only spoil it for its own store.
-fn check_cache_info(file: &Path, store_dir: &str) -> Result<()> {
+/// Fails unless the `nix-cache-info` at `file`, if there is one, agrees
+/// with `info` (see [`CacheInfo::check`]).
+fn check_cache_info(file: &Path, info: &CacheInfo) -> Result<()> {
     let text = match fs::read(file) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     };
-    match cache_info_store_dir(&text) {
-        Some(theirs) if theirs != store_dir => bail!(
-            "{} says this cache is for the store directory {theirs}, but this run writes paths of \
-             {store_dir} ($NIX_STORE, by default /nix/store); a cache serves one store directory (Nix \
-             refuses a cache for another): write to another directory",
-            file.display()
-        ),
-        _ => Ok(()),
-    }
+    info.check(&text, file)
 }
 
-/// The `StoreDir` of a `nix-cache-info`, read as Nix's
+/// The value of `key` in a `nix-cache-info`, read as Nix's
 /// `BinaryCacheStore::init` reads it: lines split at their first `:`, the
 /// key taken as is, the value trimmed, lines without `:` ignored. `None`
-/// when there is no such line, which Nix accepts for any store directory.
-fn cache_info_store_dir(text: &str) -> Option<&str> {
-    text.lines().filter_map(|line| line.split_once(':')).find(|(key, _)| *key == "StoreDir").map(|(_, v)| v.trim())
+/// when there is no such line (for `StoreDir`, Nix then accepts any store
+/// directory).
+fn cache_info_field<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    text.lines().filter_map(|line| line.split_once(':')).find(|(k, _)| *k == key).map(|(_, v)| v.trim())
 }
 
 /// A store path whose NAR is checked and named, with its narinfo written
@@ -272,7 +361,7 @@ fn write_path(
 ) -> Result<Checked> {
     let compression = settings.compression;
     let nar_dir = out.join("nar");
-    let (file, nar_hash, nar_size, file_hash, file_size) =
+    let (file, nar_hash, nar_size, file_hash, file_size, listing) =
         compress_nar(info, &nar_dir, settings, threads, dumper, contexts)?;
     // Dropping `file` here discards it: nothing of it was ever named.
     if (nar_hash, nar_size) != (info.nar_hash, info.nar_size) {
@@ -304,11 +393,40 @@ fn write_path(
     let text = narinfo.render().map_err(|e| anyhow!(e))?;
     name_nar(file, &nar_dir, &nar_name, file_size)
         .with_context(|| format!("naming {}", nar_dir.join(&nar_name).display()))?;
+    if let Some(listing) = listing {
+        write_listing(info, out, settings, &listing, &narinfo.url)?;
+    }
     let narinfo_name = narinfo.file_name();
     let context = || format!("writing {}", out.join(&narinfo_name).display());
     let mut file = AtomicFile::create(out, &narinfo_name).with_context(context)?;
     file.write_all(text.as_bytes()).with_context(context)?;
     Ok(Checked { narinfo: file, narinfo_name, written: Written { nar_size, file_size } })
+}
+
+/// Writes the NAR listing and debug info entries of a checked path, before
+/// its narinfo is named: each atomically, the listing replacing an older one
+/// (it lists the same NAR) and a debug info entry never replacing one, as
+/// Nix's `addToStoreCommon` (binary-cache-store.cc) does.
+fn write_listing(info: &PathInfo, out: &Path, settings: &Settings, listing: &Listing, nar_url: &str) -> Result<()> {
+    if settings.write_nar_listing {
+        let name = format!("{}.ls", info.path.hash_part());
+        let context = || format!("writing the NAR listing of {} to {}", info.path, out.join(&name).display());
+        let mut file = AtomicFile::create(out, &name).with_context(context)?;
+        file.write_all(&listing.json()).with_context(context)?;
+        file.persist(&name).with_context(context)?;
+    }
+    if settings.index_debug_info {
+        let dir = out.join("debuginfo");
+        for member in listing.debug_members() {
+            let context =
+                || format!("writing the debug info entry of {} to {}", info.path, dir.join(&member.key).display());
+            let mut file = AtomicFile::create(&dir, &member.key).with_context(context)?;
+            file.write_all(member.json(nar_url).as_bytes()).with_context(context)?;
+            // An existing entry is kept: it may name a NAR of another store path.
+            file.persist_new(&member.key).with_context(context)?;
+        }
+    }
+    Ok(())
 }
 
 /// Names a NAR file after its FileHash. A file of that name is the same NAR,
@@ -334,7 +452,7 @@ fn compress_nar(
     threads: u32,
     dumper: &mut Dumper,
     contexts: &mut Contexts,
-) -> Result<(AtomicFile, Sha256Hash, u64, Sha256Hash, u64)> {
+) -> Result<(AtomicFile, Sha256Hash, u64, Sha256Hash, u64, Option<Listing>)> {
     let io_context = || format!("writing the NAR of {} in {}", info.path, nar_dir.display());
     let compression = settings.compression;
     let file = AtomicFile::create(nar_dir, &format!("{}.nar{}", info.path.hash_part(), compression.extension()))
@@ -346,13 +464,42 @@ fn compress_nar(
         .with_context(io_context)?;
     // Buffer the NAR's many small tokens before they reach the hasher and the
     // compressor; large file chunks pass straight through.
-    let mut nar = BufWriter::with_capacity(64 * 1024, HashingWriter::new(encoder));
+    // The listing, when wanted, is read from the NAR as it is written.
+    let mut listing = Listing::new();
+    let wanted = settings.write_nar_listing || settings.index_debug_info;
+    let reader = wanted.then(|| NarReader::new(|event| listing.event(event)));
+    let tee = Tee { inner: encoder, reader };
+    let mut nar = BufWriter::with_capacity(64 * 1024, HashingWriter::new(tee));
     dumper.dump(Path::new(info.path.as_str()), &mut nar).with_context(io_context)?;
-    let (nar_hash, nar_size, encoder) =
+    let (nar_hash, nar_size, tee) =
         nar.into_inner().map_err(|e| anyhow!(e.into_error())).with_context(io_context)?.finish();
-    let nar_file = encoder.finish().with_context(io_context)?;
+    if let Some(reader) = tee.reader {
+        reader.finish().map_err(|e| anyhow!("{}: listing its NAR: {e}", info.path))?;
+    }
+    let nar_file = tee.inner.finish().with_context(io_context)?;
     let (file, file_hash, file_size) = nar_file.finish().with_context(io_context)?;
-    Ok((file, nar_hash, nar_size, file_hash.unwrap_or(nar_hash), file_size))
+    Ok((file, nar_hash, nar_size, file_hash.unwrap_or(nar_hash), file_size, wanted.then_some(listing)))
+}
+
+/// Passes the NAR on to `inner` and, when there is one, to a [`NarReader`]
+/// that builds its listing.
+struct Tee<W, F> {
+    inner: W,
+    reader: Option<NarReader<F>>,
+}
+
+impl<W: Write, F: FnMut(Event)> Write for Tee<W, F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(reader) = &mut self.reader {
+            reader.feed(&buf[..n]).map_err(io::Error::other)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The file a NAR is written to: always counted, hashed when compressed.
@@ -581,6 +728,10 @@ mod tests {
             jobs,
             max_memory: None,
             sync: true,
+            priority: None,
+            want_mass_query: None,
+            write_nar_listing: false,
+            index_debug_info: false,
         }
     }
 
@@ -615,11 +766,14 @@ mod tests {
 
     #[test]
     fn store_dir_is_read_from_nix_cache_info_as_nix_reads_it() {
-        assert_eq!(cache_info_store_dir("StoreDir: /nix/store\n"), Some("/nix/store"));
-        assert_eq!(cache_info_store_dir("WantMassQuery: 1\nStoreDir:/gnu/store  \nPriority: 30\n"), Some("/gnu/store"));
+        assert_eq!(cache_info_field("StoreDir: /nix/store\n", "StoreDir"), Some("/nix/store"));
+        assert_eq!(
+            cache_info_field("WantMassQuery: 1\nStoreDir:/gnu/store  \nPriority: 30\n", "StoreDir"),
+            Some("/gnu/store")
+        );
         // The key is not trimmed, as in Nix: " StoreDir" is another key.
-        assert_eq!(cache_info_store_dir(" StoreDir: /other\nno colon here\n"), None);
-        assert_eq!(cache_info_store_dir(""), None);
+        assert_eq!(cache_info_field(" StoreDir: /other\nno colon here\n", "StoreDir"), None);
+        assert_eq!(cache_info_field("", "StoreDir"), None);
     }
 
     #[test]
@@ -628,17 +782,54 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("nix-cache-info"), "StoreDir: /gnu/store\n").unwrap();
-        let e = format!("{:#}", create_layout(&dir, "/nix/store").unwrap_err());
+        let e = format!("{:#}", create_layout(&dir, &store("/nix/store")).unwrap_err());
         assert!(e.contains("nix-cache-info") && e.contains("/gnu/store") && e.contains("/nix/store"), "{e}");
         let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["nix-cache-info"]);
         assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), "StoreDir: /gnu/store\n");
 
         // The same store directory, or none named: the cache is added to.
-        create_layout(&dir, "/gnu/store").unwrap();
+        create_layout(&dir, &store("/gnu/store")).unwrap();
         fs::write(dir.join("nix-cache-info"), "WantMassQuery: 1\n").unwrap();
-        create_layout(&dir, "/nix/store").unwrap();
+        create_layout(&dir, &store("/nix/store")).unwrap();
         assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), "WantMassQuery: 1\n");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn store(store_dir: &str) -> CacheInfo<'_> {
+        CacheInfo { store_dir, priority: None, want_mass_query: None }
+    }
+
+    #[test]
+    fn an_existing_cache_with_other_settings_is_refused_before_anything_is_written() {
+        let dir = std::env::temp_dir().join(format!("mbc-cache-info-settings-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let ours = CacheInfo { store_dir: "/nix/store", priority: Some(30), want_mass_query: Some(true) };
+        for theirs in [
+            "StoreDir: /nix/store\n",
+            "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n",
+            "StoreDir: /nix/store\nWantMassQuery: 0\nPriority: 30\n",
+            "StoreDir: /nix/store\nPriority: 30\n",
+        ] {
+            fs::write(dir.join("nix-cache-info"), theirs).unwrap();
+            let e = format!("{:#}", create_layout(&dir, &ours).unwrap_err());
+            assert!(e.contains("nix-cache-info") && (e.contains("Priority") || e.contains("WantMassQuery")), "{e}");
+            let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(names, ["nix-cache-info"], "{theirs}");
+            assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), theirs);
+        }
+        // The same settings, in any order and spacing: added to, unchanged.
+        let same = "Priority:30\nStoreDir: /nix/store\nWantMassQuery: 1\n";
+        fs::write(dir.join("nix-cache-info"), same).unwrap();
+        create_layout(&dir, &ours).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), same);
+        // Settings not given accept whatever is there.
+        create_layout(&dir, &store("/nix/store")).unwrap();
+        // A new cache gets them.
+        fs::remove_file(dir.join("nix-cache-info")).unwrap();
+        create_layout(&dir, &ours).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), ours.text());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -75,6 +75,14 @@ pub struct Attrs {
     pub compression_level: Option<i32>,
     /// `maxMemory`: bytes, from an integer or a size such as "1.5G".
     pub max_memory: Option<u64>,
+    /// `priority`: the `Priority` of `nix-cache-info`.
+    pub priority: Option<i32>,
+    /// `wantMassQuery`: the `WantMassQuery` of `nix-cache-info`.
+    pub want_mass_query: Option<bool>,
+    /// `writeNarListing`: write `<hash part>.ls`.
+    pub write_nar_listing: bool,
+    /// `indexDebugInfo`: write `debuginfo/<build id>.debug`.
+    pub index_debug_info: bool,
 }
 
 impl Attrs {
@@ -109,7 +117,37 @@ impl Attrs {
             ),
         };
         let max_memory = parse_max_memory(&raw.max_memory)?;
-        Ok(Self { closure, out, compression, compression_level, max_memory })
+        let priority = match raw.priority {
+            Loose::Missing | Loose::Null => None,
+            v => Some(
+                v.integer()
+                    .and_then(|n| i32::try_from(n).ok())
+                    .ok_or_else(|| anyhow!("field `priority` must be an integer or null, not {v}"))?,
+            ),
+        };
+        let want_mass_query = match raw.want_mass_query {
+            Loose::Missing | Loose::Null => None,
+            Loose::Bool(b) => Some(b),
+            v => bail!("field `wantMassQuery` must be a boolean or null, not {v}"),
+        };
+        let flag = |value: &Loose, field: &str| match value {
+            Loose::Missing | Loose::Null => Ok(false),
+            Loose::Bool(b) => Ok(*b),
+            v => Err(anyhow!("field `{field}` must be a boolean, not {v}")),
+        };
+        let write_nar_listing = flag(&raw.write_nar_listing, "writeNarListing")?;
+        let index_debug_info = flag(&raw.index_debug_info, "indexDebugInfo")?;
+        Ok(Self {
+            closure,
+            out,
+            compression,
+            compression_level,
+            max_memory,
+            priority,
+            want_mass_query,
+            write_nar_listing,
+            index_debug_info,
+        })
     }
 }
 
@@ -424,6 +462,10 @@ struct RawAttrs<'a> {
     compression: Loose<'a>,
     compression_level: Loose<'a>,
     max_memory: Loose<'a>,
+    priority: Loose<'a>,
+    want_mass_query: Loose<'a>,
+    write_nar_listing: Loose<'a>,
+    index_debug_info: Loose<'a>,
 }
 
 #[derive(Deserialize)]
@@ -455,6 +497,10 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
                 "compression" => "compression",
                 "compressionLevel" => "compressionLevel",
                 "maxMemory" => "maxMemory",
+                "priority" => "priority",
+                "wantMassQuery" => "wantMassQuery",
+                "writeNarListing" => "writeNarListing",
+                "indexDebugInfo" => "indexDebugInfo",
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -470,7 +516,11 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
                 "outputs" => attrs.outputs = map.next_value().map_err(failed_in())?,
                 "compression" => attrs.compression = map.next_value().map_err(failed_in())?,
                 "compressionLevel" => attrs.compression_level = map.next_value().map_err(failed_in())?,
-                _ => attrs.max_memory = map.next_value().map_err(failed_in())?,
+                "maxMemory" => attrs.max_memory = map.next_value().map_err(failed_in())?,
+                "priority" => attrs.priority = map.next_value().map_err(failed_in())?,
+                "wantMassQuery" => attrs.want_mass_query = map.next_value().map_err(failed_in())?,
+                "writeNarListing" => attrs.write_nar_listing = map.next_value().map_err(failed_in())?,
+                _ => attrs.index_debug_info = map.next_value().map_err(failed_in())?,
             }
         }
         Ok(attrs)
@@ -600,6 +650,27 @@ mod tests {
         let json = format!(r#"[{entry},{entry},{{"path":"{B}"}}]"#);
         let err = format!("{:#}", parse_path_info_json(&json, "/nix/store").unwrap_err());
         assert!(err.starts_with("closure entry 2: "), "{err}");
+    }
+
+    #[test]
+    fn priority_and_want_mass_query_are_typed() {
+        let parse = |v: &str| Attrs::parse(&format!(r#"{{"closure":[],{v}}}"#), "/nix/store");
+        let attrs = parse(r#""priority":30,"wantMassQuery":true"#).unwrap();
+        assert_eq!((attrs.priority, attrs.want_mass_query), (Some(30), Some(true)));
+        let attrs = parse(r#""priority":null,"wantMassQuery":null"#).unwrap();
+        assert_eq!((attrs.priority, attrs.want_mass_query), (None, None));
+        let attrs = parse(r#""writeNarListing":true,"indexDebugInfo":false"#).unwrap();
+        assert_eq!((attrs.write_nar_listing, attrs.index_debug_info), (true, false));
+        for (bad, field) in [
+            (r#""priority":"30""#, "`priority`"),
+            (r#""priority":1.5"#, "`priority`"),
+            (r#""wantMassQuery":1"#, "`wantMassQuery`"),
+            (r#""writeNarListing":"yes""#, "`writeNarListing`"),
+            (r#""indexDebugInfo":0"#, "`indexDebugInfo`"),
+        ] {
+            let err = format!("{:#}", parse(bad).unwrap_err());
+            assert!(err.contains(field), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -36,8 +36,10 @@ USAGE:
 OPTIONS:
     --attrs FILE              A structured-attrs JSON file with a `closure`
                               list, as a builder receives it. Its `outputs.out`,
-                              `compression` and `compressionLevel` are used
-                              unless the flags below override them.
+                              `compression`, `compressionLevel`, `maxMemory`,
+                              `priority`, `wantMassQuery`, `writeNarListing`
+                              and `indexDebugInfo` are used unless the flags
+                              below override them (true ones add to them).
     --closure FILE            The output of `nix path-info --json --recursive
                               PATHS...` (either the array of older Nix or the
                               object keyed by store path of newer Nix).
@@ -68,6 +70,24 @@ OPTIONS:
                               throwaway caches. [default: a narinfo is named
                               only once its NAR is on disk, and the run ends
                               with everything on disk]
+    --priority N              Write `Priority: N` to nix-cache-info: Nix
+                              tries substituters in increasing priority
+                              (0 when a cache names none; cache.nixos.org
+                              has 40). An existing cache must already say
+                              the same.
+    --want-mass-query         Write `WantMassQuery: 1` to nix-cache-info, so
+                              that Nix may query the cache for many paths at
+                              once. An existing cache must already say so.
+    --write-nar-listing       Also write <hash part>.ls, the JSON listing of
+                              each NAR (what `nix copy --to
+                              'file://DIR?write-nar-listing=true'` writes),
+                              for tools that browse a cache without fetching
+                              NARs (Nix 2.8 itself reads listings only from
+                              its local-nar-cache).
+    --index-debug-info        Also write debuginfo/<build id>.debug for each
+                              lib/debug/.build-id/<xx>/<38 hex>.debug file in
+                              the NARs (what index-debug-info=true writes),
+                              for dwarffs; an existing entry is kept.
     -h, --help                Print this help.
     -V, --version             Print the version.
 
@@ -202,6 +222,8 @@ every narinfo:
     the NarHash, and those bytes are a well-formed NAR: every token and its
     padding, entry names and their order, symlink targets, nothing trailing;
   - every store path it references has a narinfo in the cache;
+  - its NAR listing <hash part>.ls, if there is one, lists that NAR (byte
+    for byte as Nix 2.8 writes it, or the same JSON for other writers);
   - with --public-key: at least one of its signatures verifies under one of
     the keys given.
 
@@ -376,7 +398,13 @@ fn builder_job(store_dir: String) -> Result<Job> {
             Err(_) => bail!("NIX_BUILD_CORES must be a number, not {cores:?}"),
         },
     };
-    let settings = settings(store_dir, attrs.compression, attrs.compression_level)?;
+    let settings = Settings {
+        priority: attrs.priority,
+        want_mass_query: attrs.want_mass_query,
+        write_nar_listing: attrs.write_nar_listing,
+        index_debug_info: attrs.index_debug_info,
+        ..settings(store_dir, attrs.compression, attrs.compression_level)?
+    };
     Ok(bounded(
         Job { closure: attrs.closure, out, settings, memory_note: String::new(), partial: false },
         jobs,
@@ -393,6 +421,8 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
     let mut max_memory = None::<u64>;
     let mut partial = None::<()>;
     let mut no_sync = None::<()>;
+    let (mut priority, mut want_mass_query) = (None::<i32>, None::<bool>);
+    let (mut write_nar_listing, mut index_debug_info) = (None::<()>, None::<()>);
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -420,6 +450,10 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             }
             Long("partial") => set_once(&mut partial, "--partial", ())?,
             Long("no-sync") => set_once(&mut no_sync, "--no-sync", ())?,
+            Long("priority") => set_once(&mut priority, "--priority", parser.value()?.parse().context("--priority")?)?,
+            Long("want-mass-query") => set_once(&mut want_mass_query, "--want-mass-query", true)?,
+            Long("write-nar-listing") => set_once(&mut write_nar_listing, "--write-nar-listing", ())?,
+            Long("index-debug-info") => set_once(&mut index_debug_info, "--index-debug-info", ())?,
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -438,6 +472,14 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             compression = compression.or(attrs.compression);
             level = level.or(attrs.compression_level);
             max_memory = max_memory.or(attrs.max_memory);
+            priority = priority.or(attrs.priority);
+            want_mass_query = want_mass_query.or(attrs.want_mass_query);
+            if attrs.write_nar_listing {
+                write_nar_listing = Some(());
+            }
+            if attrs.index_debug_info {
+                index_debug_info = Some(());
+            }
             (attrs.closure, attrs.out)
         }
         (None, Some(file)) => {
@@ -450,7 +492,14 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         (None, None) => bail!("one of --attrs FILE or --closure FILE is required; see --help"),
     };
     let out = out.or(attrs_out).ok_or_else(|| anyhow!("--out DIR is required; see --help"))?;
-    let settings = Settings { sync: no_sync.is_none(), ..settings(store_dir, compression, level)? };
+    let settings = Settings {
+        sync: no_sync.is_none(),
+        priority,
+        want_mass_query,
+        write_nar_listing: write_nar_listing.is_some(),
+        index_debug_info: index_debug_info.is_some(),
+        ..settings(store_dir, compression, level)?
+    };
     let job = Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some() };
     Ok(Some(bounded(job, jobs.unwrap_or_else(all_cores), max_memory)))
 }
@@ -496,7 +545,18 @@ fn settings(store_dir: String, compression: Option<Compression>, level: Option<i
         compression.check_level(level).map_err(|e| anyhow!("compression level: {e}"))?;
     }
     // `jobs` and `max_memory` are set by `bounded`.
-    Ok(Settings { store_dir, compression, compression_level: level, jobs: 1, max_memory: None, sync: true })
+    Ok(Settings {
+        store_dir,
+        compression,
+        compression_level: level,
+        jobs: 1,
+        max_memory: None,
+        sync: true,
+        priority: None,
+        want_mass_query: None,
+        write_nar_listing: false,
+        index_debug_info: false,
+    })
 }
 
 /// `$NIX_STORE`, checked: it is written into every narinfo and `nix-cache-info`.

@@ -34,11 +34,13 @@
 //! without a signature when their `CA` matches their store path, which is not
 //! checked here, so with `--public-key` they need a signature like any other.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -49,6 +51,7 @@ use crate::cache::{EMPTY_DIRS, human};
 use crate::compression::Compression;
 use crate::format::hash::Sha256Hash;
 use crate::format::key::{PublicKey, fingerprint};
+use crate::format::listing::Listing;
 use crate::format::nar_reader::{Event, NarError, NarReader};
 use crate::format::narinfo::ParsedNarInfo;
 use crate::format::store_path::check_store_dir;
@@ -378,8 +381,19 @@ fn check_nar(cache: &Path, info: &ParsedNarInfo, buf: &mut [u8], problems: &mut 
     }
 
     let compression = info.compression;
+    // A NAR listing, when there is one, is checked against the NAR as it is read.
+    let ls_name = format!("{}.ls", info.store_path.hash_part());
+    let listed = match fs::read(cache.join(&ls_name)) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            fail(format!("reading {ls_name}: {e}"));
+            None
+        }
+    };
+    let listing = listed.is_some().then(|| Rc::new(RefCell::new(Listing::new())));
     // Uncompressed, the file is the NAR: one hash serves for both.
-    let mut sink = NarSink::new(info.nar_size, compression != Compression::None);
+    let mut sink = NarSink::new(info.nar_size, compression != Compression::None, listing.clone());
     let mut source = BufReader::with_capacity(CHUNK, HashingReader::new(file));
     let decoded = match compression {
         Compression::None => pump(&mut source, &mut sink, buf),
@@ -446,8 +460,40 @@ fn check_nar(cache: &Path, info: &ParsedNarInfo, buf: &mut [u8], problems: &mut 
     }
     if let Err(e) = structure {
         fail(format!("{url}: {e}"));
+    } else if let (Some(listed), Some(listing)) = (listed, listing)
+        && nar_hash == info.nar_hash
+        && !same_listing(&listed, &listing.borrow().json())
+    {
+        fail(format!("{ls_name} does not list the NAR in {url}"));
     }
     (nar_size, file_size)
+}
+
+/// Whether a `.ls` file lists the same NAR as `ours`: byte for byte as Nix
+/// 2.8 writes it, or, for other writers, the same JSON once an
+/// `"executable":false` (which newer Nix writes and 2.8 leaves out) is
+/// dropped; JSON objects compare whatever their key order.
+fn same_listing(listed: &[u8], ours: &[u8]) -> bool {
+    fn normal(v: &mut serde_json::Value) {
+        if let serde_json::Value::Object(map) = v {
+            if map.get("executable") == Some(&serde_json::Value::Bool(false)) {
+                map.remove("executable");
+            }
+            map.values_mut().for_each(normal);
+        }
+    }
+    if listed == ours {
+        return true;
+    }
+    let parse = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok();
+    match (parse(listed), parse(ours)) {
+        (Some(mut a), Some(mut b)) => {
+            normal(&mut a);
+            normal(&mut b);
+            a == b
+        }
+        _ => false,
+    }
 }
 
 /// Copies everything `from` gives into `sink`, until the end or until the
@@ -466,6 +512,10 @@ fn pump(from: &mut impl Read, sink: &mut NarSink, buf: &mut [u8]) -> io::Result<
     }
 }
 
+/// What the NAR validator does with what it reads: build the listing to
+/// check, or nothing.
+type OnEvent = Box<dyn FnMut(Event<'_>)>;
+
 /// Where the NAR goes: counted, hashed (unless the file's hash is the NAR's),
 /// and read by the NAR validator, up to the NarSize the narinfo announces.
 struct NarSink {
@@ -473,18 +523,22 @@ struct NarSink {
     size: u64,
     limit: u64,
     too_long: bool,
-    reader: NarReader<fn(Event<'_>)>,
+    reader: NarReader<OnEvent>,
     error: Option<NarError>,
 }
 
 impl NarSink {
-    fn new(limit: u64, hash: bool) -> Self {
+    fn new(limit: u64, hash: bool, listing: Option<Rc<RefCell<Listing>>>) -> Self {
+        let on_event: OnEvent = match listing {
+            Some(listing) => Box::new(move |event| listing.borrow_mut().event(event)),
+            None => Box::new(ignore),
+        };
         Self {
             hasher: hash.then(sha2::Sha256::new),
             size: 0,
             limit,
             too_long: false,
-            reader: NarReader::new(ignore as fn(Event<'_>)),
+            reader: NarReader::new(on_event),
             error: None,
         }
     }
@@ -519,7 +573,7 @@ impl NarSink {
     }
 }
 
-/// Verifying needs no events, only the validation.
+/// Without a listing to check, verifying needs no events, only the validation.
 fn ignore(_: Event<'_>) {}
 
 /// Hashes and counts what is read through it.

@@ -8,6 +8,7 @@
 //! * [`store_path`]: `<store dir>/<hash>-<name>`, and the store directory itself.
 //! * [`nar`]: the Nix ARchive, written as a stream.
 //! * [`nar_reader`]: a NAR read back as a stream, validated, its entries reported.
+//! * [`listing`]: the NAR listing (`<hash>.ls`) and the debug info index.
 //! * [`narinfo`]: what a binary cache says about one store path.
 //! * [`signature`]: `<key name>:<base64>` ed25519 signatures.
 //! * [`key`]: ed25519 secret and public keys, and the fingerprint they sign.
@@ -15,6 +16,7 @@
 pub mod content_address;
 pub mod hash;
 pub mod key;
+pub mod listing;
 pub mod nar;
 pub mod nar_reader;
 pub mod narinfo;
