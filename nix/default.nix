@@ -7,6 +7,10 @@
 # The result can be used as a substituter:
 #   nix-build … --option substituters file://$result --option require-sigs false
 #
+# It is never signed here: a secret key in the store is readable by every
+# user. Sign a copy after the build instead:
+#   make-binary-cache sign --secret-key-file KEY --out ./signed $result
+#
 # The builder is the `make-binary-cache` program itself: there is no shell, no
 # Nix and no Python inside the build. It reads the structured attributes
 # (`closure` from exportReferencesGraph, `compression`, `compressionLevel`,
