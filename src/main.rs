@@ -152,6 +152,10 @@ OPTIONS:
                               directory. Needed when CACHE is read-only, e.g.
                               the store path mkBinaryCache builds (a cache in
                               the Nix store is never changed in place).
+    --no-sync                 Do not wait for the disk: faster, but after a
+                              power cut a narinfo may name a NAR whose copy
+                              was lost. [default: copied NARs and new
+                              narinfos are on disk before a narinfo is named]
     -h, --help                Print this help.
 
 Without --out, each narinfo is replaced atomically in CACHE, which must be
