@@ -5,45 +5,10 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{TempDir, build_fixture, list_dir, nix_cmd, run, run_fail, run_ok, skip_without_nix};
-
-fn ours() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_make-binary-cache"));
-    cmd.env_remove("NIX_ATTRS_JSON_FILE").env_remove("NIX_BUILD_TOP").env_remove("NIX_STORE");
-    cmd
-}
-
-/// `nix path-info --json --recursive` of the fixture closure, written to a file.
-fn path_info_file(tmp: &TempDir) -> (String, PathBuf) {
-    let root = build_fixture("", "a");
-    let json = run_ok(nix_cmd("nix").args(["path-info", "--json", "--recursive"]).arg(&root));
-    let file = tmp.join("closure.json");
-    fs::write(&file, json).unwrap();
-    (root, file)
-}
-
-/// Every file under `dir` with its contents, by relative path.
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(dir).unwrap().display().to_string();
-            if path.is_dir() {
-                files.push((rel + "/", Vec::new()));
-                stack.push(path);
-            } else {
-                files.push((rel, fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort();
-    files
-}
+use common::{TempDir, list_dir, nix_cmd, ours, path_info_file, run, run_fail, run_ok, skip_without_nix, tree};
 
 #[test]
 fn uncompressed_cache_is_what_nix_copy_writes() {

@@ -9,18 +9,11 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::{
-    NIX_CONFIG, TempDir, build_fixture, nix_cmd, parse_narinfo, run, run_fail, run_ok, skip_without_nix, unique,
+    NIX_CONFIG, TempDir, build_fixture, nix_cmd, ours, parse_narinfo, run, run_fail, run_ok, skip_without_nix, unique,
 };
 use serde_json::Value;
-
-fn ours() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_make-binary-cache"));
-    cmd.env_remove("NIX_ATTRS_JSON_FILE").env_remove("NIX_BUILD_TOP").env_remove("NIX_STORE");
-    cmd
-}
 
 /// `nix path-info --json --recursive PATHS` (Nix 2.8: an array of entries).
 fn path_info(paths: &[&str]) -> Vec<Value> {

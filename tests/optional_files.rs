@@ -6,24 +6,11 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::{TempDir, build_fixture, closure_of, nix_cmd, repo_root, run, run_fail, run_ok, skip_without_nix};
-
-fn ours() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_make-binary-cache"));
-    cmd.env_remove("NIX_ATTRS_JSON_FILE").env_remove("NIX_BUILD_TOP").env_remove("NIX_STORE");
-    cmd
-}
-
-/// `nix path-info --json --recursive` of the fixture closure, written to a file.
-fn path_info_file(tmp: &TempDir) -> (String, PathBuf) {
-    let root = build_fixture("", "a");
-    let json = run_ok(nix_cmd("nix").args(["path-info", "--json", "--recursive"]).arg(&root));
-    let file = tmp.join("closure.json");
-    fs::write(&file, json).unwrap();
-    (root, file)
-}
+use common::{
+    TempDir, build_fixture, closure_of, nix_cmd, ours, path_info_file, repo_root, run, run_fail, run_ok,
+    skip_without_nix,
+};
 
 /// Substitutes the fixture closure into a fresh store from `substituters`
 /// (in that order) and returns Nix's log, which names the cache each path

@@ -8,13 +8,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{TempDir, nix_cmd, run, run_fail, run_ok, skip_without_nix};
-
-fn ours() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_make-binary-cache"));
-    cmd.env_remove("NIX_ATTRS_JSON_FILE").env_remove("NIX_BUILD_TOP").env_remove("NIX_STORE");
-    cmd
-}
+use common::{TempDir, nix_cmd, ours, run, run_fail, run_ok, skip_without_nix};
 
 #[test]
 fn empty_out_and_repeated_flags_are_errors() {

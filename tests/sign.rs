@@ -15,12 +15,6 @@ use std::process::Command;
 
 use common::*;
 
-fn ours() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_make-binary-cache"));
-    cmd.env_remove("NIX_ATTRS_JSON_FILE").env_remove("NIX_BUILD_TOP").env_remove("NIX_STORE");
-    cmd
-}
-
 /// `make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE`.
 fn sign(key: &Path, out: Option<&Path>, cache: &Path) -> Command {
     let mut cmd = ours();
@@ -92,26 +86,6 @@ fn assert_signed_by(cache: &Path, root: &str, key: &Key, other: &Key, tmp: &Temp
     assert!(ok, "nix copy with require-sigs and our key failed:\n{stderr}");
     let (ok, stderr) = copy_requiring(cache, root, &other.public, tmp, &format!("{label}-other"));
     assert!(!ok && stderr.contains("lacks a valid signature"), "another key was accepted:\n{stderr}");
-}
-
-/// Every file under `dir` with its contents and mode, by relative path.
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(dir).unwrap().display().to_string();
-            if path.is_dir() {
-                files.push((rel + "/", Vec::new()));
-                stack.push(path);
-            } else {
-                files.push((rel, fs::read(&path).unwrap()));
-            }
-        }
-    }
-    files.sort();
-    files
 }
 
 fn narinfos(dir: &Path) -> Vec<PathBuf> {

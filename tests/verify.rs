@@ -10,15 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    TempDir, build_fixture, closure_of, flat_hashes, hash_part, list_dir, nix_cmd, run, run_fail, run_ok,
+    TempDir, build_fixture, closure_of, flat_hashes, hash_part, list_dir, nix_cmd, ours, run, run_fail, run_ok,
     skip_without_nix,
 };
-
-fn ours() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_make-binary-cache"));
-    cmd.env_remove("NIX_ATTRS_JSON_FILE").env_remove("NIX_BUILD_TOP").env_remove("NIX_STORE");
-    cmd
-}
 
 fn verify(cache: &Path) -> Command {
     let mut cmd = ours();

@@ -296,3 +296,41 @@ pub fn write_executable(path: &Path, contents: &str) -> io::Result<()> {
     fs::write(path, contents)?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o755))
 }
+
+/// Our binary, with none of the builder's environment, so it runs in CLI mode.
+pub fn ours() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_make-binary-cache"));
+    cmd.env_remove("NIX_ATTRS_JSON_FILE").env_remove("NIX_BUILD_TOP").env_remove("NIX_STORE");
+    cmd
+}
+
+/// `nix path-info --json --recursive` of the fixture closure, written to
+/// `closure.json` in `tmp`; returns the root and the file.
+pub fn path_info_file(tmp: &TempDir) -> (String, PathBuf) {
+    let root = build_fixture("", "a");
+    let json = run_ok(nix_cmd("nix").args(["path-info", "--json", "--recursive"]).arg(&root));
+    let file = tmp.join("closure.json");
+    fs::write(&file, json).unwrap();
+    (root, file)
+}
+
+/// Every file under `dir` with its contents, by relative path (directories
+/// end in `/`), sorted.
+pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            if path.is_dir() {
+                files.push((rel + "/", Vec::new()));
+                stack.push(path);
+            } else {
+                files.push((rel, fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
