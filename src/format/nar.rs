@@ -168,11 +168,12 @@ fn invalid(msg: &str) -> io::Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A NAR spelled out token by token, independently of the writer.
-    fn tokens(ts: &[&[u8]]) -> Vec<u8> {
+    /// A NAR spelled out token by token, independently of the writer (and of
+    /// the reader, whose tests use it too).
+    pub(crate) fn tokens(ts: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
         for t in ts {
             out.extend_from_slice(&(t.len() as u64).to_le_bytes());

@@ -601,17 +601,7 @@ fn shown(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::format::nar;
-
-    /// A NAR spelled out token by token, independently of the writer.
-    fn tokens(ts: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for t in ts {
-            out.extend_from_slice(&(t.len() as u64).to_le_bytes());
-            out.extend_from_slice(t);
-            out.resize(out.len().div_ceil(8) * 8, 0);
-        }
-        out
-    }
+    use crate::format::nar::tests::tokens;
 
     /// Every event, owned, for comparisons.
     #[derive(Debug, PartialEq, Eq)]

@@ -239,19 +239,10 @@ mod tests {
             ca: Some(&"fixed:r:sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw".parse().unwrap()),
         };
         assert_eq!(info.file_name(), "y2grnhdvfn46jk5m3g13m90yzbj9scgb.narinfo");
+        // What `nix copy` writes, and the CA line after the signatures.
         assert_eq!(
             info.render().unwrap(),
-            "StorePath: /nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b\n\
-             URL: nar/0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73.nar.xz\n\
-             Compression: xz\n\
-             FileHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\n\
-             FileSize: 100\n\
-             NarHash: sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw\n\
-             NarSize: 952\n\
-             References: q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a y2grnhdvfn46jk5m3g13m90yzbj9scgb-b\n\
-             Deriver: 0c1ax3xdhph1hmrxhiby8mcxh0qamv2p-b.drv\n\
-             Sig: cache.example.org-1:aItucb2jMEdvkqYZji7WOy01UemOpGXpZCYvu0qXLmVNaoV4Mj/41K8uzPznXew6f1YgBxjkdjZl/N3le94ZWA==\n\
-             CA: fixed:r:sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw\n"
+            format!("{NIX_COPY}CA: fixed:r:sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw\n")
         );
     }
 
