@@ -39,7 +39,7 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ use crate::atomic_file::{AtomicFile, syncfs};
 use crate::compression::Compression;
 use crate::format::hash::Sha256Hash;
 use crate::format::key::{SecretKey, fingerprint};
-use crate::format::narinfo::ParsedNarInfo;
+use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::check_store_dir;
 
 /// What a run did, for the closing log line.
@@ -277,7 +277,7 @@ fn read_narinfos(cache: &Path, store_dir: &str) -> Result<Vec<Entry>> {
             // Nix refuses to compute the fingerprint of an empty NAR: none exists.
             bail!("{}: NarSize is 0", file.display());
         }
-        nar_file_name(&info.url).map_err(|e| anyhow!("{}: field `URL`: {e}", file.display()))?;
+        nar_file(&info.url).map_err(|e| anyhow!("{}: {e}", file.display()))?;
         entries.push(Entry { name: name.to_owned(), text, info });
     }
     if entries.is_empty() {
@@ -286,25 +286,12 @@ fn read_narinfos(cache: &Path, store_dir: &str) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// A narinfo's URL as a path inside the cache: relative and without `..`, so
-/// that a narinfo cannot make us read (or copy) a file outside the cache.
-fn nar_file_name(url: &str) -> Result<&Path, String> {
-    let path = Path::new(url);
-    if url.contains("://") || url.contains('\0') {
-        return Err(format!("{url:?} is not a file of the cache"));
-    }
-    if path.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(format!("{url:?} is not a plain relative path inside the cache"));
-    }
-    Ok(path)
-}
-
 /// Checks the NAR of `entry` (copying it to `out` first when given) and
 /// returns the narinfo's new text.
 fn sign_one(entry: &Entry, cache: &Path, out: Option<&Path>, key: &SecretKey) -> Result<String> {
     let info = &entry.info;
     let narinfo_file = cache.join(&entry.name);
-    let url = nar_file_name(&info.url).expect("checked when read");
+    let url = nar_file(&info.url).expect("checked when read");
     let source = cache.join(url);
     let checked = match out {
         None => source.clone(),
@@ -531,14 +518,6 @@ fn run_parallel<T: Sync, R: Send>(items: &[T], jobs: usize, work: impl Fn(&T) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nar_urls_stay_inside_the_cache() {
-        assert_eq!(nar_file_name("nar/x.nar.zst").unwrap(), Path::new("nar/x.nar.zst"));
-        for bad in ["/etc/passwd", "../x.nar", "nar/../../x", "./nar/x", "https://example.org/nar/x", "nar/\0"] {
-            assert!(nar_file_name(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 
     #[test]
     fn parallel_results_keep_their_order_and_errors_stop_the_run() {

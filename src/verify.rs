@@ -39,7 +39,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -53,7 +53,7 @@ use crate::format::hash::Sha256Hash;
 use crate::format::key::{PublicKey, fingerprint};
 use crate::format::listing::Listing;
 use crate::format::nar_reader::{Event, NarError, NarReader};
-use crate::format::narinfo::ParsedNarInfo;
+use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::check_store_dir;
 
 /// How to verify.
@@ -324,19 +324,6 @@ fn read_narinfo(cache: &Path, name: &str, store_dir: &str) -> Result<ParsedNarIn
         return Err((problem(subject(), format!("its narinfo is named {name}, not {expected}")), url()));
     }
     Ok(info)
-}
-
-/// A narinfo's URL as a path inside the cache: relative, without `.` or
-/// `..`, no scheme, so that a narinfo cannot make us read outside the cache.
-fn nar_file(url: &str) -> Result<&Path, String> {
-    let path = Path::new(url);
-    if url.contains("://") || url.contains('\0') {
-        return Err(format!("URL {url:?} is not a file of the cache"));
-    }
-    if path.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(format!("URL {url:?} is not a plain relative path inside the cache"));
-    }
-    Ok(path)
 }
 
 /// Reads the NAR file of `info`, checking its size and hash, decompresses it,
@@ -764,13 +751,5 @@ mod tests {
         assert!(read("StoreDir: /nix/store/\n").unwrap_err().contains("normalised"));
         assert!(read("StoreDir: /a\nStoreDir: /a\n").unwrap_err().contains("StoreDir appears twice"));
         fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn nar_urls_stay_inside_the_cache() {
-        assert_eq!(nar_file("nar/x.nar.zst").unwrap(), Path::new("nar/x.nar.zst"));
-        for bad in ["/etc/passwd", "../x.nar", "nar/../../x", "./nar/x", "https://example.org/nar/x", "nar/\0"] {
-            assert!(nar_file(bad).is_err(), "{bad:?} accepted");
-        }
     }
 }

@@ -29,6 +29,7 @@
 //! ```
 
 use std::fmt::Write;
+use std::path::{Component, Path};
 use std::str::FromStr;
 
 use crate::compression::Compression;
@@ -205,6 +206,20 @@ impl ParsedNarInfo {
     }
 }
 
+/// A narinfo's URL as a path inside the cache: relative, without `.` or
+/// `..`, no scheme, so that a narinfo cannot make `sign` or `verify` read
+/// (or copy) a file outside the cache. Pure: it only looks at the text.
+pub fn nar_file(url: &str) -> Result<&Path, String> {
+    let path = Path::new(url);
+    if url.contains("://") || url.contains('\0') {
+        return Err(format!("URL {url:?} is not a file of the cache"));
+    }
+    if path.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(format!("URL {url:?} is not a plain relative path inside the cache"));
+    }
+    Ok(path)
+}
+
 /// The fields a narinfo may have besides `Sig`, in the order Nix writes them;
 /// `CA` last.
 const FIELDS: [&str; 10] =
@@ -336,6 +351,14 @@ mod tests {
         for (text, expected) in cases {
             let err = ParsedNarInfo::parse("/nix/store", &text).unwrap_err();
             assert!(err.contains(expected), "{expected:?} not in {err:?}");
+        }
+    }
+
+    #[test]
+    fn nar_urls_stay_inside_the_cache() {
+        assert_eq!(nar_file("nar/x.nar.zst").unwrap(), Path::new("nar/x.nar.zst"));
+        for bad in ["/etc/passwd", "../x.nar", "nar/../../x", "./nar/x", "https://example.org/nar/x", "nar/\0"] {
+            assert!(nar_file(bad).is_err(), "{bad:?} accepted");
         }
     }
 }
