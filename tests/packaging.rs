@@ -191,3 +191,45 @@ fn flake_package_overlay_and_formatter() {
     let fmt = run_ok(&mut flakes.nix(&["eval", "--raw", &flakes.attr(&format!("formatter.{system}.name"))]));
     assert_eq!(fmt, "nixfmt-not-in-nixpkgs-stub");
 }
+
+// ---------------------------------------------------------------------------
+// examples/
+
+/// examples/hello-cache, built as its comment says (with the binary cargo
+/// built for this run), then substituted into a fresh store and run there.
+#[test]
+fn hello_cache_example_builds_and_substitutes() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("example");
+    let example = repo_root().join("examples/hello-cache");
+    let build = |attr: Option<&str>| {
+        let mut cmd = nix_cmd("nix-build");
+        cmd.arg(&example).arg("--no-out-link").arg("--arg").arg("makeBinaryCacheBin").arg(builder_bin());
+        if let Some(a) = attr {
+            cmd.args(["-A", a]);
+        }
+        run_ok(&mut cmd)
+    };
+    let cache = build(None);
+    let hello = build(Some("hello"));
+    assert!(Path::new(&cache).join(format!("{}.narinfo", hash_part(&hello))).is_file());
+
+    let store = tmp.join("store");
+    let (valid, _, _) = run(nix_cmd("nix-store").arg("--store").arg(&store).args(["--check-validity", &hello]));
+    assert!(!valid, "{hello} in a fresh store");
+    run_ok(
+        nix_cmd("nix")
+            .args(["copy", "--no-require-sigs", "--from", &format!("file://{cache}"), "--to"])
+            .arg(&store)
+            .arg(&hello),
+    );
+    run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
+    assert_eq!(
+        run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["-q", "--hash", &hello])),
+        run_ok(nix_cmd("nix-store").args(["-q", "--hash", &hello]))
+    );
+    let exe = format!("{}{hello}/bin/hello", store.display());
+    assert_eq!(run_ok(&mut Command::new(exe)), "Hello from a binary cache");
+}
