@@ -233,3 +233,106 @@ fn hello_cache_example_builds_and_substitutes() {
     let exe = format!("{}{hello}/bin/hello", store.display());
     assert_eq!(run_ok(&mut Command::new(exe)), "Hello from a binary cache");
 }
+
+// ---------------------------------------------------------------------------
+// doc/
+
+/// Arguments that other branches add to mkBinaryCache; the manual documents
+/// them already, so they may be missing from nix/default.nix here.
+const ARGUMENTS_ADDED_ELSEWHERE: &[&str] = &["reuse", "shards"];
+
+/// The documented inputs under the heading with anchor `anchor` in the
+/// manual page: each entry's name, whether it is marked _optional_, and its
+/// `_Default value:_` (the Nix text between backticks), if any.
+fn documented_inputs(anchor: &str) -> Vec<(String, bool, Option<String>)> {
+    let doc = fs::read_to_string(repo_root().join("doc/mkBinaryCache.section.md")).unwrap();
+    let mut lines = doc.lines().skip_while(|l| !(l.starts_with('#') && l.contains(&format!("{{#{anchor}}}"))));
+    assert!(lines.next().is_some(), "no heading {{#{anchor}}} in doc/mkBinaryCache.section.md");
+    let mut inputs: Vec<(String, bool, Option<String>)> = Vec::new();
+    for line in lines.take_while(|l| !l.starts_with('#')) {
+        if let Some(rest) = line.strip_prefix('`')
+            && let Some((name, kind)) = rest.split_once("` (")
+        {
+            inputs.push((name.to_string(), kind.contains("_optional_"), None));
+        } else if let Some(default) = line.trim().strip_prefix("_Default value:_ `") {
+            let default = default.split_once('`').map(|(d, _)| d.to_string());
+            inputs.last_mut().expect("a default before any input").2 = default;
+        }
+    }
+    assert!(!inputs.is_empty(), "no inputs under {{#{anchor}}}");
+    inputs
+}
+
+/// `builtins.functionArgs` of a function from nix/ (through the stand-in's
+/// callPackage, as users get it): each argument and whether it has a default.
+fn function_args(expr: &str) -> Vec<(String, bool)> {
+    let json = run_ok(&mut nix_eval_expr(
+        &builder_bin(),
+        &format!("builtins.attrValues (builtins.mapAttrs (n: d: [ n d ]) (pkgs.lib.functionArgs ({expr})))"),
+    ));
+    json.trim_start_matches("[[")
+        .trim_end_matches("]]")
+        .split("],[")
+        .map(|pair| {
+            let (name, default) = pair.split_once(',').unwrap();
+            (name.trim_matches('"').to_string(), default == "true")
+        })
+        .collect()
+}
+
+#[test]
+fn manual_documents_every_argument_of_mk_binary_cache() {
+    if skip_without_nix() {
+        return;
+    }
+    let documented = documented_inputs("sec-pkgs-binary-cache-inputs");
+    let args = function_args("mkBinaryCache");
+    for (name, has_default) in &args {
+        let entry = documented.iter().find(|(n, _, _)| n == name);
+        let Some((_, optional, default)) = entry else {
+            panic!("mkBinaryCache argument `{name}` is not under Inputs in doc/mkBinaryCache.section.md");
+        };
+        assert_eq!(optional, has_default, "`{name}`: _optional_ in the manual must match a default in nix/");
+        assert_eq!(default.is_some(), *has_default, "`{name}`: a _Default value:_ exactly when nix/ has a default");
+    }
+    for (name, _, _) in &documented {
+        assert!(
+            args.iter().any(|(n, _)| n == name) || ARGUMENTS_ADDED_ELSEWHERE.contains(&name.as_str()),
+            "the manual documents `{name}`, which mkBinaryCache does not take"
+        );
+    }
+
+    // The documented defaults are the ones the derivation gets.
+    let compare: Vec<String> = documented
+        .iter()
+        .filter_map(|(name, _, default)| default.as_ref().map(|d| (name, d)))
+        .map(|(name, d)| format!(r#"(if c ? {name} && c.{name} != ({d}) then "{name}" else null)"#))
+        .collect();
+    let wrong = run_ok(&mut nix_eval_expr(
+        &builder_bin(),
+        &format!(
+            "let c = mkBinaryCache {{ rootPaths = [ ]; }}; in builtins.filter (x: x != null) [ {} ]",
+            compare.join(" ")
+        ),
+    ));
+    assert_eq!(wrong, "[]", "documented defaults that differ from the derivation's attributes");
+}
+
+#[test]
+fn manual_documents_every_argument_of_merge_binary_caches() {
+    if skip_without_nix() {
+        return;
+    }
+    let documented = documented_inputs("sec-pkgs-merge-binary-caches-inputs");
+    if !repo_root().join("nix/merge.nix").exists() {
+        skip_visibly("nix/merge.nix (mergeBinaryCaches) is not in this tree yet; its manual entry is unchecked");
+        return;
+    }
+    for (name, has_default) in function_args("pkgs.callPackage (/. + root + \"/nix/merge.nix\") { }") {
+        let entry = documented.iter().find(|(n, _, _)| *n == name);
+        let Some((_, optional, _)) = entry else {
+            panic!("mergeBinaryCaches argument `{name}` is not under its Inputs in doc/mkBinaryCache.section.md");
+        };
+        assert_eq!(*optional, has_default, "`{name}`: _optional_ in the manual must match a default in nix/merge.nix");
+    }
+}
