@@ -232,6 +232,14 @@ fn hello_cache_example_builds_and_substitutes() {
     );
     let exe = format!("{}{hello}/bin/hello", store.display());
     assert_eq!(run_ok(&mut Command::new(exe)), "Hello from a binary cache");
+
+    // Without the program built, the error says what to do.
+    let err = run_fail(nix_cmd("nix-instantiate").arg(&example).args([
+        "--arg",
+        "makeBinaryCacheBin",
+        "/nonexistent/make-binary-cache",
+    ]));
+    assert!(err.contains("/nonexistent/make-binary-cache does not exist: run `cargo build --release` first"), "{err}");
 }
 
 // ---------------------------------------------------------------------------

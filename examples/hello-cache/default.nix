@@ -25,7 +25,13 @@
 {
   # The program for the stand-in to package; another path with --arg.
   makeBinaryCacheBin ? ../../target/release/make-binary-cache,
-  pkgs ? import ../../tests/nixpkgs-stub { inherit makeBinaryCacheBin; },
+  pkgs ? import ../../tests/nixpkgs-stub {
+    makeBinaryCacheBin =
+      if builtins.pathExists makeBinaryCacheBin then
+        makeBinaryCacheBin
+      else
+        throw "examples/hello-cache: ${toString makeBinaryCacheBin} does not exist: run `cargo build --release` first, or pass --arg makeBinaryCacheBin /path/to/make-binary-cache";
+  },
 }:
 
 let
