@@ -117,6 +117,7 @@ let
 
       passthru = {
         inherit rootPaths make-binary-cache;
+        tests.substitutes = callPackage ./tests.nix { mkBinaryCache = lib.makeOverridable mkBinaryCache; };
       };
 
       meta = {

@@ -10,7 +10,8 @@
 //! through a temporary name; they skip, saying why, where `unshare` is not
 //! permitted.
 //!
-//! Every test skips (with a message) when `nix-build` is not on PATH.
+//! Without `nix-build` on PATH every test fails, saying how to install Nix,
+//! unless MAKE_BINARY_CACHE_SKIP_NIX_TESTS=1 (see `common::skip_without_nix`).
 
 mod common;
 

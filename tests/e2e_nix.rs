@@ -4,7 +4,8 @@
 //! built for this test run, then reading them back with `nix copy` and
 //! `nix-build --option substituters file://…`.
 //!
-//! Every test skips (with a message) when `nix-build` is not on PATH.
+//! Without `nix-build` on PATH every test fails, saying how to install Nix,
+//! unless MAKE_BINARY_CACHE_SKIP_NIX_TESTS=1 (see `common::skip_without_nix`).
 
 mod common;
 

@@ -36,15 +36,38 @@ pub fn on_path(name: &str) -> bool {
     })
 }
 
-/// True (after printing why) when the test should be skipped because Nix is
-/// not installed.
+/// The variable that lets the end-to-end tests be skipped on a machine
+/// without Nix. Without it, a missing Nix fails them: a green `cargo test`
+/// must mean that real Nix judged the caches.
+pub const SKIP_NIX_TESTS_VAR: &str = "MAKE_BINARY_CACHE_SKIP_NIX_TESTS";
+
+/// What to do when Nix is missing, for the failure message.
+pub const INSTALL_NIX: &str = "install Nix (Debian/Ubuntu: `apt-get install nix-bin`; elsewhere see \
+    https://nixos.org/download) so that nix-build, nix-store and nix are on PATH, \
+    or set MAKE_BINARY_CACHE_SKIP_NIX_TESTS=1 to skip the tests that need it";
+
+/// Whether the tests that need Nix should be skipped: false when Nix is on
+/// PATH; true (printing a line that shows even without `--nocapture`) when it
+/// is not and `MAKE_BINARY_CACHE_SKIP_NIX_TESTS=1` says to skip; otherwise
+/// the test fails, saying how to install Nix.
 pub fn skip_without_nix() -> bool {
     if on_path("nix-build") {
-        false
-    } else {
-        eprintln!("skipping: nix not found");
-        true
+        return false;
     }
+    if std::env::var_os(SKIP_NIX_TESTS_VAR).is_some_and(|v| v == "1") {
+        skip_visibly(&format!("nix-build not on PATH and {SKIP_NIX_TESTS_VAR}=1"));
+        return true;
+    }
+    panic!("this test needs Nix, and nix-build is not on PATH: {INSTALL_NIX}");
+}
+
+/// Say on the real stderr that the current test is skipped, and why. The test
+/// harness captures `eprintln!`, not writes to the stderr handle, so the line
+/// shows in a plain `cargo test` run.
+pub fn skip_visibly(why: &str) {
+    use std::io::Write;
+    let name = std::thread::current().name().unwrap_or("?").to_string();
+    let _ = writeln!(io::stderr().lock(), "SKIPPED {name}: {why}");
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -109,6 +132,9 @@ fn make_writable(path: &Path) {
 
 /// A command for one of Nix's programs, with the test settings.
 pub fn nix_cmd(program: &str) -> Command {
+    // A test that forgot `skip_without_nix()` still fails with the advice,
+    // not with "No such file or directory".
+    assert!(on_path(program), "{program} is not on PATH: {INSTALL_NIX}");
     let mut cmd = Command::new(program);
     cmd.env("NIX_CONFIG", NIX_CONFIG).current_dir(repo_root()).stdin(Stdio::null());
     cmd

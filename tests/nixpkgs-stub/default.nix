@@ -7,18 +7,26 @@
 # `make-binary-cache` executable: cargo cannot run inside a Nix build here, so
 # `rustPlatform.buildRustPackage` does not compile anything, it copies that
 # file to $out/bin/<meta.mainProgram>. Everything else mirrors what nixpkgs
-# does with the attributes nix/ passes.
+# does with the attributes nix/ passes. Without the argument, a file
+# `make-binary-cache` beside this one is used if there is one: that is how
+# tests/packaging.rs hands the binary to a copy of the stub used as a flake
+# input (flake.nix here), where no argument can be passed.
+#
+# `system` and `overlays` are nixpkgs' own arguments, for flake.nix at the
+# repository root (`import nixpkgs { inherit system; overlays = [ … ]; }`).
 {
-  makeBinaryCacheBin ? null,
+  makeBinaryCacheBin ? if builtins.pathExists ./make-binary-cache then ./make-binary-cache else null,
+  system ? builtins.currentSystem,
+  overlays ? [ ],
 }:
 
 let
   lib = import ./lib.nix;
 
-  system = builtins.currentSystem;
-
   # Like stdenv.mkDerivation, for what nix/ uses: `realBuilder` and `args`
-  # choose the builder (else /bin/sh runs `buildCommand`), `passthru` and
+  # choose the builder (else /bin/sh runs `buildCommand`, with the `bin` of
+  # each of `nativeBuildInputs` on PATH before the host's /usr/bin and /bin,
+  # which stand in for stdenv's coreutils, grep, sed…), `passthru` and
   # `meta` stay out of the derivation, `__structuredAttrs` is passed on, and
   # null attributes are dropped (`__ignoreNulls`, as nixpkgs sets it).
   mkDerivation =
@@ -26,19 +34,29 @@ let
     let
       passthru = attrs.passthru or { };
       meta = attrs.meta or { };
-      drvAttrs = removeAttrs attrs [
-        "passthru"
-        "meta"
-      ] // {
-        inherit system;
-        builder = attrs.realBuilder or "/bin/sh";
-        args = attrs.args or [
-          "-eu"
-          "-c"
-          attrs.buildCommand
-        ];
-        __ignoreNulls = true;
-      };
+      shellPath = builtins.concatStringsSep ":" (
+        map (p: "${p}/bin") (attrs.nativeBuildInputs or [ ])
+        ++ [
+          "/usr/bin"
+          "/bin"
+        ]
+      );
+      drvAttrs =
+        removeAttrs attrs [
+          "passthru"
+          "meta"
+        ]
+        // {
+          inherit system;
+          builder = attrs.realBuilder or "/bin/sh";
+          args = attrs.args or [
+            "-eu"
+            "-c"
+            attrs.buildCommand
+          ];
+          __ignoreNulls = true;
+        }
+        // (if attrs ? realBuilder || attrs ? PATH then { } else { PATH = shellPath; });
       drv = builtins.derivation drvAttrs;
     in
     drv // passthru // { inherit meta passthru; };
@@ -93,14 +111,49 @@ let
     in
     lib.makeOverridable f (auto // args);
 
-  pkgs = {
+  # nixpkgs' `nix`, for builds that run Nix (nix/tests.nix): the host's
+  # Nix from Debian's nix-bin, linked, not built. That works here because
+  # builds are not sandboxed; it is the one package the stub does not build.
+  nix = mkDerivation {
+    name = "nix-from-host";
+    buildCommand = ''
+      if [ ! -x /usr/bin/nix-store ]; then
+        echo "nixpkgs-stub: nix links to the host's Nix in /usr/bin (Debian: apt-get install nix-bin), which is not there" >&2
+        exit 1
+      fi
+      mkdir -p "$out/bin"
+      for p in /usr/bin/nix /usr/bin/nix-*; do
+        ln -s "$p" "$out/bin/"
+      done
+    '';
+    meta.mainProgram = "nix";
+  };
+
+  # nixpkgs' `nixfmt`, for the flake's `formatter`: not available here, so
+  # building it fails saying so (the flake still evaluates).
+  nixfmt = mkDerivation {
+    name = "nixfmt-not-in-nixpkgs-stub";
+    buildCommand = ''
+      echo "nixpkgs-stub: there is no nixfmt in the stand-in for nixpkgs; use real nixpkgs for 'nix fmt'" >&2
+      exit 1
+    '';
+    meta.mainProgram = "nixfmt";
+  };
+
+  base = {
     inherit
       lib
       stdenvNoCC
       callPackage
       rustPlatform
+      nix
+      nixfmt
       ;
     stdenv = stdenvNoCC;
   };
+
+  # The overlays applied as nixpkgs applies them: each sees the final
+  # package set and the one before it; callPackage fills from the final one.
+  pkgs = lib.fix (final: builtins.foldl' (prev: overlay: prev // overlay final prev) base overlays);
 in
 pkgs

@@ -66,6 +66,8 @@ in
     fileset
     ;
 
+  fix = f: let x = f x; in x;
+
   assertMsg = pred: msg: pred || builtins.throw msg;
 
   concatMapStringsSep = sep: f: list: builtins.concatStringsSep sep (map f list);
