@@ -9,6 +9,7 @@ use make_binary_cache::closure::{self, Attrs, PathInfo};
 use make_binary_cache::compression::Compression;
 use make_binary_cache::format::key::PublicKey;
 use make_binary_cache::format::store_path;
+use make_binary_cache::nix;
 use make_binary_cache::resources::{self, BudgetSource};
 use make_binary_cache::sign;
 use make_binary_cache::verify;
@@ -30,8 +31,13 @@ USAGE:
         `out` output, uses $NIX_BUILD_CORES workers (0: all cores) and the
         `maxMemory` attribute as --max-memory.
 
+    make-binary-cache --out DIR [OPTIONS] PATH...
+        Outside a build: the closure of the store paths PATH (or symlinks to
+        them, such as nix-build's ./result), which this runs
+        `nix path-info --json --recursive` to find.
+
     make-binary-cache (--attrs FILE | --closure FILE) --out DIR [OPTIONS]
-        Outside a build.
+        Outside a build, from a closure already written down.
 
 OPTIONS:
     --attrs FILE              A structured-attrs JSON file with a `closure`
@@ -42,7 +48,8 @@ OPTIONS:
                               below override them (true ones add to them).
     --closure FILE            The output of `nix path-info --json --recursive
                               PATHS...` (either the array of older Nix or the
-                              object keyed by store path of newer Nix).
+                              object keyed by store path of newer Nix); `-`
+                              reads it from stdin.
     --out DIR                 Where to write the cache; created if missing.
                               Existing caches are added to.
     --compression NAME        none, xz or zstd [default: zstd]
@@ -427,6 +434,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
     let mut no_sync = None::<()>;
     let (mut priority, mut want_mass_query) = (None::<i32>, None::<bool>);
     let (mut write_nar_listing, mut index_debug_info) = (None::<()>, None::<()>);
+    let mut paths = Vec::<PathBuf>::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -458,6 +466,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             Long("want-mass-query") => set_once(&mut want_mass_query, "--want-mass-query", true)?,
             Long("write-nar-listing") => set_once(&mut write_nar_listing, "--write-nar-listing", ())?,
             Long("index-debug-info") => set_once(&mut index_debug_info, "--index-debug-info", ())?,
+            Value(path) => paths.push(non_empty(path, "PATH")?),
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -470,8 +479,8 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         }
     }
 
-    let (closure, attrs_out) = match (attrs_file, closure_file) {
-        (Some(file), None) => {
+    let (closure, attrs_out) = match (attrs_file, closure_file, paths.is_empty()) {
+        (Some(file), None, true) => {
             let attrs = read_attrs(&file, &store_dir)?;
             compression = compression.or(attrs.compression);
             level = level.or(attrs.compression_level);
@@ -486,14 +495,28 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             }
             (attrs.closure, attrs.out)
         }
-        (None, Some(file)) => {
-            let json = read(&file)?;
+        (None, Some(file), true) => {
+            let (json, name) = if file == Path::new("-") {
+                (std::io::read_to_string(std::io::stdin()).context("reading --closure - from stdin")?, "stdin".into())
+            } else {
+                (read(&file)?, file.display().to_string())
+            };
             let closure = closure::parse_path_info_json(&json, &store_dir)
-                .with_context(|| format!("reading path infos from {}", file.display()))?;
+                .with_context(|| format!("reading path infos from {name}"))?;
             (closure, None)
         }
-        (Some(_), Some(_)) => bail!("give either --attrs or --closure, not both"),
-        (None, None) => bail!("one of --attrs FILE or --closure FILE is required; see --help"),
+        (None, None, false) => {
+            let store_paths = paths.iter().map(|p| nix::resolve(p, &store_dir)).collect::<Result<Vec<_>>>()?;
+            let json = nix::path_info_json(&store_paths)?;
+            let closure = closure::parse_path_info_json(&json, &store_dir)
+                .context("reading the output of `nix path-info --json --recursive`")?;
+            (closure, None)
+        }
+        (None, None, true) => bail!(
+            "nothing to put in the cache: name store paths (make-binary-cache --out DIR ./result), or give \
+             --closure FILE or --attrs FILE; see --help"
+        ),
+        _ => bail!("give one of store paths, --closure FILE or --attrs FILE, not several; see --help"),
     };
     let out = out.or(attrs_out).ok_or_else(|| anyhow!("--out DIR is required; see --help"))?;
     let settings = Settings {

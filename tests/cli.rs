@@ -8,7 +8,10 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{TempDir, list_dir, nix_cmd, ours, path_info_file, run, run_fail, run_ok, skip_without_nix, tree};
+use common::{
+    TempDir, build_fixture, closure_of, list_dir, nix_cmd, ours, path_info_file, repo_root, run, run_fail, run_ok,
+    skip_without_nix, tree,
+};
 
 #[test]
 fn uncompressed_cache_is_what_nix_copy_writes() {
@@ -64,6 +67,116 @@ fn compressed_caches_substitute_into_a_fresh_store() {
         );
         run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
     }
+}
+
+/// `nix copy` from `cache` into a new chroot store must bring `roots` and
+/// their closure, which `nix-store --verify --check-contents` then accepts.
+fn substitutes(tmp: &TempDir, cache: &Path, store_name: &str, roots: &[&str]) {
+    let store = tmp.join(store_name);
+    run_ok(
+        nix_cmd("nix")
+            .args(["copy", "--no-require-sigs", "--from"])
+            .arg(format!("file://{}", cache.display()))
+            .arg("--to")
+            .arg(&store)
+            .args(roots),
+    );
+    run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
+    for root in roots {
+        let copied = run_ok(nix_cmd("nix-store").arg("--store").arg(&store).arg("-qR").arg(root));
+        let mut copied: Vec<&str> = copied.lines().collect();
+        copied.sort();
+        assert_eq!(copied, closure_of(root), "closure of {root} in the chroot store");
+    }
+}
+
+#[test]
+fn a_cache_of_named_store_paths_and_result_symlinks() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-named-paths");
+    let result = tmp.join("result");
+    let root = run_ok(
+        nix_cmd("nix-build")
+            .arg(repo_root().join("tests/fixtures/closure.nix"))
+            .args(["-A", "a", "--out-link"])
+            .arg(&result),
+    );
+    // A store path that is itself a symlink, named directly: kept, not followed.
+    let link = build_fixture("", "link");
+    let cache = tmp.join("cache");
+    let log = run(ours()
+        .arg("--out")
+        .arg(&cache)
+        .args(["--compression", "xz"])
+        .arg(&result)
+        .arg(&link)
+        .current_dir(tmp.path()));
+    assert!(log.0, "{}", log.2);
+    let narinfos = list_dir(&cache).into_iter().filter(|n| n.ends_with(".narinfo")).count();
+    assert_eq!(narinfos, closure_of(&root).len(), "{}", log.2);
+    substitutes(&tmp, &cache, "store", &[&root, &link]);
+
+    // A relative `result`, as a user types it.
+    let cache = tmp.join("cache-relative");
+    run_ok(ours().args(["--out", "cache-relative", "result"]).current_dir(tmp.path()));
+    substitutes(&tmp, &cache, "store-relative", &[&root]);
+}
+
+#[test]
+fn closure_from_stdin() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-stdin");
+    let root = build_fixture("", "a");
+    let cache = tmp.join("cache");
+    let script = "nix path-info --json --recursive \"$1\" | \"$2\" --closure - --out \"$3\"";
+    run_ok(
+        nix_cmd("sh")
+            .args(["-ec", script, "sh"])
+            .arg(&root)
+            .arg(env!("CARGO_BIN_EXE_make-binary-cache"))
+            .arg(&cache)
+            .env_remove("NIX_BUILD_TOP")
+            .env_remove("NIX_ATTRS_JSON_FILE"),
+    );
+    substitutes(&tmp, &cache, "store", &[&root]);
+}
+
+#[test]
+fn named_paths_that_nix_cannot_take_are_clear_errors() {
+    let tmp = TempDir::new("cli-named-errors");
+    let out = tmp.join("out");
+    // Without Nix: what to do instead.
+    let empty = tmp.join("no-nix-here");
+    fs::create_dir(&empty).unwrap();
+    let ghost = "/nix/store/00000000000000000000000000000000-not-there";
+    let err = run_fail(ours().arg("--out").arg(&out).arg(ghost).env("PATH", &empty));
+    assert!(
+        err.contains("`nix` is not on the PATH") && err.contains("Install Nix") && err.contains("--closure FILE"),
+        "{err}"
+    );
+    // Not in the store at all: said before Nix is asked.
+    let file = tmp.join("file");
+    fs::write(&file, "").unwrap();
+    let err = run_fail(ours().arg("--out").arg(&out).arg(&file).env("PATH", &empty));
+    assert!(err.contains(&file.display().to_string()) && err.contains("not a store path in /nix/store"), "{err}");
+    // Both a closure file and paths.
+    let err = run_fail(ours().arg("--out").arg(&out).arg("--closure").arg(&file).arg(ghost));
+    assert!(err.contains("not several"), "{err}");
+    assert!(!out.exists());
+    if skip_without_nix() {
+        return;
+    }
+    // Not valid: Nix's own error, then what to do.
+    let err = run_fail(ours().arg("--out").arg(&out).arg(ghost));
+    assert!(
+        err.contains(&format!("path '{ghost}' is not valid")) && err.contains("nix-store --check-validity"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }
 
 #[test]
