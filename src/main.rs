@@ -10,6 +10,7 @@ use make_binary_cache::compression::Compression;
 use make_binary_cache::format::key::PublicKey;
 use make_binary_cache::format::store_path;
 use make_binary_cache::nix;
+use make_binary_cache::progress::{Mode, Progress};
 use make_binary_cache::resources::{self, BudgetSource};
 use make_binary_cache::sign;
 use make_binary_cache::verify;
@@ -95,6 +96,8 @@ OPTIONS:
                               lib/debug/.build-id/<xx>/<38 hex>.debug file in
                               the NARs (what index-debug-info=true writes),
                               for dwarffs; an existing entry is kept.
+    -q, --quiet               Print no progress: no bar, no per-path lines, no
+                              totals; errors and warnings still print.
     -h, --help                Print this help.
     -V, --version             Print the version.
 
@@ -337,6 +340,8 @@ struct Job {
     memory_note: String,
     /// --partial: references may be missing from the closure and the cache.
     partial: bool,
+    /// --quiet: no progress, no per-path lines, no totals.
+    quiet: bool,
 }
 
 fn try_main() -> Result<()> {
@@ -362,25 +367,23 @@ fn try_main() -> Result<()> {
             .with_context(|| format!("writing to {}", job.out.display()))?;
     }
     let settings = &job.settings;
-    eprintln!(
-        "make-binary-cache: writing {} store paths to {} ({} compression, {} workers, {})",
-        job.closure.len(),
-        job.out.display(),
-        settings.compression,
-        settings.jobs,
-        job.memory_note
-    );
-    let summary = cache::write_cache(&job.closure, &job.out, settings, |info, written| {
-        // One write per line so lines from workers do not interleave.
-        let line = format!(
-            "copied {} (NAR {}, file {})\n",
-            info.path,
-            cache::human(written.nar_size),
-            cache::human(written.file_size)
+    if !job.quiet {
+        eprintln!(
+            "make-binary-cache: writing {} store paths to {} ({} compression, {} workers, {})",
+            job.closure.len(),
+            job.out.display(),
+            settings.compression,
+            settings.jobs,
+            job.memory_note
         );
-        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+    let compressed = settings.compression != Compression::None;
+    let summary = Progress::run(Mode::for_stderr(job.quiet), settings.jobs, compressed, |progress| {
+        cache::write_cache_observed(&job.closure, &job.out, settings, progress)
     })?;
-    eprintln!("make-binary-cache: done: {summary}");
+    if !job.quiet {
+        eprintln!("make-binary-cache: done: {summary}");
+    }
     Ok(())
 }
 
@@ -417,7 +420,7 @@ fn builder_job(store_dir: String) -> Result<Job> {
         ..settings(store_dir, attrs.compression, attrs.compression_level)?
     };
     Ok(bounded(
-        Job { closure: attrs.closure, out, settings, memory_note: String::new(), partial: false },
+        Job { closure: attrs.closure, out, settings, memory_note: String::new(), partial: false, quiet: false },
         jobs,
         attrs.max_memory,
     ))
@@ -431,7 +434,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
     let (mut compression, mut level, mut jobs) = (None::<Compression>, None::<i32>, None::<usize>);
     let mut max_memory = None::<u64>;
     let mut partial = None::<()>;
-    let mut no_sync = None::<()>;
+    let (mut no_sync, mut quiet) = (None::<()>, None::<()>);
     let (mut priority, mut want_mass_query) = (None::<i32>, None::<bool>);
     let (mut write_nar_listing, mut index_debug_info) = (None::<()>, None::<()>);
     let mut paths = Vec::<PathBuf>::new();
@@ -462,6 +465,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             }
             Long("partial") => set_once(&mut partial, "--partial", ())?,
             Long("no-sync") => set_once(&mut no_sync, "--no-sync", ())?,
+            Short('q') | Long("quiet") => set_once(&mut quiet, "--quiet", ())?,
             Long("priority") => set_once(&mut priority, "--priority", parser.value()?.parse().context("--priority")?)?,
             Long("want-mass-query") => set_once(&mut want_mass_query, "--want-mass-query", true)?,
             Long("write-nar-listing") => set_once(&mut write_nar_listing, "--write-nar-listing", ())?,
@@ -527,7 +531,8 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         index_debug_info: index_debug_info.is_some(),
         ..settings(store_dir, compression, level)?
     };
-    let job = Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some() };
+    let job =
+        Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some(), quiet: quiet.is_some() };
     Ok(Some(bounded(job, jobs.unwrap_or_else(all_cores), max_memory)))
 }
 
@@ -544,7 +549,7 @@ fn bounded(mut job: Job, requested: usize, max_memory: Option<u64>) -> Job {
     let plan = resources::plan(requested, cores, budget.map(|(bytes, _)| bytes), &sizes, |size, threads| {
         resources::path_need(compression, level, size, threads)
     });
-    if let Some(requested) = plan.capped_from {
+    if let Some(requested) = plan.capped_from.filter(|_| !job.quiet) {
         eprintln!(
             "make-binary-cache: {requested} workers asked for, but only {cores} cores are available: using {cores}"
         );

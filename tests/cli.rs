@@ -354,3 +354,83 @@ fn full_disk_is_an_error_and_leaves_no_dangling_narinfo() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// A store path of 4 MiB that does not compress: a second or so of xz, long
+/// enough for progress lines at the tests' interval of 10 ms.
+fn big_path() -> String {
+    run_ok(nix_cmd("nix-build").arg("--no-out-link").arg("-E").arg(
+        r#"derivation {
+             name = "mbc-e2e-big";
+             system = builtins.currentSystem;
+             builder = "/bin/sh";
+             args = [ "-c" "head -c 4194304 /dev/urandom > $out" ];
+             PATH = "/usr/bin:/bin";
+           }"#,
+    ))
+}
+
+const LOG_INTERVAL_ENV: &str = "MAKE_BINARY_CACHE_LOG_INTERVAL_MS";
+
+#[test]
+fn a_log_gets_a_line_while_a_long_path_is_compressed() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-progress-log");
+    let big = big_path();
+    let (ok, stdout, log) = run(ours()
+        .arg("--out")
+        .arg(tmp.join("cache"))
+        .args(["--compression", "xz", "--jobs", "1"])
+        .arg(&big)
+        .env(LOG_INTERVAL_ENV, "10"));
+    assert!(ok && stdout.is_empty(), "{log}");
+    let line = log.lines().find(|l| l.starts_with(&format!("compressing {big}: "))).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.ends_with(" of 4.0 MiB"), "{line}");
+    assert!(log.lines().any(|l| l.starts_with(&format!("copied {big} (NAR 4.0 MiB, file "))), "{log}");
+}
+
+#[test]
+fn quiet_prints_nothing_on_success() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-quiet");
+    let (root, _) = path_info_file(&tmp);
+    let (ok, stdout, stderr) =
+        run(ours().arg("--quiet").arg("--out").arg(tmp.join("cache")).arg(&root).env(LOG_INTERVAL_ENV, "1"));
+    assert!(ok, "{stderr}");
+    assert_eq!((stdout.as_str(), stderr.as_str()), ("", ""));
+    // Errors still print.
+    let err = run_fail(ours().arg("--quiet").arg("--out").arg(tmp.join("cache")).arg(tmp.join("nothing")));
+    assert!(err.contains("does not exist"), "{err}");
+}
+
+#[test]
+fn the_cache_is_the_same_whatever_the_progress_mode() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-progress-modes");
+    let (root, _) = path_info_file(&tmp);
+    let big = big_path();
+    let args = |out: &Path| -> Vec<String> {
+        ["--out", &out.display().to_string(), "--compression", "xz", "--jobs", "2", &root, &big]
+            .map(String::from)
+            .to_vec()
+    };
+    let (quiet, log, bar) = (tmp.join("quiet"), tmp.join("log"), tmp.join("bar"));
+    run_ok(ours().arg("--quiet").args(args(&quiet)));
+    run_ok(ours().args(args(&log)).env(LOG_INTERVAL_ENV, "10"));
+    // On a terminal: `script` runs it on a pseudo-terminal.
+    let command = std::iter::once(env!("CARGO_BIN_EXE_make-binary-cache").to_string())
+        .chain(args(&bar))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let screen = run_ok(Command::new("script").args(["-qec", &command, "/dev/null"]).env_remove("NIX_BUILD_TOP"));
+    assert!(screen.contains(" paths") && screen.contains("MiB/s"), "no progress bar on the terminal: {screen}");
+    assert!(!screen.contains("copied /nix/store/"), "per-path lines under the bar: {screen}");
+    let quiet_tree = tree(&quiet);
+    assert!(quiet_tree == tree(&log), "the cache differs between --quiet and a log");
+    assert!(quiet_tree == tree(&bar), "the cache differs between --quiet and a progress bar");
+}
