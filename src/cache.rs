@@ -114,11 +114,11 @@ impl std::fmt::Display for Summary {
         let secs = self.elapsed.as_secs_f64();
         write!(
             f,
-            "{} paths, {} of NAR in, {} out, in {secs:.2} s ({:.1} MB/s)",
-            self.paths,
+            "{}, {} of NAR in, {} out, in {secs:.2} s ({})",
+            count(self.paths, "store path"),
             human(self.nar_bytes),
             human(self.file_bytes),
-            self.nar_bytes as f64 / 1e6 / secs.max(1e-9)
+            per_second(self.nar_bytes, self.elapsed)
         )
     }
 }
@@ -752,6 +752,17 @@ pub fn has_narinfo(out: &Path, path: &StorePath) -> bool {
         .is_ok_and(|text| text.lines().any(|line| line.strip_prefix("StorePath: ") == Some(path.as_str())))
 }
 
+/// `1 store path`, `2 store paths`: a count and a noun that takes an `s`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+/// A throughput in the units of [`human`], so that a line never mixes MiB
+/// with MB/s: `212.3 MiB/s`.
+pub fn per_second(bytes: u64, elapsed: Duration) -> String {
+    format!("{:.1} MiB/s", bytes as f64 / (1u64 << 20) as f64 / elapsed.as_secs_f64().max(1e-9))
+}
+
 /// A byte count for people: `512 B`, `3.4 MiB`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -781,6 +792,15 @@ mod tests {
             write_nar_listing: false,
             index_debug_info: false,
         }
+    }
+
+    #[test]
+    fn counts_and_rates_read_as_english_in_one_unit() {
+        assert_eq!(count(1, "store path"), "1 store path");
+        assert_eq!(count(0, "worker"), "0 workers");
+        assert_eq!(count(2, "worker"), "2 workers");
+        assert_eq!(per_second(3 << 20, Duration::from_secs(2)), "1.5 MiB/s");
+        assert_eq!(human(3 << 20), "3.0 MiB");
     }
 
     #[test]

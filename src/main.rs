@@ -122,8 +122,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("make-binary-cache: error: {e}");
+            let mut said = e.to_string();
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                // Some errors repeat their source in their own text.
+                let text = cause.to_string();
+                if !said.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                }
+                said = text;
             }
             ExitCode::FAILURE
         }
@@ -207,7 +213,7 @@ fn sign_main(args: Vec<OsString>, store_dir: &str) -> Result<()> {
                 print!("{SIGN_HELP}");
                 return Ok(());
             }
-            _ => return Err(anyhow!(arg.unexpected()).context("see sign --help")),
+            _ => return Err(arg.unexpected().into()),
         }
     }
     let key_file = key_file.ok_or_else(|| anyhow!("--secret-key-file KEY is required; see sign --help"))?;
@@ -273,6 +279,10 @@ EXAMPLE:
     make-binary-cache verify --public-key \"$(cat pk.pub)\" ./cache
 ";
 
+/// What a public key is, for the errors of --public-key and --public-key-file.
+const PUBLIC_KEY: &str = "give the public key as in trusted-public-keys, the text of the PUB file that \
+                          `nix-store --generate-binary-cache-key NAME KEY PUB` writes";
+
 /// `make-binary-cache verify ...`: parses its arguments, runs
 /// [`make_binary_cache::verify`] and prints what it finds.
 fn verify_main(args: Vec<OsString>) -> Result<()> {
@@ -285,21 +295,16 @@ fn verify_main(args: Vec<OsString>) -> Result<()> {
         match arg {
             Long("public-key") => {
                 let text = parser.value()?.string()?;
-                public_keys.push(text.parse::<PublicKey>().map_err(|e| anyhow!("--public-key: {e}"))?);
+                public_keys.push(text.parse::<PublicKey>().map_err(|e| anyhow!("--public-key: {e}; {PUBLIC_KEY}"))?);
             }
             Long("public-key-file") => {
                 let file = non_empty(parser.value()?, "--public-key-file")?;
                 let text = read(&file)?;
-                public_keys.push(text.parse::<PublicKey>().map_err(|e| anyhow!("{}: {e}", file.display()))?);
+                public_keys
+                    .push(text.parse::<PublicKey>().map_err(|e| anyhow!("{}: {e}; {PUBLIC_KEY}", file.display()))?);
             }
             Long("require-sigs") => set_once(&mut require_sigs, "--require-sigs", ())?,
-            Long("jobs") => {
-                let n: usize = parser.value()?.parse().context("--jobs")?;
-                if n == 0 {
-                    bail!("--jobs must be at least 1");
-                }
-                set_once(&mut jobs, "--jobs", n)?
-            }
+            Long("jobs") => set_once(&mut jobs, "--jobs", jobs_value(&mut parser)?)?,
             Value(value) => {
                 if cache.is_some() {
                     bail!("verify takes one CACHE directory; see verify --help");
@@ -310,7 +315,7 @@ fn verify_main(args: Vec<OsString>) -> Result<()> {
                 print!("{VERIFY_HELP}");
                 return Ok(());
             }
-            _ => return Err(anyhow!(arg.unexpected()).context("see verify --help")),
+            _ => return Err(arg.unexpected().into()),
         }
     }
     let cache = cache.ok_or_else(|| anyhow!("the CACHE directory to verify is required; see verify --help"))?;
@@ -326,7 +331,11 @@ fn verify_main(args: Vec<OsString>) -> Result<()> {
     .with_context(|| format!("verifying {}", cache.display()))?;
     eprintln!("make-binary-cache: verify {}: {summary}", cache.display());
     if summary.problems > 0 {
-        bail!("{} is not a valid binary cache: {} problems (see above)", cache.display(), summary.problems);
+        bail!(
+            "{} is not a valid binary cache: {} (see above); rebuild it, or copy it again from where it came from",
+            cache.display(),
+            cache::count(summary.problems, "problem")
+        );
     }
     Ok(())
 }
@@ -348,15 +357,15 @@ fn try_main() -> Result<()> {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let store_dir = store_dir()?;
     if args.first().is_some_and(|a| a == "sign") {
-        return sign_main(args.into_iter().skip(1).collect(), &store_dir);
+        return sign_main(args.into_iter().skip(1).collect(), &store_dir).map_err(|e| usage(e, "sign --help"));
     }
     if args.first().is_some_and(|a| a == "verify") {
-        return verify_main(args.into_iter().skip(1).collect());
+        return verify_main(args.into_iter().skip(1).collect()).map_err(|e| usage(e, "verify --help"));
     }
     let job = if args.is_empty() {
         builder_job(store_dir)?
     } else {
-        match cli_job(args, store_dir)? {
+        match cli_job(args, store_dir).map_err(|e| usage(e, "--help"))? {
             Some(job) => job,
             None => return Ok(()),
         }
@@ -369,11 +378,11 @@ fn try_main() -> Result<()> {
     let settings = &job.settings;
     if !job.quiet {
         eprintln!(
-            "make-binary-cache: writing {} store paths to {} ({} compression, {} workers, {})",
-            job.closure.len(),
+            "make-binary-cache: writing {} to {} ({} compression, {}, {})",
+            cache::count(job.closure.len(), "store path"),
             job.out.display(),
             settings.compression,
-            settings.jobs,
+            cache::count(settings.jobs, "worker"),
             job.memory_note
         );
     }
@@ -392,7 +401,11 @@ fn builder_job(store_dir: String) -> Result<Job> {
     let build_top = std::env::var_os("NIX_BUILD_TOP");
     let attrs_env = std::env::var_os("NIX_ATTRS_JSON_FILE");
     if build_top.is_none() && attrs_env.is_none() {
-        bail!("not running in a Nix build (no $NIX_ATTRS_JSON_FILE or $NIX_BUILD_TOP); see --help");
+        bail!(
+            "nothing to put in the cache: name store paths (make-binary-cache --out DIR ./result), or give \
+             --closure FILE or --attrs FILE; see --help (without arguments, make-binary-cache is a Nix \
+             builder, but this is not a Nix build: there is no $NIX_ATTRS_JSON_FILE or $NIX_BUILD_TOP)"
+        );
     }
     // Before Nix 2.15, $NIX_ATTRS_JSON_FILE named a path outside the sandbox,
     // while the file was always also at $NIX_BUILD_TOP/.attrs.json.
@@ -403,13 +416,15 @@ fn builder_job(store_dir: String) -> Result<Job> {
         anyhow!("no structured attrs file at {}: the derivation must set __structuredAttrs = true", names.join(" or "))
     })?;
     let attrs = read_attrs(attrs_file, &store_dir)?;
-    let out = attrs.out.ok_or_else(|| anyhow!("{}: field `outputs.out` is missing", attrs_file.display()))?;
+    let out = attrs.out.ok_or_else(|| {
+        anyhow!("{}: field `outputs.out` is missing: the derivation must have an `out` output", attrs_file.display())
+    })?;
     let jobs = match std::env::var("NIX_BUILD_CORES") {
         Err(_) => all_cores(),
         Ok(cores) => match cores.trim().parse::<usize>() {
             Ok(0) => all_cores(),
             Ok(n) => n,
-            Err(_) => bail!("NIX_BUILD_CORES must be a number, not {cores:?}"),
+            Err(_) => bail!("NIX_BUILD_CORES must be a number (0 for all cores), not {cores:?}"),
         },
     };
     let settings = Settings {
@@ -449,15 +464,9 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
                 set_once(&mut compression, "--compression", value)?
             }
             Long("compression-level") => {
-                set_once(&mut level, "--compression-level", parser.value()?.parse().context("--compression-level")?)?
+                set_once(&mut level, "--compression-level", number(&mut parser, "--compression-level", "9")?)?
             }
-            Long("jobs") => {
-                let n: usize = parser.value()?.parse().context("--jobs")?;
-                if n == 0 {
-                    bail!("--jobs must be at least 1");
-                }
-                set_once(&mut jobs, "--jobs", n)?
-            }
+            Long("jobs") => set_once(&mut jobs, "--jobs", jobs_value(&mut parser)?)?,
             Long("max-memory") => {
                 let size =
                     resources::parse_size(&parser.value()?.string()?).map_err(|e| anyhow!("--max-memory: {e}"))?;
@@ -466,7 +475,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             Long("partial") => set_once(&mut partial, "--partial", ())?,
             Long("no-sync") => set_once(&mut no_sync, "--no-sync", ())?,
             Short('q') | Long("quiet") => set_once(&mut quiet, "--quiet", ())?,
-            Long("priority") => set_once(&mut priority, "--priority", parser.value()?.parse().context("--priority")?)?,
+            Long("priority") => set_once(&mut priority, "--priority", number(&mut parser, "--priority", "30")?)?,
             Long("want-mass-query") => set_once(&mut want_mass_query, "--want-mass-query", true)?,
             Long("write-nar-listing") => set_once(&mut write_nar_listing, "--write-nar-listing", ())?,
             Long("index-debug-info") => set_once(&mut index_debug_info, "--index-debug-info", ())?,
@@ -479,7 +488,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
                 println!("make-binary-cache {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
-            _ => return Err(anyhow!(arg.unexpected()).context("see --help")),
+            _ => return Err(arg.unexpected().into()),
         }
     }
 
@@ -505,8 +514,9 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             } else {
                 (read(&file)?, file.display().to_string())
             };
-            let closure = closure::parse_path_info_json(&json, &store_dir)
-                .with_context(|| format!("reading path infos from {name}"))?;
+            let closure = closure::parse_path_info_json(&json, &store_dir).with_context(|| {
+                format!("reading path infos from {name}, which must be what `nix path-info --json --recursive` prints")
+            })?;
             (closure, None)
         }
         (None, None, false) => {
@@ -550,9 +560,8 @@ fn bounded(mut job: Job, requested: usize, max_memory: Option<u64>) -> Job {
         resources::path_need(compression, level, size, threads)
     });
     if let Some(requested) = plan.capped_from.filter(|_| !job.quiet) {
-        eprintln!(
-            "make-binary-cache: {requested} workers asked for, but only {cores} cores are available: using {cores}"
-        );
+        let available = if cores == 1 { "only 1 core is".to_string() } else { format!("only {cores} cores are") };
+        eprintln!("make-binary-cache: {requested} workers asked for, but {available} available: using {cores}");
     }
     if let (Some(need), Some((bytes, _))) = (plan.over_budget, budget) {
         eprintln!(
@@ -574,7 +583,7 @@ fn bounded(mut job: Job, requested: usize, max_memory: Option<u64>) -> Job {
 fn settings(store_dir: String, compression: Option<Compression>, level: Option<i32>) -> Result<Settings> {
     let compression = compression.unwrap_or(Compression::Zstd);
     if let Some(level) = level {
-        compression.check_level(level).map_err(|e| anyhow!("compression level: {e}"))?;
+        compression.check_level(level).map_err(|e| anyhow!("compression level: {e}; see --help"))?;
     }
     // `jobs` and `max_memory` are set by `bounded`.
     Ok(Settings {
@@ -598,7 +607,7 @@ fn store_dir() -> Result<String> {
     };
     let dir = value.into_string().map_err(|v| anyhow!("NIX_STORE={v:?} is not valid UTF-8"))?;
     store_path::check_store_dir(&dir)
-        .map_err(|why| anyhow!("NIX_STORE={dir:?} is not a valid store directory: {why}"))?;
+        .map_err(|why| anyhow!("NIX_STORE={dir:?} is not a valid store directory: {why}; unset it for /nix/store"))?;
     Ok(dir)
 }
 
@@ -614,12 +623,39 @@ fn all_cores() -> usize {
     resources::system::cores()
 }
 
+/// The value of `flag`, a whole number; `example` for the message.
+fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, flag: &str, example: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let value = parser.value()?;
+    let text = value.to_string_lossy();
+    text.parse().map_err(|e| anyhow!("{flag} {text:?}: {e}; give a whole number, e.g. {flag} {example}"))
+}
+
+/// `--jobs N`: at least 1.
+fn jobs_value(parser: &mut lexopt::Parser) -> Result<usize> {
+    match number(parser, "--jobs", "4")? {
+        0 => bail!("--jobs 0: give at least 1, or leave --jobs out to use all cores"),
+        n => Ok(n),
+    }
+}
+
+/// A command-line mistake found by the parser (an unknown option, a missing
+/// value) is said first, then where to look.
+fn usage(e: anyhow::Error, help: &str) -> anyhow::Error {
+    match e.downcast::<lexopt::Error>() {
+        Ok(e) => anyhow!("{e}; see {help}"),
+        Err(e) => e,
+    }
+}
+
 /// A flag given twice is most likely a mistake (an edited command line, a
 /// wrapper adding its own): which one was meant cannot be known, so neither is
 /// silently dropped.
 fn set_once<T>(slot: &mut Option<T>, flag: &str, value: T) -> Result<()> {
     if slot.is_some() {
-        bail!("{flag} is given more than once");
+        bail!("{flag} is given more than once; give it once");
     }
     *slot = Some(value);
     Ok(())

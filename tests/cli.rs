@@ -265,7 +265,7 @@ fn builder_mode_falls_back_to_build_top_attrs() {
     assert!(ok, "{log}");
     // The build log: one line per path, then the totals.
     assert_eq!(log.lines().filter(|l| l.starts_with("copied /nix/store/")).count(), 5, "{log}");
-    assert!(log.lines().last().unwrap().contains("5 paths"), "{log}");
+    assert!(log.lines().last().unwrap().contains("done: 5 store paths, "), "{log}");
     let narinfos: Vec<String> = list_dir(&out).into_iter().filter(|n| n.ends_with(".narinfo")).collect();
     assert_eq!(narinfos.len(), 5, "{narinfos:?}");
     for n in narinfos {
@@ -310,10 +310,80 @@ fn bad_input_is_a_clear_error() {
     let err = run_fail(ours().arg("--closure").arg(&ghost_json).arg("--out").arg(&out));
     assert!(err.contains(ghost), "{err}");
 
-    let err = run_fail(ours().arg("--frobnicate"));
-    assert!(err.contains("--frobnicate"), "{err}");
     let err = run_fail(&mut ours());
-    assert!(err.contains("not running in a Nix build"), "{err}");
+    assert!(err.contains("nothing to put in the cache") && err.contains("not a Nix build"), "{err}");
+}
+
+/// The first line of an error: what went wrong, then what to do.
+fn first_line(err: &str) -> &str {
+    err.lines().next().unwrap_or_default()
+}
+
+#[test]
+fn command_line_mistakes_say_the_cause_first_and_once() {
+    for (args, expected) in [
+        (&["--frobnicate"][..], "error: invalid option '--frobnicate'; see --help"),
+        (&["sign", "--frobnicate"], "error: invalid option '--frobnicate'; see sign --help"),
+        (&["verify", "--frobnicate"], "error: invalid option '--frobnicate'; see verify --help"),
+        (&["--out"], "error: missing argument for option '--out'; see --help"),
+        (
+            &["--compression-level", "abc"],
+            "error: --compression-level \"abc\": invalid digit found in string; give a whole number, e.g. \
+             --compression-level 9",
+        ),
+        (&["--jobs", "0"], "error: --jobs 0: give at least 1, or leave --jobs out to use all cores"),
+        (&["verify", "--jobs", "x", "c"], "error: --jobs \"x\": invalid digit found in string; give a whole number"),
+        (&["--priority", "high"], "error: --priority \"high\": invalid digit found in string; give a whole number"),
+        (&["--quiet", "--quiet"], "error: --quiet is given more than once; give it once"),
+    ] {
+        let err = run_fail(ours().args(args));
+        assert!(first_line(&err).starts_with(&format!("make-binary-cache: {expected}")), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: the cause is said once: {err}");
+    }
+    let err = run_fail(ours().args(["--out", "x"]));
+    assert!(first_line(&err).contains("nothing to put in the cache: name store paths"), "{err}");
+    let err = run_fail(ours().args(["verify", "--public-key", "k:abc", "x"]));
+    assert!(first_line(&err).starts_with("make-binary-cache: error: --public-key: "), "{err}");
+    assert!(err.contains("the text of the PUB file that `nix-store --generate-binary-cache-key"), "{err}");
+    let err = run_fail(ours().args(["verify", "--public-key-file", "/dev/null", "x"]));
+    assert!(err.contains("/dev/null: ") && err.contains("the text of the PUB file"), "{err}");
+    let err = run_fail(ours().args(["--out", "x", "y"]).env("NIX_STORE", "/nix/store/"));
+    assert!(
+        err.contains("NIX_STORE=\"/nix/store/\" is not a valid store directory") && err.contains("unset it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let tmp = TempDir::new("cli-what-to-do");
+    let garbage = tmp.join("garbage.json");
+    fs::write(&garbage, "{not json").unwrap();
+    let err = run_fail(ours().arg("--closure").arg(&garbage).arg("--out").arg(tmp.join("out")));
+    assert!(err.contains("which must be what `nix path-info --json --recursive` prints"), "{err}");
+
+    // Builder mode: attrs without an `out` output, a NIX_BUILD_CORES that is no number.
+    let attrs = tmp.join("attrs.json");
+    fs::write(&attrs, r#"{"closure": []}"#).unwrap();
+    let err = run_fail(ours().env("NIX_ATTRS_JSON_FILE", &attrs));
+    assert!(err.contains("`outputs.out` is missing: the derivation must have an `out` output"), "{err}");
+    fs::write(&attrs, format!(r#"{{"closure": [], "outputs": {{"out": "{}"}}}}"#, tmp.join("out").display())).unwrap();
+    let err = run_fail(ours().env("NIX_ATTRS_JSON_FILE", &attrs).env("NIX_BUILD_CORES", "many"));
+    assert!(err.contains("NIX_BUILD_CORES must be a number (0 for all cores)"), "{err}");
+
+    // sign and verify: not a cache, a key that is not one, a cache without StoreDir.
+    let not_cache = tmp.join("not-a-cache");
+    fs::create_dir(&not_cache).unwrap();
+    let key = tmp.join("key");
+    fs::write(&key, "not a key").unwrap();
+    // (sign says the same: tests/sign.rs.)
+    let err = run_fail(ours().arg("verify").arg(&not_cache));
+    assert!(err.contains("it has no nix-cache-info; give the directory make-binary-cache"), "{err}");
+    fs::write(not_cache.join("nix-cache-info"), "WantMassQuery: 1\n").unwrap();
+    let err = run_fail(ours().arg("verify").arg(&not_cache));
+    assert!(err.contains("no StoreDir") && err.contains("add the line `StoreDir: /nix/store`"), "{err}");
+    let err = run_fail(ours().args(["sign", "--secret-key-file"]).arg(&key).arg(&not_cache));
+    assert!(err.contains("nix-store --generate-binary-cache-key NAME KEY PUB"), "{err}");
 }
 
 #[test]
@@ -388,6 +458,11 @@ fn a_log_gets_a_line_while_a_long_path_is_compressed() {
     let line = log.lines().find(|l| l.starts_with(&format!("compressing {big}: "))).unwrap_or_else(|| panic!("{log}"));
     assert!(line.ends_with(" of 4.0 MiB"), "{line}");
     assert!(log.lines().any(|l| l.starts_with(&format!("copied {big} (NAR 4.0 MiB, file "))), "{log}");
+    // One store path, one worker, and one unit on the line: MiB with MiB/s.
+    assert!(log.lines().next().unwrap().contains(" writing 1 store path to ") && log.contains(", 1 worker, "), "{log}");
+    let done = log.lines().last().unwrap();
+    assert!(done.starts_with("make-binary-cache: done: 1 store path, 4.0 MiB of NAR in, "), "{log}");
+    assert!(done.ends_with(" MiB/s)") && !done.contains("MB"), "{done}");
 }
 
 #[test]
