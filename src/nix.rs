@@ -25,15 +25,11 @@ const MAX_LINKS: usize = 40;
 /// is inside the store, as Nix's `Store::followLinksToStore` (store-api.cc)
 /// does: a store path that is itself a symlink is kept, not followed.
 pub fn resolve(arg: &Path, store_dir: &str) -> Result<StorePath> {
-    let what_to_do = || {
-        format!(
-            "{}: not a store path in {store_dir}, nor a symlink to one: name a store path \
-             (e.g. the output of `nix-build --no-out-link`) or a symlink to one such as nix-build's ./result",
-            arg.display()
-        )
-    };
+    let hint = "name a store path (e.g. what `nix-build --no-out-link` prints) or a symlink to one, such as \
+                nix-build's ./result";
     let cwd = std::env::current_dir().context("reading the current directory")?;
-    let mut path = normalise(&cwd.join(arg));
+    let start = normalise(&cwd.join(arg));
+    let mut path = start.clone();
     for _ in 0..MAX_LINKS {
         if let Some(base) = in_store(&path, store_dir) {
             let full = format!("{store_dir}/{base}");
@@ -41,19 +37,22 @@ pub fn resolve(arg: &Path, store_dir: &str) -> Result<StorePath> {
         }
         let meta = match path.symlink_metadata() {
             Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && path == start => {
+                bail!("{}: no such file or directory; {hint}", arg.display())
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(anyhow!(e).context(format!("{} does not exist", path.display())).context(what_to_do()));
+                bail!("{}: it leads to {}, which does not exist; {hint}", arg.display(), path.display())
             }
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         if !meta.file_type().is_symlink() {
-            bail!(what_to_do());
+            bail!("{}: not in the Nix store ({store_dir}), nor a symlink into it; {hint}", arg.display());
         }
         let target = path.read_link().with_context(|| format!("reading the symlink {}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
         path = normalise(&dir.join(target));
     }
-    bail!("{}: more than {MAX_LINKS} symlinks deep; {}", arg.display(), what_to_do())
+    bail!("{}: more than {MAX_LINKS} symlinks deep; {hint}", arg.display())
 }
 
 /// The first component under `store_dir` of the absolute, normalised `path`,
@@ -154,9 +153,15 @@ mod tests {
         // Not in the store: the message says what to name instead.
         std::fs::write(dir.join("file"), "").unwrap();
         let e = format!("{:#}", resolve(&dir.join("file"), "/nix/store").unwrap_err());
-        assert!(e.contains("not a store path in /nix/store") && e.contains("result"), "{e}");
+        assert!(e.contains("file: not in the Nix store (/nix/store)") && e.contains("./result"), "{e}");
         let e = format!("{:#}", resolve(&dir.join("missing"), "/nix/store").unwrap_err());
-        assert!(e.contains("does not exist") && e.contains("missing"), "{e}");
+        assert!(e.contains("missing: no such file or directory; name a store path"), "{e}");
+        std::os::unix::fs::symlink("gone", dir.join("dangling")).unwrap();
+        let e = format!("{:#}", resolve(&dir.join("dangling"), "/nix/store").unwrap_err());
+        assert!(
+            e.contains(&format!("dangling: it leads to {}, which does not exist", dir.join("gone").display())),
+            "{e}"
+        );
         std::os::unix::fs::symlink("loop", dir.join("loop")).unwrap();
         let e = format!("{:#}", resolve(&dir.join("loop"), "/nix/store").unwrap_err());
         assert!(e.contains("symlinks deep"), "{e}");
