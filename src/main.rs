@@ -18,13 +18,31 @@ use make_binary_cache::verify;
 const HELP: &str = "\
 make-binary-cache: write a flat-file Nix binary cache for a closure
 
-The cache is what `nix copy --to file://DIR` writes (nix-cache-info,
-<hash>.narinfo, nar/<FileHash>.nar[.xz|.zst]) and can be used with
-`--substituters file://DIR` or `nix copy --from file://DIR`. Every store path
-is serialised to a NAR by this program, checked against the NarHash and
-NarSize Nix recorded, and compressed; Nix is never called.
+Writes what `nix copy --to file://DIR` writes (nix-cache-info,
+<hash>.narinfo, nar/<FileHash>.nar[.xz|.zst]) for the closure of some store
+paths: a directory to copy to another machine, bind-mount into a container
+or serve over HTTP, and use with `nix copy --from file://DIR` or
+`--substituters file://DIR`. Every store path is serialised to a NAR by this
+program, checked against the NarHash and NarSize Nix recorded, and
+compressed; a path whose contents do not match fails the run, naming it.
 
 USAGE:
+    make-binary-cache --out DIR [OPTIONS] PATH...
+        The closure of PATH...: store paths, files inside them, or symlinks
+        to them such as nix-build's ./result. Finding the closure is the
+        one thing Nix is asked: this runs
+        `nix path-info --json --recursive PATH...`, so `nix` must be on the
+        PATH (use --closure where it is not).
+
+    make-binary-cache --closure FILE --out DIR [OPTIONS]
+        The closure in FILE, the output of
+        `nix path-info --json --recursive PATH...`, made here or on another
+        machine; `--closure -` reads it from stdin.
+
+    make-binary-cache --attrs FILE [--out DIR] [OPTIONS]
+        The closure and settings in a structured-attrs file, as a builder
+        receives it (for trying out a derivation's settings by hand).
+
     make-binary-cache
         As the builder of a derivation with __structuredAttrs = true and
         exportReferencesGraph.closure (what nix/default.nix makes): reads
@@ -32,30 +50,39 @@ USAGE:
         `out` output, uses $NIX_BUILD_CORES workers (0: all cores) and the
         `maxMemory` attribute as --max-memory.
 
-    make-binary-cache --out DIR [OPTIONS] PATH...
-        Outside a build: the closure of the store paths PATH (or symlinks to
-        them, such as nix-build's ./result), which this runs
-        `nix path-info --json --recursive` to find.
+    make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE
+        Sign the narinfos of a cache; see `make-binary-cache sign --help`.
 
-    make-binary-cache (--attrs FILE | --closure FILE) --out DIR [OPTIONS]
-        Outside a build, from a closure already written down.
+    make-binary-cache verify [--public-key KEY]... CACHE
+        Check every narinfo and NAR of a cache as a receiver would; see
+        `make-binary-cache verify --help`.
 
-OPTIONS:
-    --attrs FILE              A structured-attrs JSON file with a `closure`
-                              list, as a builder receives it. Its `outputs.out`,
-                              `compression`, `compressionLevel`, `maxMemory`,
-                              `priority`, `wantMassQuery`, `writeNarListing`
-                              and `indexDebugInfo` are used unless the flags
-                              below override them (true ones add to them).
+WHAT TO PUT IN THE CACHE (one of):
+    PATH...                   Store paths, or symlinks to them; see above.
     --closure FILE            The output of `nix path-info --json --recursive
-                              PATHS...` (either the array of older Nix or the
-                              object keyed by store path of newer Nix); `-`
-                              reads it from stdin.
+                              PATH...`: the array of older Nix (2.8 here) or
+                              the object keyed by store path of newer Nix.
+                              `-` reads stdin.
+    --attrs FILE              A structured-attrs JSON file with a `closure`
+                              list. Its `outputs.out`, `compression`,
+                              `compressionLevel`, `maxMemory`, `priority`,
+                              `wantMassQuery`, `writeNarListing` and
+                              `indexDebugInfo` are used unless the options
+                              below override them (true ones add to them).
+
+    The closure must be whole: a reference that is neither in it nor
+    already in DIR is an error, unless --partial.
+
+WHERE AND HOW:
     --out DIR                 Where to write the cache; created if missing.
-                              Existing caches are added to.
-    --compression NAME        none, xz or zstd [default: zstd]
+                              An existing cache is added to (runs may even
+                              write into one DIR at the same time).
+    --compression NAME        none, xz or zstd [default: zstd]. xz is the
+                              smallest and slowest; none is byte for byte
+                              what `nix copy --to 'file://DIR?compression=none'`
+                              writes.
     --compression-level N     The compressor's level [default: its own:
-                              xz 6, zstd 3]
+                              xz 6 (0-9), zstd 3 (1-22)].
     --jobs N                  Worker threads [default: all cores]; never more
                               than the cores this process may use. The cache
                               is byte-identical whatever N is.
@@ -78,6 +105,8 @@ OPTIONS:
                               throwaway caches. [default: a narinfo is named
                               only once its NAR is on disk, and the run ends
                               with everything on disk]
+
+OPTIONAL FILES (as `nix copy` writes them when asked):
     --priority N              Write `Priority: N` to nix-cache-info: Nix
                               tries substituters in increasing priority
                               (0 when a cache names none; cache.nixos.org
@@ -96,25 +125,47 @@ OPTIONS:
                               lib/debug/.build-id/<xx>/<38 hex>.debug file in
                               the NARs (what index-debug-info=true writes),
                               for dwarffs; an existing entry is kept.
+
+OUTPUT:
     -q, --quiet               Print no progress: no bar, no per-path lines, no
-                              totals; errors and warnings still print.
+                              totals. Errors and warnings still print.
     -h, --help                Print this help.
     -V, --version             Print the version.
 
-SUBCOMMANDS:
-    make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE
-                              Sign the narinfos of a cache; see `sign --help`.
-    make-binary-cache verify [--public-key KEY]... CACHE
-                              Check every narinfo and NAR of a cache; see
-                              `verify --help`.
+    Progress goes to stderr. On a terminal, a progress bar: NAR bytes and
+    store paths done of the total, throughput, time left, and the largest
+    path in flight. Elsewhere (a build log, a pipe, a file), a line per store
+    path written, and every 10 s a line for each path still being compressed
+    (`compressing /nix/store/...-foo: 120 of 281 MiB`). The cache written is
+    the same whatever is shown.
+
+    The exit status is 0 when every store path is in the cache, and non-zero
+    after an error naming the path, file or option and what to do; a failed
+    path leaves no narinfo behind, and each option may be given once.
 
 ENVIRONMENT:
     NIX_STORE                 The store directory [default: /nix/store].
 
-EXAMPLE:
-    nix path-info --json --recursive ./result > closure.json
-    make-binary-cache --closure closure.json --out ./cache --compression xz
-    nix copy --from file://$PWD/cache --no-require-sigs ./result
+EXAMPLES:
+    Cache a build's closure, then prove that Nix substitutes from it into an
+    empty store (Debian's Nix 2.8 needs
+    `--extra-experimental-features nix-command` on `nix copy`):
+
+        nix-build '<nixpkgs>' -A hello
+        make-binary-cache --out ./cache --compression xz ./result
+        nix copy --no-require-sigs --from file://$PWD/cache \\
+            --to /tmp/store ./result
+        nix-store --store /tmp/store --verify --check-contents
+
+    The closure found on one machine, the cache written on another:
+
+        nix path-info --json --recursive ./result > closure.json
+        make-binary-cache --closure closure.json --out ./cache
+
+    Sign it for use with require-sigs:
+
+        nix-store --generate-binary-cache-key cache-1 sk.key pk.pub
+        make-binary-cache sign --secret-key-file sk.key ./cache
 ";
 
 fn main() -> ExitCode {

@@ -390,6 +390,24 @@ fn errors_say_what_to_do() {
 fn help_and_version() {
     let help = run_ok(ours().arg("--help"));
     assert!(help.contains("--closure FILE") && help.contains("nix path-info --json --recursive"), "{help}");
+    // Every way in, every option, and the commands the tests above run.
+    for needle in [
+        "make-binary-cache --out DIR [OPTIONS] PATH...",
+        "`--closure -` reads it from stdin",
+        "-q, --quiet",
+        "every 10 s a line for each path still being compressed",
+        "make-binary-cache --out ./cache --compression xz ./result",
+        "nix copy --no-require-sigs --from file://$PWD/cache",
+        "nix-store --store /tmp/store --verify --check-contents",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}");
+    }
+    let options = ["--attrs", "--out", "--compression ", "--compression-level", "--jobs", "--max-memory", "--partial"];
+    let more = ["--no-sync", "--priority", "--want-mass-query", "--write-nar-listing", "--index-debug-info"];
+    for option in options.into_iter().chain(more) {
+        assert!(help.lines().any(|l| l.trim_start().starts_with(option)), "--help does not describe {option}");
+    }
+    assert!(help.lines().all(|l| l.len() <= 80), "--help is wider than 80 columns");
     let version = run_ok(ours().arg("--version"));
     assert_eq!(version, format!("make-binary-cache {}", env!("CARGO_PKG_VERSION")));
 }
