@@ -114,12 +114,40 @@ impl std::fmt::Display for Summary {
         let secs = self.elapsed.as_secs_f64();
         write!(
             f,
-            "{} paths, {} of NAR in, {} out, in {secs:.2} s ({:.1} MB/s)",
-            self.paths,
+            "{}, {} of NAR in, {} out, in {secs:.2} s ({})",
+            count(self.paths, "store path"),
             human(self.nar_bytes),
             human(self.file_bytes),
-            self.nar_bytes as f64 / 1e6 / secs.max(1e-9)
+            per_second(self.nar_bytes, self.elapsed)
         )
+    }
+}
+
+/// What the pipeline tells whoever shows its progress (the binary's
+/// [`crate::progress`]), which stays out of the pipeline itself. Every method
+/// does nothing unless implemented. They are called from the workers: each
+/// worker has a number below [`Settings::jobs`], and
+/// [`nar_bytes`](Self::nar_bytes) is called for every chunk of every NAR, so
+/// it must be cheap and take no lock (an atomic add will do).
+///
+/// A closure `Fn(&PathInfo, &Written)` is an observer that is told when each
+/// path is written.
+pub trait Observer: Sync {
+    /// Before the first path: how many paths, and NAR bytes, there are.
+    fn started(&self, _paths: usize, _nar_bytes: u64) {}
+    /// Worker `worker` starts on `info`.
+    fn path_started(&self, _worker: usize, _info: &PathInfo) {}
+    /// `bytes` more of the NAR worker `worker` is on went through the pipeline.
+    fn nar_bytes(&self, _worker: usize, _bytes: u64) {}
+    /// Worker `worker` is done with its path: checked, or failed.
+    fn path_finished(&self, _worker: usize) {}
+    /// The narinfo of `info` is named: the path is in the cache.
+    fn path_written(&self, _info: &PathInfo, _written: &Written) {}
+}
+
+impl<F: Fn(&PathInfo, &Written) + Sync> Observer for F {
+    fn path_written(&self, info: &PathInfo, written: &Written) {
+        self(info, written)
     }
 }
 
@@ -131,6 +159,16 @@ pub fn write_cache(
     settings: &Settings,
     progress: impl Fn(&PathInfo, &Written) + Sync,
 ) -> Result<Summary> {
+    write_cache_observed(closure, out, settings, &progress)
+}
+
+/// Writes the cache for `closure` into `out`, telling `observer` how it goes.
+pub fn write_cache_observed(
+    closure: &[PathInfo],
+    out: &Path,
+    settings: &Settings,
+    observer: &impl Observer,
+) -> Result<Summary> {
     let start = Instant::now();
     create_layout(out, &CacheInfo::of(settings))?;
     let narinfos = NarInfoBatch::new(out, settings.sync)?;
@@ -141,19 +179,22 @@ pub fn write_cache(
 
     let next = AtomicUsize::new(0);
     let unstarted_bytes = AtomicU64::new(plan.iter().map(|info| info.nar_size).sum());
+    observer.started(plan.len(), unstarted_bytes.load(Ordering::Relaxed));
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let totals = Mutex::new((0u64, 0u64));
     let workers = settings.jobs.clamp(1, plan.len().max(1));
     let memory = MemoryBudget::new(settings.max_memory);
     let naming = std::thread::scope(|scope| {
-        let namer = scope.spawn(|| narinfos.name_batches(&progress));
+        let namer = scope.spawn(|| narinfos.name_batches(observer));
         // The batch closes when the last worker stops (and not before all
         // are spawned): paths checked before a failure still get narinfos.
         let spawning = narinfos.producer();
-        for _ in 0..workers {
+        for worker in 0..workers {
             let producer = narinfos.producer();
-            scope.spawn(|| {
+            let (plan, next, unstarted_bytes, failed, first_error, totals, memory, narinfos) =
+                (&plan, &next, &unstarted_bytes, &failed, &first_error, &totals, &memory, &narinfos);
+            scope.spawn(move || {
                 let _producer = producer;
                 let mut dumper = Dumper::default();
                 let mut contexts = Contexts::default();
@@ -165,7 +206,10 @@ pub fn write_cache(
                     let need =
                         |threads| path_need(settings.compression, settings.compression_level, info.nar_size, threads);
                     let threads = memory.reserve(&mut reserved, wanted, need, || contexts.release());
-                    let result = write_path(info, out, settings, threads, &mut dumper, &mut contexts);
+                    observer.path_started(worker, info);
+                    let on_nar = |bytes| observer.nar_bytes(worker, bytes);
+                    let result = write_path(info, out, settings, threads, &mut dumper, &mut contexts, &on_nar);
+                    observer.path_finished(worker);
                     if !contexts.holds_memory() {
                         memory.release(&mut reserved);
                     }
@@ -358,11 +402,12 @@ fn write_path(
     threads: u32,
     dumper: &mut Dumper,
     contexts: &mut Contexts,
+    on_nar: &dyn Fn(u64),
 ) -> Result<Checked> {
     let compression = settings.compression;
     let nar_dir = out.join("nar");
     let (file, nar_hash, nar_size, file_hash, file_size, listing) =
-        compress_nar(info, &nar_dir, settings, threads, dumper, contexts)?;
+        compress_nar(info, &nar_dir, settings, threads, dumper, contexts, on_nar)?;
     // Dropping `file` here discards it: nothing of it was ever named.
     if (nar_hash, nar_size) != (info.nar_hash, info.nar_size) {
         bail!(
@@ -444,7 +489,7 @@ fn name_nar(file: AtomicFile, nar_dir: &Path, nar_name: &str, file_size: u64) ->
 
 /// Streams the NAR of `info.path` through the compressor into a new, still
 /// unnamed file in `nar_dir`, returning it with (NarHash, NarSize, FileHash,
-/// FileSize).
+/// FileSize); `on_nar` is told the size of every chunk of NAR on its way.
 fn compress_nar(
     info: &PathInfo,
     nar_dir: &Path,
@@ -452,6 +497,7 @@ fn compress_nar(
     threads: u32,
     dumper: &mut Dumper,
     contexts: &mut Contexts,
+    on_nar: &dyn Fn(u64),
 ) -> Result<(AtomicFile, Sha256Hash, u64, Sha256Hash, u64, Option<Listing>)> {
     let io_context = || format!("writing the NAR of {} in {}", info.path, nar_dir.display());
     let compression = settings.compression;
@@ -468,7 +514,7 @@ fn compress_nar(
     let mut listing = Listing::new();
     let wanted = settings.write_nar_listing || settings.index_debug_info;
     let reader = wanted.then(|| NarReader::new(|event| listing.event(event)));
-    let tee = Tee { inner: encoder, reader };
+    let tee = Tee { inner: encoder, reader, on_nar };
     let mut nar = BufWriter::with_capacity(64 * 1024, HashingWriter::new(tee));
     dumper.dump(Path::new(info.path.as_str()), &mut nar).with_context(io_context)?;
     let (nar_hash, nar_size, tee) =
@@ -482,15 +528,17 @@ fn compress_nar(
 }
 
 /// Passes the NAR on to `inner` and, when there is one, to a [`NarReader`]
-/// that builds its listing.
-struct Tee<W, F> {
+/// that builds its listing, and tells `on_nar` how much went.
+struct Tee<'o, W, F> {
     inner: W,
     reader: Option<NarReader<F>>,
+    on_nar: &'o dyn Fn(u64),
 }
 
-impl<W: Write, F: FnMut(Event)> Write for Tee<W, F> {
+impl<W: Write, F: FnMut(Event)> Write for Tee<'_, W, F> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
+        (self.on_nar)(n as u64);
         if let Some(reader) = &mut self.reader {
             reader.feed(&buf[..n]).map_err(io::Error::other)?;
         }
@@ -624,8 +672,8 @@ impl<'a> NarInfoBatch<'a> {
     }
 
     /// Names batches of narinfos, each after a sync, until the batch is
-    /// closed and all are named, calling `progress` for each path named.
-    fn name_batches(&self, progress: &(impl Fn(&PathInfo, &Written) + Sync)) -> Result<()> {
+    /// closed and all are named, telling `observer` of each path named.
+    fn name_batches(&self, observer: &impl Observer) -> Result<()> {
         let age = if self.sync { BATCH_AGE } else { Duration::ZERO };
         loop {
             let (batch, last) = {
@@ -647,7 +695,7 @@ impl<'a> NarInfoBatch<'a> {
                 self.changed.notify_all();
                 (batch, state.closed)
             };
-            if let Err(e) = self.name(batch, progress) {
+            if let Err(e) = self.name(batch, observer) {
                 self.state.lock().unwrap().broken = true;
                 self.changed.notify_all();
                 return Err(e);
@@ -658,7 +706,7 @@ impl<'a> NarInfoBatch<'a> {
         }
     }
 
-    fn name(&self, batch: Vec<(&PathInfo, Checked)>, progress: &impl Fn(&PathInfo, &Written)) -> Result<()> {
+    fn name(&self, batch: Vec<(&PathInfo, Checked)>, observer: &impl Observer) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -667,7 +715,7 @@ impl<'a> NarInfoBatch<'a> {
             narinfo
                 .persist(&narinfo_name)
                 .with_context(|| format!("writing {}", self.out.join(&narinfo_name).display()))?;
-            progress(info, &written);
+            observer.path_written(info, &written);
         }
         Ok(())
     }
@@ -704,6 +752,17 @@ pub fn has_narinfo(out: &Path, path: &StorePath) -> bool {
         .is_ok_and(|text| text.lines().any(|line| line.strip_prefix("StorePath: ") == Some(path.as_str())))
 }
 
+/// `1 store path`, `2 store paths`: a count and a noun that takes an `s`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+/// A throughput in the units of [`human`], so that a line never mixes MiB
+/// with MB/s: `212.3 MiB/s`.
+pub fn per_second(bytes: u64, elapsed: Duration) -> String {
+    format!("{:.1} MiB/s", bytes as f64 / (1u64 << 20) as f64 / elapsed.as_secs_f64().max(1e-9))
+}
+
 /// A byte count for people: `512 B`, `3.4 MiB`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -733,6 +792,15 @@ mod tests {
             write_nar_listing: false,
             index_debug_info: false,
         }
+    }
+
+    #[test]
+    fn counts_and_rates_read_as_english_in_one_unit() {
+        assert_eq!(count(1, "store path"), "1 store path");
+        assert_eq!(count(0, "worker"), "0 workers");
+        assert_eq!(count(2, "worker"), "2 workers");
+        assert_eq!(per_second(3 << 20, Duration::from_secs(2)), "1.5 MiB/s");
+        assert_eq!(human(3 << 20), "3.0 MiB");
     }
 
     #[test]

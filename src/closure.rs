@@ -364,7 +364,10 @@ impl RawEntry<'_> {
         let path = StorePath::parse(store_dir, path).map_err(|e| anyhow!("field `path`: {e}"))?;
         let field = |name: &str| format!("{path}: field `{name}`");
         if let Loose::Bool(false) = self.valid {
-            bail!("{path}: not a valid store path in this store (path-info says \"valid\": false)");
+            bail!(
+                "{path}: not a valid store path in this store (path-info says \"valid\": false); build or fetch \
+                 it first (nix-build, nix-store --realise) and run nix path-info again"
+            );
         }
 
         let nar_hash = match &self.nar_hash {
@@ -445,7 +448,10 @@ impl<'de> Visitor<'de> for PathInfoVisitor<'_, '_> {
             let raw = map.next_value::<Option<RawEntry>>().map_err(reader.failed_in(|| format!("{path}")))?;
             let info = match raw {
                 Some(raw) => raw.validate(Some(&path), reader.store_dir),
-                None => Err(anyhow!("{path}: not a valid store path in this store (path-info gave null)")),
+                None => Err(anyhow!(
+                    "{path}: not a valid store path in this store (path-info gave null); build or fetch it first \
+                     (nix-build, nix-store --realise) and run nix path-info again"
+                )),
             };
             infos.push(info.map_err(|e| reader.reject(e))?);
         }
@@ -560,7 +566,11 @@ fn check_unique(mut infos: Vec<PathInfo>) -> Result<Vec<PathInfo>> {
     // entries anyway.
     infos.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     if let Some(pair) = infos.windows(2).find(|pair| pair[0].path == pair[1].path && pair[0] != pair[1]) {
-        bail!("{}: listed twice with different information", pair[0].path);
+        bail!(
+            "{}: listed twice with different information; give the output of one `nix path-info --json \
+             --recursive` run",
+            pair[0].path
+        );
     }
     infos.dedup();
     Ok(infos)
@@ -573,6 +583,8 @@ mod tests {
     const A: &str = "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a";
     const B: &str = "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b";
     const HASH: &str = "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw";
+    /// What an invalid path's error says to do.
+    const HINT: &str = "; build or fetch it first (nix-build, nix-store --realise) and run nix path-info again";
     const SIG: &str =
         "cache.example.org-1:aItucb2jMEdvkqYZji7WOy01UemOpGXpZCYvu0qXLmVNaoV4Mj/41K8uzPznXew6f1YgBxjkdjZl/N3le94ZWA==";
 
@@ -714,7 +726,7 @@ mod tests {
                 {{"path":"{A}","narHash":"{HASH}","narSize":2,"references":[]}}]"#
         );
         let err = format!("{:#}", parse_path_info_json(&json, "/nix/store").unwrap_err());
-        assert!(err.contains("listed twice"), "{err}");
+        assert!(err.contains("listed twice") && err.contains("give the output of one `nix path-info"), "{err}");
     }
 
     /// A valid entry of the array form with `changes` applied (`None` removes
@@ -1053,7 +1065,7 @@ mod tests {
             // Nix's own marks of an invalid path.
             (
                 vec![("valid", Some(json!(false)))],
-                format!("{e0}{A}: not a valid store path in this store (path-info says \"valid\": false)"),
+                format!("{e0}{A}: not a valid store path in this store (path-info says \"valid\": false){HINT}"),
             ),
         ];
         for (changes, expected) in cases {
@@ -1067,7 +1079,7 @@ mod tests {
     fn hostile_documents_are_refused() {
         let entry = format!(r#"{{"narHash":"{HASH}","narSize":1,"references":[]}}"#);
         let cases = [
-            (format!(r#"{{"{A}":null}}"#), format!("{A}: not a valid store path in this store (path-info gave null)")),
+            (format!(r#"{{"{A}":null}}"#), format!("{A}: not a valid store path in this store (path-info gave null){HINT}")),
             (
                 format!(r#"{{"{A}":{{"path":"{B}","narHash":"{HASH}","narSize":1,"references":[]}}}}"#),
                 format!("{A}: field `path` is \"{B}\", not the store path it is listed under"),

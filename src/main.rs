@@ -9,6 +9,8 @@ use make_binary_cache::closure::{self, Attrs, PathInfo};
 use make_binary_cache::compression::Compression;
 use make_binary_cache::format::key::PublicKey;
 use make_binary_cache::format::store_path;
+use make_binary_cache::nix;
+use make_binary_cache::progress::{Mode, Progress};
 use make_binary_cache::resources::{self, BudgetSource};
 use make_binary_cache::sign;
 use make_binary_cache::verify;
@@ -16,13 +18,31 @@ use make_binary_cache::verify;
 const HELP: &str = "\
 make-binary-cache: write a flat-file Nix binary cache for a closure
 
-The cache is what `nix copy --to file://DIR` writes (nix-cache-info,
-<hash>.narinfo, nar/<FileHash>.nar[.xz|.zst]) and can be used with
-`--substituters file://DIR` or `nix copy --from file://DIR`. Every store path
-is serialised to a NAR by this program, checked against the NarHash and
-NarSize Nix recorded, and compressed; Nix is never called.
+Writes what `nix copy --to file://DIR` writes (nix-cache-info,
+<hash>.narinfo, nar/<FileHash>.nar[.xz|.zst]) for the closure of some store
+paths: a directory to copy to another machine, bind-mount into a container
+or serve over HTTP, and use with `nix copy --from file://DIR` or
+`--substituters file://DIR`. Every store path is serialised to a NAR by this
+program, checked against the NarHash and NarSize Nix recorded, and
+compressed; a path whose contents do not match fails the run, naming it.
 
 USAGE:
+    make-binary-cache --out DIR [OPTIONS] PATH...
+        The closure of PATH...: store paths, files inside them, or symlinks
+        to them such as nix-build's ./result. Finding the closure is the
+        one thing Nix is asked: this runs
+        `nix path-info --json --recursive PATH...`, so `nix` must be on the
+        PATH (use --closure where it is not).
+
+    make-binary-cache --closure FILE --out DIR [OPTIONS]
+        The closure in FILE, the output of
+        `nix path-info --json --recursive PATH...`, made here or on another
+        machine; `--closure -` reads it from stdin.
+
+    make-binary-cache --attrs FILE [--out DIR] [OPTIONS]
+        The closure and settings in a structured-attrs file, as a builder
+        receives it (for trying out a derivation's settings by hand).
+
     make-binary-cache
         As the builder of a derivation with __structuredAttrs = true and
         exportReferencesGraph.closure (what nix/default.nix makes): reads
@@ -30,24 +50,39 @@ USAGE:
         `out` output, uses $NIX_BUILD_CORES workers (0: all cores) and the
         `maxMemory` attribute as --max-memory.
 
-    make-binary-cache (--attrs FILE | --closure FILE) --out DIR [OPTIONS]
-        Outside a build.
+    make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE
+        Sign the narinfos of a cache; see `make-binary-cache sign --help`.
 
-OPTIONS:
-    --attrs FILE              A structured-attrs JSON file with a `closure`
-                              list, as a builder receives it. Its `outputs.out`,
-                              `compression`, `compressionLevel`, `maxMemory`,
-                              `priority`, `wantMassQuery`, `writeNarListing`
-                              and `indexDebugInfo` are used unless the flags
-                              below override them (true ones add to them).
+    make-binary-cache verify [--public-key KEY]... CACHE
+        Check every narinfo and NAR of a cache as a receiver would; see
+        `make-binary-cache verify --help`.
+
+WHAT TO PUT IN THE CACHE (one of):
+    PATH...                   Store paths, or symlinks to them; see above.
     --closure FILE            The output of `nix path-info --json --recursive
-                              PATHS...` (either the array of older Nix or the
-                              object keyed by store path of newer Nix).
+                              PATH...`: the array of older Nix (2.8 here) or
+                              the object keyed by store path of newer Nix.
+                              `-` reads stdin.
+    --attrs FILE              A structured-attrs JSON file with a `closure`
+                              list. Its `outputs.out`, `compression`,
+                              `compressionLevel`, `maxMemory`, `priority`,
+                              `wantMassQuery`, `writeNarListing` and
+                              `indexDebugInfo` are used unless the options
+                              below override them (true ones add to them).
+
+    The closure must be whole: a reference that is neither in it nor
+    already in DIR is an error, unless --partial.
+
+WHERE AND HOW:
     --out DIR                 Where to write the cache; created if missing.
-                              Existing caches are added to.
-    --compression NAME        none, xz or zstd [default: zstd]
+                              An existing cache is added to (runs may even
+                              write into one DIR at the same time).
+    --compression NAME        none, xz or zstd [default: zstd]. xz is the
+                              smallest and slowest; none is byte for byte
+                              what `nix copy --to 'file://DIR?compression=none'`
+                              writes.
     --compression-level N     The compressor's level [default: its own:
-                              xz 6, zstd 3]
+                              xz 6 (0-9), zstd 3 (1-22)].
     --jobs N                  Worker threads [default: all cores]; never more
                               than the cores this process may use. The cache
                               is byte-identical whatever N is.
@@ -70,6 +105,8 @@ OPTIONS:
                               throwaway caches. [default: a narinfo is named
                               only once its NAR is on disk, and the run ends
                               with everything on disk]
+
+OPTIONAL FILES (as `nix copy` writes them when asked):
     --priority N              Write `Priority: N` to nix-cache-info: Nix
                               tries substituters in increasing priority
                               (0 when a cache names none; cache.nixos.org
@@ -88,23 +125,47 @@ OPTIONS:
                               lib/debug/.build-id/<xx>/<38 hex>.debug file in
                               the NARs (what index-debug-info=true writes),
                               for dwarffs; an existing entry is kept.
+
+OUTPUT:
+    -q, --quiet               Print no progress: no bar, no per-path lines, no
+                              totals. Errors and warnings still print.
     -h, --help                Print this help.
     -V, --version             Print the version.
 
-SUBCOMMANDS:
-    make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE
-                              Sign the narinfos of a cache; see `sign --help`.
-    make-binary-cache verify [--public-key KEY]... CACHE
-                              Check every narinfo and NAR of a cache; see
-                              `verify --help`.
+    Progress goes to stderr. On a terminal, a progress bar: NAR bytes and
+    store paths done of the total, throughput, time left, and the largest
+    path in flight. Elsewhere (a build log, a pipe, a file), a line per store
+    path written, and every 10 s a line for each path still being compressed
+    (`compressing /nix/store/...-foo: 120 of 281 MiB`). The cache written is
+    the same whatever is shown.
+
+    The exit status is 0 when every store path is in the cache, and non-zero
+    after an error naming the path, file or option and what to do; a failed
+    path leaves no narinfo behind, and each option may be given once.
 
 ENVIRONMENT:
     NIX_STORE                 The store directory [default: /nix/store].
 
-EXAMPLE:
-    nix path-info --json --recursive ./result > closure.json
-    make-binary-cache --closure closure.json --out ./cache --compression xz
-    nix copy --from file://$PWD/cache --no-require-sigs ./result
+EXAMPLES:
+    Cache a build's closure, then prove that Nix substitutes from it into an
+    empty store (Debian's Nix 2.8 needs
+    `--extra-experimental-features nix-command` on `nix copy`):
+
+        nix-build '<nixpkgs>' -A hello
+        make-binary-cache --out ./cache --compression xz ./result
+        nix copy --no-require-sigs --from file://$PWD/cache \\
+            --to /tmp/store ./result
+        nix-store --store /tmp/store --verify --check-contents
+
+    The closure found on one machine, the cache written on another:
+
+        nix path-info --json --recursive ./result > closure.json
+        make-binary-cache --closure closure.json --out ./cache
+
+    Sign it for use with require-sigs:
+
+        nix-store --generate-binary-cache-key cache-1 sk.key pk.pub
+        make-binary-cache sign --secret-key-file sk.key ./cache
 ";
 
 fn main() -> ExitCode {
@@ -112,8 +173,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("make-binary-cache: error: {e}");
+            let mut said = e.to_string();
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                // Some errors repeat their source in their own text.
+                let text = cause.to_string();
+                if !said.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                }
+                said = text;
             }
             ExitCode::FAILURE
         }
@@ -197,7 +264,7 @@ fn sign_main(args: Vec<OsString>, store_dir: &str) -> Result<()> {
                 print!("{SIGN_HELP}");
                 return Ok(());
             }
-            _ => return Err(anyhow!(arg.unexpected()).context("see sign --help")),
+            _ => return Err(arg.unexpected().into()),
         }
     }
     let key_file = key_file.ok_or_else(|| anyhow!("--secret-key-file KEY is required; see sign --help"))?;
@@ -263,6 +330,10 @@ EXAMPLE:
     make-binary-cache verify --public-key \"$(cat pk.pub)\" ./cache
 ";
 
+/// What a public key is, for the errors of --public-key and --public-key-file.
+const PUBLIC_KEY: &str = "give the public key as in trusted-public-keys, the text of the PUB file that \
+                          `nix-store --generate-binary-cache-key NAME KEY PUB` writes";
+
 /// `make-binary-cache verify ...`: parses its arguments, runs
 /// [`make_binary_cache::verify`] and prints what it finds.
 fn verify_main(args: Vec<OsString>) -> Result<()> {
@@ -275,21 +346,16 @@ fn verify_main(args: Vec<OsString>) -> Result<()> {
         match arg {
             Long("public-key") => {
                 let text = parser.value()?.string()?;
-                public_keys.push(text.parse::<PublicKey>().map_err(|e| anyhow!("--public-key: {e}"))?);
+                public_keys.push(text.parse::<PublicKey>().map_err(|e| anyhow!("--public-key: {e}; {PUBLIC_KEY}"))?);
             }
             Long("public-key-file") => {
                 let file = non_empty(parser.value()?, "--public-key-file")?;
                 let text = read(&file)?;
-                public_keys.push(text.parse::<PublicKey>().map_err(|e| anyhow!("{}: {e}", file.display()))?);
+                public_keys
+                    .push(text.parse::<PublicKey>().map_err(|e| anyhow!("{}: {e}; {PUBLIC_KEY}", file.display()))?);
             }
             Long("require-sigs") => set_once(&mut require_sigs, "--require-sigs", ())?,
-            Long("jobs") => {
-                let n: usize = parser.value()?.parse().context("--jobs")?;
-                if n == 0 {
-                    bail!("--jobs must be at least 1");
-                }
-                set_once(&mut jobs, "--jobs", n)?
-            }
+            Long("jobs") => set_once(&mut jobs, "--jobs", jobs_value(&mut parser)?)?,
             Value(value) => {
                 if cache.is_some() {
                     bail!("verify takes one CACHE directory; see verify --help");
@@ -300,7 +366,7 @@ fn verify_main(args: Vec<OsString>) -> Result<()> {
                 print!("{VERIFY_HELP}");
                 return Ok(());
             }
-            _ => return Err(anyhow!(arg.unexpected()).context("see verify --help")),
+            _ => return Err(arg.unexpected().into()),
         }
     }
     let cache = cache.ok_or_else(|| anyhow!("the CACHE directory to verify is required; see verify --help"))?;
@@ -316,7 +382,11 @@ fn verify_main(args: Vec<OsString>) -> Result<()> {
     .with_context(|| format!("verifying {}", cache.display()))?;
     eprintln!("make-binary-cache: verify {}: {summary}", cache.display());
     if summary.problems > 0 {
-        bail!("{} is not a valid binary cache: {} problems (see above)", cache.display(), summary.problems);
+        bail!(
+            "{} is not a valid binary cache: {} (see above); rebuild it, or copy it again from where it came from",
+            cache.display(),
+            cache::count(summary.problems, "problem")
+        );
     }
     Ok(())
 }
@@ -330,21 +400,23 @@ struct Job {
     memory_note: String,
     /// --partial: references may be missing from the closure and the cache.
     partial: bool,
+    /// --quiet: no progress, no per-path lines, no totals.
+    quiet: bool,
 }
 
 fn try_main() -> Result<()> {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let store_dir = store_dir()?;
     if args.first().is_some_and(|a| a == "sign") {
-        return sign_main(args.into_iter().skip(1).collect(), &store_dir);
+        return sign_main(args.into_iter().skip(1).collect(), &store_dir).map_err(|e| usage(e, "sign --help"));
     }
     if args.first().is_some_and(|a| a == "verify") {
-        return verify_main(args.into_iter().skip(1).collect());
+        return verify_main(args.into_iter().skip(1).collect()).map_err(|e| usage(e, "verify --help"));
     }
     let job = if args.is_empty() {
         builder_job(store_dir)?
     } else {
-        match cli_job(args, store_dir)? {
+        match cli_job(args, store_dir).map_err(|e| usage(e, "--help"))? {
             Some(job) => job,
             None => return Ok(()),
         }
@@ -355,25 +427,23 @@ fn try_main() -> Result<()> {
             .with_context(|| format!("writing to {}", job.out.display()))?;
     }
     let settings = &job.settings;
-    eprintln!(
-        "make-binary-cache: writing {} store paths to {} ({} compression, {} workers, {})",
-        job.closure.len(),
-        job.out.display(),
-        settings.compression,
-        settings.jobs,
-        job.memory_note
-    );
-    let summary = cache::write_cache(&job.closure, &job.out, settings, |info, written| {
-        // One write per line so lines from workers do not interleave.
-        let line = format!(
-            "copied {} (NAR {}, file {})\n",
-            info.path,
-            cache::human(written.nar_size),
-            cache::human(written.file_size)
+    if !job.quiet {
+        eprintln!(
+            "make-binary-cache: writing {} to {} ({} compression, {}, {})",
+            cache::count(job.closure.len(), "store path"),
+            job.out.display(),
+            settings.compression,
+            cache::count(settings.jobs, "worker"),
+            job.memory_note
         );
-        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+    let compressed = settings.compression != Compression::None;
+    let summary = Progress::run(Mode::for_stderr(job.quiet), settings.jobs, compressed, |progress| {
+        cache::write_cache_observed(&job.closure, &job.out, settings, progress)
     })?;
-    eprintln!("make-binary-cache: done: {summary}");
+    if !job.quiet {
+        eprintln!("make-binary-cache: done: {summary}");
+    }
     Ok(())
 }
 
@@ -382,7 +452,11 @@ fn builder_job(store_dir: String) -> Result<Job> {
     let build_top = std::env::var_os("NIX_BUILD_TOP");
     let attrs_env = std::env::var_os("NIX_ATTRS_JSON_FILE");
     if build_top.is_none() && attrs_env.is_none() {
-        bail!("not running in a Nix build (no $NIX_ATTRS_JSON_FILE or $NIX_BUILD_TOP); see --help");
+        bail!(
+            "nothing to put in the cache: name store paths (make-binary-cache --out DIR ./result), or give \
+             --closure FILE or --attrs FILE; see --help (without arguments, make-binary-cache is a Nix \
+             builder, but this is not a Nix build: there is no $NIX_ATTRS_JSON_FILE or $NIX_BUILD_TOP)"
+        );
     }
     // Before Nix 2.15, $NIX_ATTRS_JSON_FILE named a path outside the sandbox,
     // while the file was always also at $NIX_BUILD_TOP/.attrs.json.
@@ -393,13 +467,15 @@ fn builder_job(store_dir: String) -> Result<Job> {
         anyhow!("no structured attrs file at {}: the derivation must set __structuredAttrs = true", names.join(" or "))
     })?;
     let attrs = read_attrs(attrs_file, &store_dir)?;
-    let out = attrs.out.ok_or_else(|| anyhow!("{}: field `outputs.out` is missing", attrs_file.display()))?;
+    let out = attrs.out.ok_or_else(|| {
+        anyhow!("{}: field `outputs.out` is missing: the derivation must have an `out` output", attrs_file.display())
+    })?;
     let jobs = match std::env::var("NIX_BUILD_CORES") {
         Err(_) => all_cores(),
         Ok(cores) => match cores.trim().parse::<usize>() {
             Ok(0) => all_cores(),
             Ok(n) => n,
-            Err(_) => bail!("NIX_BUILD_CORES must be a number, not {cores:?}"),
+            Err(_) => bail!("NIX_BUILD_CORES must be a number (0 for all cores), not {cores:?}"),
         },
     };
     let settings = Settings {
@@ -410,7 +486,7 @@ fn builder_job(store_dir: String) -> Result<Job> {
         ..settings(store_dir, attrs.compression, attrs.compression_level)?
     };
     Ok(bounded(
-        Job { closure: attrs.closure, out, settings, memory_note: String::new(), partial: false },
+        Job { closure: attrs.closure, out, settings, memory_note: String::new(), partial: false, quiet: false },
         jobs,
         attrs.max_memory,
     ))
@@ -424,9 +500,10 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
     let (mut compression, mut level, mut jobs) = (None::<Compression>, None::<i32>, None::<usize>);
     let mut max_memory = None::<u64>;
     let mut partial = None::<()>;
-    let mut no_sync = None::<()>;
+    let (mut no_sync, mut quiet) = (None::<()>, None::<()>);
     let (mut priority, mut want_mass_query) = (None::<i32>, None::<bool>);
     let (mut write_nar_listing, mut index_debug_info) = (None::<()>, None::<()>);
+    let mut paths = Vec::<PathBuf>::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -438,15 +515,9 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
                 set_once(&mut compression, "--compression", value)?
             }
             Long("compression-level") => {
-                set_once(&mut level, "--compression-level", parser.value()?.parse().context("--compression-level")?)?
+                set_once(&mut level, "--compression-level", number(&mut parser, "--compression-level", "9")?)?
             }
-            Long("jobs") => {
-                let n: usize = parser.value()?.parse().context("--jobs")?;
-                if n == 0 {
-                    bail!("--jobs must be at least 1");
-                }
-                set_once(&mut jobs, "--jobs", n)?
-            }
+            Long("jobs") => set_once(&mut jobs, "--jobs", jobs_value(&mut parser)?)?,
             Long("max-memory") => {
                 let size =
                     resources::parse_size(&parser.value()?.string()?).map_err(|e| anyhow!("--max-memory: {e}"))?;
@@ -454,10 +525,12 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             }
             Long("partial") => set_once(&mut partial, "--partial", ())?,
             Long("no-sync") => set_once(&mut no_sync, "--no-sync", ())?,
-            Long("priority") => set_once(&mut priority, "--priority", parser.value()?.parse().context("--priority")?)?,
+            Short('q') | Long("quiet") => set_once(&mut quiet, "--quiet", ())?,
+            Long("priority") => set_once(&mut priority, "--priority", number(&mut parser, "--priority", "30")?)?,
             Long("want-mass-query") => set_once(&mut want_mass_query, "--want-mass-query", true)?,
             Long("write-nar-listing") => set_once(&mut write_nar_listing, "--write-nar-listing", ())?,
             Long("index-debug-info") => set_once(&mut index_debug_info, "--index-debug-info", ())?,
+            Value(path) => paths.push(non_empty(path, "PATH")?),
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -466,12 +539,12 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
                 println!("make-binary-cache {}", env!("CARGO_PKG_VERSION"));
                 return Ok(None);
             }
-            _ => return Err(anyhow!(arg.unexpected()).context("see --help")),
+            _ => return Err(arg.unexpected().into()),
         }
     }
 
-    let (closure, attrs_out) = match (attrs_file, closure_file) {
-        (Some(file), None) => {
+    let (closure, attrs_out) = match (attrs_file, closure_file, paths.is_empty()) {
+        (Some(file), None, true) => {
             let attrs = read_attrs(&file, &store_dir)?;
             compression = compression.or(attrs.compression);
             level = level.or(attrs.compression_level);
@@ -486,14 +559,29 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             }
             (attrs.closure, attrs.out)
         }
-        (None, Some(file)) => {
-            let json = read(&file)?;
-            let closure = closure::parse_path_info_json(&json, &store_dir)
-                .with_context(|| format!("reading path infos from {}", file.display()))?;
+        (None, Some(file), true) => {
+            let (json, name) = if file == Path::new("-") {
+                (std::io::read_to_string(std::io::stdin()).context("reading --closure - from stdin")?, "stdin".into())
+            } else {
+                (read(&file)?, file.display().to_string())
+            };
+            let closure = closure::parse_path_info_json(&json, &store_dir).with_context(|| {
+                format!("reading path infos from {name}, which must be what `nix path-info --json --recursive` prints")
+            })?;
             (closure, None)
         }
-        (Some(_), Some(_)) => bail!("give either --attrs or --closure, not both"),
-        (None, None) => bail!("one of --attrs FILE or --closure FILE is required; see --help"),
+        (None, None, false) => {
+            let store_paths = paths.iter().map(|p| nix::resolve(p, &store_dir)).collect::<Result<Vec<_>>>()?;
+            let json = nix::path_info_json(&store_paths)?;
+            let closure = closure::parse_path_info_json(&json, &store_dir)
+                .context("reading the output of `nix path-info --json --recursive`")?;
+            (closure, None)
+        }
+        (None, None, true) => bail!(
+            "nothing to put in the cache: name store paths (make-binary-cache --out DIR ./result), or give \
+             --closure FILE or --attrs FILE; see --help"
+        ),
+        _ => bail!("give one of store paths, --closure FILE or --attrs FILE, not several; see --help"),
     };
     let out = out.or(attrs_out).ok_or_else(|| anyhow!("--out DIR is required; see --help"))?;
     let settings = Settings {
@@ -504,7 +592,8 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         index_debug_info: index_debug_info.is_some(),
         ..settings(store_dir, compression, level)?
     };
-    let job = Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some() };
+    let job =
+        Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some(), quiet: quiet.is_some() };
     Ok(Some(bounded(job, jobs.unwrap_or_else(all_cores), max_memory)))
 }
 
@@ -521,10 +610,9 @@ fn bounded(mut job: Job, requested: usize, max_memory: Option<u64>) -> Job {
     let plan = resources::plan(requested, cores, budget.map(|(bytes, _)| bytes), &sizes, |size, threads| {
         resources::path_need(compression, level, size, threads)
     });
-    if let Some(requested) = plan.capped_from {
-        eprintln!(
-            "make-binary-cache: {requested} workers asked for, but only {cores} cores are available: using {cores}"
-        );
+    if let Some(requested) = plan.capped_from.filter(|_| !job.quiet) {
+        let available = if cores == 1 { "only 1 core is".to_string() } else { format!("only {cores} cores are") };
+        eprintln!("make-binary-cache: {requested} workers asked for, but {available} available: using {cores}");
     }
     if let (Some(need), Some((bytes, _))) = (plan.over_budget, budget) {
         eprintln!(
@@ -546,7 +634,7 @@ fn bounded(mut job: Job, requested: usize, max_memory: Option<u64>) -> Job {
 fn settings(store_dir: String, compression: Option<Compression>, level: Option<i32>) -> Result<Settings> {
     let compression = compression.unwrap_or(Compression::Zstd);
     if let Some(level) = level {
-        compression.check_level(level).map_err(|e| anyhow!("compression level: {e}"))?;
+        compression.check_level(level).map_err(|e| anyhow!("compression level: {e}; see --help"))?;
     }
     // `jobs` and `max_memory` are set by `bounded`.
     Ok(Settings {
@@ -570,7 +658,7 @@ fn store_dir() -> Result<String> {
     };
     let dir = value.into_string().map_err(|v| anyhow!("NIX_STORE={v:?} is not valid UTF-8"))?;
     store_path::check_store_dir(&dir)
-        .map_err(|why| anyhow!("NIX_STORE={dir:?} is not a valid store directory: {why}"))?;
+        .map_err(|why| anyhow!("NIX_STORE={dir:?} is not a valid store directory: {why}; unset it for /nix/store"))?;
     Ok(dir)
 }
 
@@ -586,12 +674,39 @@ fn all_cores() -> usize {
     resources::system::cores()
 }
 
+/// The value of `flag`, a whole number; `example` for the message.
+fn number<T: std::str::FromStr>(parser: &mut lexopt::Parser, flag: &str, example: &str) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let value = parser.value()?;
+    let text = value.to_string_lossy();
+    text.parse().map_err(|e| anyhow!("{flag} {text:?}: {e}; give a whole number, e.g. {flag} {example}"))
+}
+
+/// `--jobs N`: at least 1.
+fn jobs_value(parser: &mut lexopt::Parser) -> Result<usize> {
+    match number(parser, "--jobs", "4")? {
+        0 => bail!("--jobs 0: give at least 1, or leave --jobs out to use all cores"),
+        n => Ok(n),
+    }
+}
+
+/// A command-line mistake found by the parser (an unknown option, a missing
+/// value) is said first, then where to look.
+fn usage(e: anyhow::Error, help: &str) -> anyhow::Error {
+    match e.downcast::<lexopt::Error>() {
+        Ok(e) => anyhow!("{e}; see {help}"),
+        Err(e) => e,
+    }
+}
+
 /// A flag given twice is most likely a mistake (an edited command line, a
 /// wrapper adding its own): which one was meant cannot be known, so neither is
 /// silently dropped.
 fn set_once<T>(slot: &mut Option<T>, flag: &str, value: T) -> Result<()> {
     if slot.is_some() {
-        bail!("{flag} is given more than once");
+        bail!("{flag} is given more than once; give it once");
     }
     *slot = Some(value);
     Ok(())

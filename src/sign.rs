@@ -49,6 +49,7 @@ use sha2::Digest;
 use zeroize::Zeroizing;
 
 use crate::atomic_file::{AtomicFile, syncfs};
+use crate::cache::{count, human, per_second};
 use crate::compression::Compression;
 use crate::format::hash::Sha256Hash;
 use crate::format::key::{SecretKey, fingerprint};
@@ -75,14 +76,14 @@ impl std::fmt::Display for Summary {
         let secs = self.elapsed.as_secs_f64();
         write!(
             f,
-            "{} narinfos signed ({} of them already were), {} of NAR files checked, in {secs:.2} s ({:.0} MB/s)",
-            self.narinfos,
+            "{} signed ({} unchanged), {} of NAR files checked, in {secs:.2} s ({})",
+            count(self.narinfos, "narinfo"),
             self.narinfos - self.changed,
-            crate::cache::human(self.checked_bytes),
-            self.checked_bytes as f64 / 1e6 / secs.max(1e-9)
+            human(self.checked_bytes),
+            per_second(self.checked_bytes, self.elapsed)
         )?;
         if self.other_files > 0 {
-            write!(f, "; {} other files copied", self.other_files)?;
+            write!(f, "; {} copied", count(self.other_files, "other file"))?;
         }
         Ok(())
     }
@@ -95,8 +96,17 @@ pub fn read_secret_key(file: &Path) -> Result<SecretKey> {
     File::open(file)
         .and_then(|mut f| f.read_to_string(&mut text))
         .with_context(|| format!("reading the secret key file {}", file.display()))?;
-    text.parse().map_err(|e: String| anyhow!("{}: {e}", file.display()))
+    text.parse().map_err(|e: String| {
+        anyhow!(
+            "{}: {e}; --secret-key-file takes the secret key file that \
+             `nix-store --generate-binary-cache-key NAME KEY PUB` writes to KEY",
+            file.display()
+        )
+    })
 }
+
+/// What to do when the cache to sign is damaged: nothing was signed.
+const DAMAGED: &str = "nothing was signed; `make-binary-cache verify CACHE` lists every problem of the cache";
 
 /// Signs the cache in `cache` with `key`: in place when `out` is `None`,
 /// else into the copy `out`. `jobs` workers check NAR files side by side.
@@ -173,7 +183,11 @@ fn cache_store_dir(cache: &Path) -> Result<Option<String>> {
             if !cache.is_dir() {
                 bail!("{}: no such directory", cache.display());
             }
-            bail!("{} is not a binary cache: it has no nix-cache-info", cache.display());
+            bail!(
+                "{} is not a binary cache: it has no nix-cache-info; give the directory make-binary-cache or \
+                 `nix copy --to file://DIR` wrote",
+                cache.display()
+            );
         }
         result => result.with_context(|| format!("reading {}", file.display()))?,
     };
@@ -236,18 +250,27 @@ fn prepare_dest(cache: &Path, out: &Path, store_dir: &str) -> Result<()> {
         if real_out == real_cache {
             bail!("--out {} is the cache itself; leave out --out to sign in place", out.display());
         }
-        bail!("--out {} is inside the cache {}: the copy would copy itself", out.display(), cache.display());
+        bail!(
+            "--out {} is inside the cache {}: the copy would copy itself; choose a DEST outside it",
+            out.display(),
+            cache.display()
+        );
     }
     if !empty {
         let theirs = match cache_store_dir(out) {
             Ok(dir) => dir,
             Err(e) => {
-                bail!("--out {} is not empty and not a binary cache ({e:#}): refusing to write into it", out.display())
+                bail!(
+                    "--out {} is not empty and not a binary cache ({e:#}): refusing to write into it; choose a new \
+                     or empty DEST",
+                    out.display()
+                )
             }
         };
         if theirs.as_deref().is_some_and(|dir| dir != store_dir) {
             bail!(
-                "--out {} is a cache of the store {}, not of {store_dir}: refusing to mix them",
+                "--out {} is a cache of the store {}, not of {store_dir}: refusing to mix them; choose a new or \
+                 empty DEST",
                 out.display(),
                 theirs.unwrap_or_default()
             );
@@ -268,16 +291,16 @@ fn read_narinfos(cache: &Path, store_dir: &str) -> Result<Vec<Entry>> {
         let Some(name) = name.to_str().filter(|n| n.ends_with(".narinfo")) else { continue };
         let file = dirent.path();
         let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-        let info = ParsedNarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+        let info = ParsedNarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}; {DAMAGED}", file.display()))?;
         let expected = format!("{}.narinfo", info.store_path.hash_part());
         if name != expected {
-            bail!("{}: the narinfo of {} must be named {expected}", file.display(), info.store_path);
+            bail!("{}: the narinfo of {} must be named {expected}; {DAMAGED}", file.display(), info.store_path);
         }
         if info.nar_size == 0 {
             // Nix refuses to compute the fingerprint of an empty NAR: none exists.
-            bail!("{}: NarSize is 0", file.display());
+            bail!("{}: NarSize is 0; {DAMAGED}", file.display());
         }
-        nar_file(&info.url).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+        nar_file(&info.url).map_err(|e| anyhow!("{}: {e}; {DAMAGED}", file.display()))?;
         entries.push(Entry { name: name.to_owned(), text, info });
     }
     if entries.is_empty() {
@@ -321,7 +344,7 @@ fn check_nar_file(file: &Path, info: &ParsedNarInfo) -> Result<()> {
     let size = f.metadata().with_context(|| format!("reading {}", file.display()))?.len();
     // The size first: it costs nothing and catches a truncated copy.
     if size != info.file_size {
-        bail!("{} has {size} bytes, but the narinfo says FileSize: {}", file.display(), info.file_size);
+        bail!("{} has {size} bytes, but the narinfo says FileSize: {}; {DAMAGED}", file.display(), info.file_size);
     }
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -341,13 +364,13 @@ fn check_nar_file(file: &Path, info: &ParsedNarInfo) -> Result<()> {
         bail!("{} changed while being read: {read} bytes read, {} expected", file.display(), info.file_size);
     }
     if hash != info.file_hash {
-        bail!("{} has hash {hash}, but the narinfo says FileHash: {}", file.display(), info.file_hash);
+        bail!("{} has hash {hash}, but the narinfo says FileHash: {}; {DAMAGED}", file.display(), info.file_hash);
     }
     // Uncompressed, the file is the NAR: what was just hashed is the NarHash.
     if info.compression == Compression::None && (hash, read) != (info.nar_hash, info.nar_size) {
         bail!(
             "{} is uncompressed but has hash {hash} and size {read}, while the narinfo says NarHash: {} and \
-             NarSize: {}",
+             NarSize: {}; {DAMAGED}",
             file.display(),
             info.nar_hash,
             info.nar_size

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
-use crate::cache::{EMPTY_DIRS, human};
+use crate::cache::{EMPTY_DIRS, count, human, per_second};
 use crate::compression::Compression;
 use crate::format::hash::Sha256Hash;
 use crate::format::key::{PublicKey, fingerprint};
@@ -108,13 +108,13 @@ impl std::fmt::Display for Summary {
         let secs = self.elapsed.as_secs_f64();
         write!(
             f,
-            "{} store paths checked, {} of NAR from {} of files in {secs:.2} s ({:.1} MB/s): {} problems, {} warnings",
-            self.paths,
+            "{} checked, {} of NAR from {} of files in {secs:.2} s ({}): {}, {}",
+            count(self.paths, "store path"),
             human(self.nar_bytes),
             human(self.file_bytes),
-            self.nar_bytes as f64 / 1e6 / secs.max(1e-9),
-            self.problems,
-            self.warnings
+            per_second(self.nar_bytes, self.elapsed),
+            count(self.problems, "problem"),
+            count(self.warnings, "warning")
         )
     }
 }
@@ -235,7 +235,11 @@ fn read_cache_info(cache: &Path) -> Result<(String, Vec<Finding>)> {
             bail!("{}: no such directory", cache.display())
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            bail!("{} is not a binary cache: it has no nix-cache-info", cache.display())
+            bail!(
+                "{} is not a binary cache: it has no nix-cache-info; give the directory make-binary-cache or \
+                 `nix copy --to file://DIR` wrote",
+                cache.display()
+            )
         }
         result => result.with_context(|| format!("reading {}", file.display()))?,
     };
@@ -270,7 +274,12 @@ fn read_cache_info(cache: &Path) -> Result<(String, Vec<Finding>)> {
             _ => findings.push(warning(&subject, format!("{at}: unknown field {key:?}, which Nix ignores"))),
         }
     }
-    let store_dir = store_dir.ok_or_else(|| anyhow!("{subject}: no StoreDir: the store directory is unknown"))?;
+    let store_dir = store_dir.ok_or_else(|| {
+        anyhow!(
+            "{subject}: no StoreDir: the store directory is unknown; add the line `StoreDir: /nix/store` \
+             (or the store the cache is for) and verify again"
+        )
+    })?;
     Ok((store_dir, findings))
 }
 

@@ -8,7 +8,10 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{TempDir, list_dir, nix_cmd, ours, path_info_file, run, run_fail, run_ok, skip_without_nix, tree};
+use common::{
+    TempDir, build_fixture, closure_of, list_dir, nix_cmd, ours, path_info_file, repo_root, run, run_fail, run_ok,
+    skip_without_nix, tree,
+};
 
 #[test]
 fn uncompressed_cache_is_what_nix_copy_writes() {
@@ -64,6 +67,116 @@ fn compressed_caches_substitute_into_a_fresh_store() {
         );
         run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
     }
+}
+
+/// `nix copy` from `cache` into a new chroot store must bring `roots` and
+/// their closure, which `nix-store --verify --check-contents` then accepts.
+fn substitutes(tmp: &TempDir, cache: &Path, store_name: &str, roots: &[&str]) {
+    let store = tmp.join(store_name);
+    run_ok(
+        nix_cmd("nix")
+            .args(["copy", "--no-require-sigs", "--from"])
+            .arg(format!("file://{}", cache.display()))
+            .arg("--to")
+            .arg(&store)
+            .args(roots),
+    );
+    run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
+    for root in roots {
+        let copied = run_ok(nix_cmd("nix-store").arg("--store").arg(&store).arg("-qR").arg(root));
+        let mut copied: Vec<&str> = copied.lines().collect();
+        copied.sort();
+        assert_eq!(copied, closure_of(root), "closure of {root} in the chroot store");
+    }
+}
+
+#[test]
+fn a_cache_of_named_store_paths_and_result_symlinks() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-named-paths");
+    let result = tmp.join("result");
+    let root = run_ok(
+        nix_cmd("nix-build")
+            .arg(repo_root().join("tests/fixtures/closure.nix"))
+            .args(["-A", "a", "--out-link"])
+            .arg(&result),
+    );
+    // A store path that is itself a symlink, named directly: kept, not followed.
+    let link = build_fixture("", "link");
+    let cache = tmp.join("cache");
+    let log = run(ours()
+        .arg("--out")
+        .arg(&cache)
+        .args(["--compression", "xz"])
+        .arg(&result)
+        .arg(&link)
+        .current_dir(tmp.path()));
+    assert!(log.0, "{}", log.2);
+    let narinfos = list_dir(&cache).into_iter().filter(|n| n.ends_with(".narinfo")).count();
+    assert_eq!(narinfos, closure_of(&root).len(), "{}", log.2);
+    substitutes(&tmp, &cache, "store", &[&root, &link]);
+
+    // A relative `result`, as a user types it.
+    let cache = tmp.join("cache-relative");
+    run_ok(ours().args(["--out", "cache-relative", "result"]).current_dir(tmp.path()));
+    substitutes(&tmp, &cache, "store-relative", &[&root]);
+}
+
+#[test]
+fn closure_from_stdin() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-stdin");
+    let root = build_fixture("", "a");
+    let cache = tmp.join("cache");
+    let script = "nix path-info --json --recursive \"$1\" | \"$2\" --closure - --out \"$3\"";
+    run_ok(
+        nix_cmd("sh")
+            .args(["-ec", script, "sh"])
+            .arg(&root)
+            .arg(env!("CARGO_BIN_EXE_make-binary-cache"))
+            .arg(&cache)
+            .env_remove("NIX_BUILD_TOP")
+            .env_remove("NIX_ATTRS_JSON_FILE"),
+    );
+    substitutes(&tmp, &cache, "store", &[&root]);
+}
+
+#[test]
+fn named_paths_that_nix_cannot_take_are_clear_errors() {
+    let tmp = TempDir::new("cli-named-errors");
+    let out = tmp.join("out");
+    // Without Nix: what to do instead.
+    let empty = tmp.join("no-nix-here");
+    fs::create_dir(&empty).unwrap();
+    let ghost = "/nix/store/00000000000000000000000000000000-not-there";
+    let err = run_fail(ours().arg("--out").arg(&out).arg(ghost).env("PATH", &empty));
+    assert!(
+        err.contains("`nix` is not on the PATH") && err.contains("Install Nix") && err.contains("--closure FILE"),
+        "{err}"
+    );
+    // Not in the store at all: said before Nix is asked.
+    let file = tmp.join("file");
+    fs::write(&file, "").unwrap();
+    let err = run_fail(ours().arg("--out").arg(&out).arg(&file).env("PATH", &empty));
+    assert!(err.contains(&file.display().to_string()) && err.contains("not in the Nix store (/nix/store)"), "{err}");
+    // Both a closure file and paths.
+    let err = run_fail(ours().arg("--out").arg(&out).arg("--closure").arg(&file).arg(ghost));
+    assert!(err.contains("not several"), "{err}");
+    assert!(!out.exists());
+    if skip_without_nix() {
+        return;
+    }
+    // Not valid: Nix's own error, then what to do.
+    let err = run_fail(ours().arg("--out").arg(&out).arg(ghost));
+    assert!(
+        err.contains(&format!("path '{ghost}' is not valid")) && err.contains("nix-store --check-validity"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }
 
 #[test]
@@ -152,7 +265,7 @@ fn builder_mode_falls_back_to_build_top_attrs() {
     assert!(ok, "{log}");
     // The build log: one line per path, then the totals.
     assert_eq!(log.lines().filter(|l| l.starts_with("copied /nix/store/")).count(), 5, "{log}");
-    assert!(log.lines().last().unwrap().contains("5 paths"), "{log}");
+    assert!(log.lines().last().unwrap().contains("done: 5 store paths, "), "{log}");
     let narinfos: Vec<String> = list_dir(&out).into_iter().filter(|n| n.ends_with(".narinfo")).collect();
     assert_eq!(narinfos.len(), 5, "{narinfos:?}");
     for n in narinfos {
@@ -197,16 +310,104 @@ fn bad_input_is_a_clear_error() {
     let err = run_fail(ours().arg("--closure").arg(&ghost_json).arg("--out").arg(&out));
     assert!(err.contains(ghost), "{err}");
 
-    let err = run_fail(ours().arg("--frobnicate"));
-    assert!(err.contains("--frobnicate"), "{err}");
     let err = run_fail(&mut ours());
-    assert!(err.contains("not running in a Nix build"), "{err}");
+    assert!(err.contains("nothing to put in the cache") && err.contains("not a Nix build"), "{err}");
+}
+
+/// The first line of an error: what went wrong, then what to do.
+fn first_line(err: &str) -> &str {
+    err.lines().next().unwrap_or_default()
+}
+
+#[test]
+fn command_line_mistakes_say_the_cause_first_and_once() {
+    for (args, expected) in [
+        (&["--frobnicate"][..], "error: invalid option '--frobnicate'; see --help"),
+        (&["sign", "--frobnicate"], "error: invalid option '--frobnicate'; see sign --help"),
+        (&["verify", "--frobnicate"], "error: invalid option '--frobnicate'; see verify --help"),
+        (&["--out"], "error: missing argument for option '--out'; see --help"),
+        (
+            &["--compression-level", "abc"],
+            "error: --compression-level \"abc\": invalid digit found in string; give a whole number, e.g. \
+             --compression-level 9",
+        ),
+        (&["--jobs", "0"], "error: --jobs 0: give at least 1, or leave --jobs out to use all cores"),
+        (&["verify", "--jobs", "x", "c"], "error: --jobs \"x\": invalid digit found in string; give a whole number"),
+        (&["--priority", "high"], "error: --priority \"high\": invalid digit found in string; give a whole number"),
+        (&["--quiet", "--quiet"], "error: --quiet is given more than once; give it once"),
+    ] {
+        let err = run_fail(ours().args(args));
+        assert!(first_line(&err).starts_with(&format!("make-binary-cache: {expected}")), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: the cause is said once: {err}");
+    }
+    let err = run_fail(ours().args(["--out", "x"]));
+    assert!(first_line(&err).contains("nothing to put in the cache: name store paths"), "{err}");
+    let err = run_fail(ours().args(["verify", "--public-key", "k:abc", "x"]));
+    assert!(first_line(&err).starts_with("make-binary-cache: error: --public-key: "), "{err}");
+    assert!(err.contains("the text of the PUB file that `nix-store --generate-binary-cache-key"), "{err}");
+    let err = run_fail(ours().args(["verify", "--public-key-file", "/dev/null", "x"]));
+    assert!(err.contains("/dev/null: ") && err.contains("the text of the PUB file"), "{err}");
+    let err = run_fail(ours().args(["--out", "x", "y"]).env("NIX_STORE", "/nix/store/"));
+    assert!(
+        err.contains("NIX_STORE=\"/nix/store/\" is not a valid store directory") && err.contains("unset it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let tmp = TempDir::new("cli-what-to-do");
+    let garbage = tmp.join("garbage.json");
+    fs::write(&garbage, "{not json").unwrap();
+    let err = run_fail(ours().arg("--closure").arg(&garbage).arg("--out").arg(tmp.join("out")));
+    assert!(err.contains("which must be what `nix path-info --json --recursive` prints"), "{err}");
+
+    // Builder mode: attrs without an `out` output, a NIX_BUILD_CORES that is no number.
+    let attrs = tmp.join("attrs.json");
+    fs::write(&attrs, r#"{"closure": []}"#).unwrap();
+    let err = run_fail(ours().env("NIX_ATTRS_JSON_FILE", &attrs));
+    assert!(err.contains("`outputs.out` is missing: the derivation must have an `out` output"), "{err}");
+    fs::write(&attrs, format!(r#"{{"closure": [], "outputs": {{"out": "{}"}}}}"#, tmp.join("out").display())).unwrap();
+    let err = run_fail(ours().env("NIX_ATTRS_JSON_FILE", &attrs).env("NIX_BUILD_CORES", "many"));
+    assert!(err.contains("NIX_BUILD_CORES must be a number (0 for all cores)"), "{err}");
+
+    // sign and verify: not a cache, a key that is not one, a cache without StoreDir.
+    let not_cache = tmp.join("not-a-cache");
+    fs::create_dir(&not_cache).unwrap();
+    let key = tmp.join("key");
+    fs::write(&key, "not a key").unwrap();
+    // (sign says the same: tests/sign.rs.)
+    let err = run_fail(ours().arg("verify").arg(&not_cache));
+    assert!(err.contains("it has no nix-cache-info; give the directory make-binary-cache"), "{err}");
+    fs::write(not_cache.join("nix-cache-info"), "WantMassQuery: 1\n").unwrap();
+    let err = run_fail(ours().arg("verify").arg(&not_cache));
+    assert!(err.contains("no StoreDir") && err.contains("add the line `StoreDir: /nix/store`"), "{err}");
+    let err = run_fail(ours().args(["sign", "--secret-key-file"]).arg(&key).arg(&not_cache));
+    assert!(err.contains("nix-store --generate-binary-cache-key NAME KEY PUB"), "{err}");
 }
 
 #[test]
 fn help_and_version() {
     let help = run_ok(ours().arg("--help"));
     assert!(help.contains("--closure FILE") && help.contains("nix path-info --json --recursive"), "{help}");
+    // Every way in, every option, and the commands the tests above run.
+    for needle in [
+        "make-binary-cache --out DIR [OPTIONS] PATH...",
+        "`--closure -` reads it from stdin",
+        "-q, --quiet",
+        "every 10 s a line for each path still being compressed",
+        "make-binary-cache --out ./cache --compression xz ./result",
+        "nix copy --no-require-sigs --from file://$PWD/cache",
+        "nix-store --store /tmp/store --verify --check-contents",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}");
+    }
+    let options = ["--attrs", "--out", "--compression ", "--compression-level", "--jobs", "--max-memory", "--partial"];
+    let more = ["--no-sync", "--priority", "--want-mass-query", "--write-nar-listing", "--index-debug-info"];
+    for option in options.into_iter().chain(more) {
+        assert!(help.lines().any(|l| l.trim_start().starts_with(option)), "--help does not describe {option}");
+    }
+    assert!(help.lines().all(|l| l.len() <= 80), "--help is wider than 80 columns");
     let version = run_ok(ours().arg("--version"));
     assert_eq!(version, format!("make-binary-cache {}", env!("CARGO_PKG_VERSION")));
 }
@@ -240,4 +441,89 @@ fn full_disk_is_an_error_and_leaves_no_dangling_narinfo() {
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// A store path of 4 MiB that does not compress: a second or so of xz, long
+/// enough for progress lines at the tests' interval of 10 ms.
+fn big_path() -> String {
+    run_ok(nix_cmd("nix-build").arg("--no-out-link").arg("-E").arg(
+        r#"derivation {
+             name = "mbc-e2e-big";
+             system = builtins.currentSystem;
+             builder = "/bin/sh";
+             args = [ "-c" "head -c 4194304 /dev/urandom > $out" ];
+             PATH = "/usr/bin:/bin";
+           }"#,
+    ))
+}
+
+const LOG_INTERVAL_ENV: &str = "MAKE_BINARY_CACHE_LOG_INTERVAL_MS";
+
+#[test]
+fn a_log_gets_a_line_while_a_long_path_is_compressed() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-progress-log");
+    let big = big_path();
+    let (ok, stdout, log) = run(ours()
+        .arg("--out")
+        .arg(tmp.join("cache"))
+        .args(["--compression", "xz", "--jobs", "1"])
+        .arg(&big)
+        .env(LOG_INTERVAL_ENV, "10"));
+    assert!(ok && stdout.is_empty(), "{log}");
+    let line = log.lines().find(|l| l.starts_with(&format!("compressing {big}: "))).unwrap_or_else(|| panic!("{log}"));
+    assert!(line.ends_with(" of 4.0 MiB"), "{line}");
+    assert!(log.lines().any(|l| l.starts_with(&format!("copied {big} (NAR 4.0 MiB, file "))), "{log}");
+    // One store path, one worker, and one unit on the line: MiB with MiB/s.
+    assert!(log.lines().next().unwrap().contains(" writing 1 store path to ") && log.contains(", 1 worker, "), "{log}");
+    let done = log.lines().last().unwrap();
+    assert!(done.starts_with("make-binary-cache: done: 1 store path, 4.0 MiB of NAR in, "), "{log}");
+    assert!(done.ends_with(" MiB/s)") && !done.contains("MB"), "{done}");
+}
+
+#[test]
+fn quiet_prints_nothing_on_success() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-quiet");
+    let (root, _) = path_info_file(&tmp);
+    let (ok, stdout, stderr) =
+        run(ours().arg("--quiet").arg("--out").arg(tmp.join("cache")).arg(&root).env(LOG_INTERVAL_ENV, "1"));
+    assert!(ok, "{stderr}");
+    assert_eq!((stdout.as_str(), stderr.as_str()), ("", ""));
+    // Errors still print.
+    let err = run_fail(ours().arg("--quiet").arg("--out").arg(tmp.join("cache")).arg(tmp.join("nothing")));
+    assert!(err.contains("nothing: no such file or directory"), "{err}");
+}
+
+#[test]
+fn the_cache_is_the_same_whatever_the_progress_mode() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-progress-modes");
+    let (root, _) = path_info_file(&tmp);
+    let big = big_path();
+    let args = |out: &Path| -> Vec<String> {
+        ["--out", &out.display().to_string(), "--compression", "xz", "--jobs", "2", &root, &big]
+            .map(String::from)
+            .to_vec()
+    };
+    let (quiet, log, bar) = (tmp.join("quiet"), tmp.join("log"), tmp.join("bar"));
+    run_ok(ours().arg("--quiet").args(args(&quiet)));
+    run_ok(ours().args(args(&log)).env(LOG_INTERVAL_ENV, "10"));
+    // On a terminal: `script` runs it on a pseudo-terminal.
+    let command = std::iter::once(env!("CARGO_BIN_EXE_make-binary-cache").to_string())
+        .chain(args(&bar))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let screen = run_ok(Command::new("script").args(["-qec", &command, "/dev/null"]).env_remove("NIX_BUILD_TOP"));
+    assert!(screen.contains(" paths") && screen.contains("MiB/s"), "no progress bar on the terminal: {screen}");
+    assert!(!screen.contains("copied /nix/store/"), "per-path lines under the bar: {screen}");
+    let quiet_tree = tree(&quiet);
+    assert!(quiet_tree == tree(&log), "the cache differs between --quiet and a log");
+    assert!(quiet_tree == tree(&bar), "the cache differs between --quiet and a progress bar");
 }

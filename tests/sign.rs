@@ -113,7 +113,11 @@ fn cli_cache_signed_in_place_and_into_a_copy_passes_require_sigs() {
     // The fixture may carry signatures from other tests (path-info passes
     // them on): ours is added to them.
     let unsigned: Vec<Vec<String>> = narinfos(&cache).iter().map(|f| sigs(f)).collect();
-    run_ok(&mut sign(&key.secret, None, &cache));
+    let (ok, _, log) = run(&mut sign(&key.secret, None, &cache));
+    assert!(ok, "{log}");
+    // One unit on the line: MiB with MiB/s.
+    let summary = format!("{} narinfos signed (0 unchanged), ", unsigned.len());
+    assert!(log.contains(&summary) && log.trim_end().ends_with(" MiB/s)") && !log.contains("MB"), "{log}");
     for (file, before) in narinfos(&cache).iter().zip(unsigned) {
         let after = sigs(file);
         assert_eq!(after.len(), before.len() + 1, "{}: {after:?}", file.display());
@@ -266,6 +270,7 @@ fn refuses_what_it_cannot_check() {
     fs::write(&nar, &longer).unwrap();
     let err = run_fail(&mut sign(&key.secret, None, &cache));
     assert!(err.contains(&nar.display().to_string()) && err.contains("FileSize"), "{err}");
+    assert!(err.contains("nothing was signed; `make-binary-cache verify CACHE` lists every problem"), "{err}");
     // Nothing was signed, not even the narinfos whose NARs are fine.
     for file in narinfos(&cache) {
         assert!(!sigs(&file).iter().any(|s| s.starts_with("sign-test-1:")), "{} was signed", file.display());
@@ -295,6 +300,7 @@ fn refuses_what_it_cannot_check() {
     fs::write(&narinfo, text.replace("NarSize: ", "NarSize: x")).unwrap();
     let err = run_fail(&mut sign(&key.secret, None, &cache));
     assert!(err.contains(&narinfo.display().to_string()) && err.contains("NarSize"), "{err}");
+    assert!(err.contains("nothing was signed"), "{err}");
     let err = run_fail(&mut sign(&key.secret, Some(&tmp.join("never-made")), &cache));
     assert!(err.contains("NarSize") && !tmp.join("never-made").exists(), "{err}");
     fs::write(&narinfo, &text).unwrap();
@@ -303,21 +309,21 @@ fn refuses_what_it_cannot_check() {
     let not_cache = tmp.join("not-a-cache");
     fs::create_dir_all(&not_cache).unwrap();
     let err = run_fail(&mut sign(&key.secret, None, &not_cache));
-    assert!(err.contains("is not a binary cache: it has no nix-cache-info"), "{err}");
+    assert!(err.contains("is not a binary cache: it has no nix-cache-info; give the directory"), "{err}");
     fs::write(not_cache.join("precious"), "keep me").unwrap();
     let err = run_fail(&mut sign(&key.secret, Some(&not_cache), &cache));
-    assert!(err.contains("is not empty and not a binary cache"), "{err}");
+    assert!(err.contains("is not empty and not a binary cache") && err.contains("choose a new or empty DEST"), "{err}");
     let other_store = tmp.join("other-store");
     fs::create_dir_all(&other_store).unwrap();
     fs::write(other_store.join("nix-cache-info"), "StoreDir: /gnu/store\n").unwrap();
     let err = run_fail(&mut sign(&key.secret, Some(&other_store), &cache));
-    assert!(err.contains("is a cache of the store /gnu/store"), "{err}");
+    assert!(err.contains("is a cache of the store /gnu/store") && err.contains("choose a new or empty DEST"), "{err}");
 
     // DEST is the cache, or inside it (the copy would copy itself).
     let err = run_fail(&mut sign(&key.secret, Some(&cache), &cache));
     assert!(err.contains("is the cache itself"), "{err}");
     let err = run_fail(&mut sign(&key.secret, Some(&cache.join("nar/../signed")), &cache));
-    assert!(err.contains("is inside the cache"), "{err}");
+    assert!(err.contains("is inside the cache") && err.contains("choose a DEST outside it"), "{err}");
     assert!(tree(&cache) == before);
 
     // A key whose halves disagree, and a missing key file.
