@@ -6,7 +6,9 @@
 //! ([`dump`] → [`format::nar`] → [`format::hash`] → [`compression`] → file),
 //! then writes its [`format::narinfo`]. The modules under [`format`] are pure:
 //! they do no I/O of their own. [`sign`] adds signatures to a cache already
-//! written; [`verify`] checks a cache, whoever wrote it.
+//! written; [`verify`] checks a cache, whoever wrote it. [`shard`] splits a
+//! closure among several builds, and [`merge`] joins their caches (or any of
+//! ours) into one.
 
 pub mod atomic_file;
 pub mod cache;
@@ -14,6 +16,8 @@ pub mod closure;
 pub mod compression;
 pub mod dump;
 pub mod format;
+pub mod merge;
 pub mod resources;
+pub mod shard;
 pub mod sign;
 pub mod verify;
