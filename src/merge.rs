@@ -483,20 +483,41 @@ fn prepare_out(out: &Path, inputs: &[Input]) -> Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
     }
-    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let real_out = fs::canonicalize(out).with_context(|| format!("resolving {}", out.display()))?;
+    // Asked before anything is created: an input may be writable.
+    let real_out = resolve(out)?;
     for input in inputs {
         let real = fs::canonicalize(&input.dir).with_context(|| format!("resolving {}", input.dir.display()))?;
         if real_out.starts_with(&real) {
             bail!("--out {} is inside the input {}: the merge would copy itself", out.display(), input.dir.display());
         }
     }
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let dirs = inputs.iter().flat_map(|input| input.dirs.iter().map(PathBuf::as_path));
     for dir in dirs.chain(["nar"].into_iter().chain(EMPTY_DIRS).map(Path::new)) {
         let dir = out.join(dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     Ok(())
+}
+
+/// `path` with its symlinks resolved, as far as it exists.
+fn resolve(path: &Path) -> Result<PathBuf> {
+    let path = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+    let mut missing = Vec::new();
+    let mut existing = path.as_path();
+    loop {
+        match fs::canonicalize(existing) {
+            Ok(real) => return Ok(missing.into_iter().rev().fold(real, |p, name| p.join(name))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    missing.push(name);
+                    existing = parent;
+                }
+                _ => return Err(e).with_context(|| format!("resolving {}", path.display())),
+            },
+            Err(e) => return Err(e).with_context(|| format!("resolving {}", path.display())),
+        }
+    }
 }
 
 /// Copies the NAR file `url` of `entry` from `input` to `out`, named only
