@@ -325,3 +325,150 @@ fn the_output_must_be_new() {
     let err = run_fail(&mut merge(&inside, &[&lower, &upper]));
     assert!(err.contains("is inside the input"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// End to end: mkBinaryCache { shards = N; } and mergeBinaryCaches through
+// nix-build, with the stand-in nixpkgs (tests/nixpkgs-stub).
+
+fn builder_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_make-binary-cache"))
+}
+
+/// `nix-build` of a [`with_prelude`] expression with two jobs of one core,
+/// as the shards would run on a small machine; returns the output path.
+fn nix_build(body: &str) -> PathBuf {
+    PathBuf::from(run_ok(nix_build_expr(&builder_bin(), "", body).args(["--max-jobs", "2", "--cores", "1"])))
+}
+
+/// Substitutes the fixture from `cache` with `nix-build --max-jobs 0` into a
+/// fresh chroot store: Nix takes every path from the cache, builds nothing.
+fn substitute_from(cache: &Path, root: &str, tmp: &TempDir) {
+    let store = tmp.join("substituted");
+    let (ok, stdout, stderr) = run(nix_cmd("nix-build")
+        .arg(repo_root().join("tests/fixtures/closure.nix"))
+        .args(["-A", "a", "--no-out-link", "--max-jobs", "0"])
+        .arg("--store")
+        .arg(&store)
+        .arg("--option")
+        .arg("substituters")
+        .arg(format!("file://{}", cache.display()))
+        .args(["--option", "require-sigs", "false"]));
+    assert!(ok, "substitution failed:\n{stderr}");
+    assert_eq!(stdout.trim(), root, "{stderr}");
+    run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
+}
+
+#[test]
+fn sharded_mk_binary_cache_is_byte_identical_to_the_unsharded_one() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("e2e-shards");
+    let root = build_fixture("", "a");
+    for (compression, settings) in [("xz", "compressionLevel = 1; writeNarListing = true;"), ("zstd", "")] {
+        let args = format!(r#"rootPaths = [ fixture ]; compression = "{compression}"; {settings}"#);
+        let whole = nix_build(&format!("mkBinaryCache {{ {args} }}"));
+        for shards in [2, 3] {
+            let merged = nix_build(&format!("mkBinaryCache {{ {args} shards = {shards}; }}"));
+            assert_ne!(merged, whole);
+            assert_eq!(tree(&merged), tree(&whole), "{compression}, {shards} shards");
+        }
+        let merged = nix_build(&format!("mkBinaryCache {{ {args} shards = 2; }}"));
+        copy_and_verify(&merged, &root, &tmp, &format!("store-{compression}"));
+        run_ok(nix_cmd("nix-store").arg("--verify-path").arg(&merged));
+        if compression == "zstd" {
+            substitute_from(&merged, &root, &tmp);
+        }
+    }
+}
+
+#[test]
+fn merge_binary_caches_joins_overlapping_caches() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("e2e-merge-fn");
+    let root = build_fixture("", "a");
+    let whole = nix_build("mkBinaryCache { rootPaths = [ fixture ]; }");
+    // b's closure is inside a's: the shared paths must agree, and do.
+    let merged = nix_build(
+        r#"let mergeBinaryCaches = pkgs.callPackage (/. + root + "/nix/merge.nix") { }; in
+           mergeBinaryCaches {
+             name = "joined";
+             caches = [ (mkBinaryCache { rootPaths = [ fixtures.b ]; name = "lower"; })
+                        (mkBinaryCache { rootPaths = [ fixture ]; }) ];
+           }"#,
+    );
+    assert!(merged.to_str().unwrap().ends_with("-joined"), "{}", merged.display());
+    assert_eq!(tree(&merged), tree(&whole));
+    copy_and_verify(&merged, &root, &tmp, "store");
+
+    // Caches written with other settings conflict, and the build says where.
+    let (ok, _, log) = run(&mut nix_build_expr(
+        &builder_bin(),
+        "",
+        r#"let mergeBinaryCaches = pkgs.callPackage (/. + root + "/nix/merge.nix") { }; in
+           mergeBinaryCaches {
+             caches = [ (mkBinaryCache { rootPaths = [ fixtures.b ]; compression = "none"; })
+                        (mkBinaryCache { rootPaths = [ fixture ]; }) ];
+           }"#,
+    ));
+    assert!(!ok && log.contains("with different narinfos"), "{log}");
+}
+
+#[test]
+fn shard_derivations_are_what_the_builder_and_nix_need() {
+    if skip_without_nix() {
+        return;
+    }
+    let checks = run_ok(&mut nix_eval_expr(
+        &builder_bin(),
+        r#"let
+  one = mkBinaryCache { rootPaths = [ fixture ]; };
+  same = mkBinaryCache { rootPaths = [ fixture ]; shards = 1; };
+  two = mkBinaryCache { rootPaths = [ fixture ]; compression = "xz"; shards = 2; };
+  s = two.caches;
+  over = one.override { shards = 3; };
+  top = import (/. + root + "/default.nix") { inherit pkgs; };
+in {
+  oneIsToday = one.drvPath == same.drvPath && !(one ? shard);
+  count = builtins.length s == 2 && builtins.length over.caches == 3;
+  numbered = map (d: [ d.shard d.shards d.name ]) s == [ [ 0 2 "binary-cache-shard-0-of-2" ] [ 1 2 "binary-cache-shard-1-of-2" ] ];
+  sameSettings = builtins.all (d: d.compression == "xz" && d.exportReferencesGraph.closure == [ fixture ] && d.__structuredAttrs) s;
+  remoteOk = builtins.all (d: !d.preferLocalBuild) s && two.preferLocalBuild;
+  mergeArgs = builtins.head two.args == "merge" && builtins.length two.args == 5;
+  named = two.name == "binary-cache";
+  passthru = two.rootPaths == [ fixture ] && two ? make-binary-cache;
+  exported = top ? mergeBinaryCaches && top ? mkBinaryCache;
+}"#,
+    ));
+    assert_eq!(
+        checks,
+        r#"{"count":true,"exported":true,"mergeArgs":true,"named":true,"numbered":true,"oneIsToday":true,"passthru":true,"remoteOk":true,"sameSettings":true}"#
+    );
+}
+
+#[test]
+fn bad_shards_and_caches_are_evaluation_errors() {
+    if skip_without_nix() {
+        return;
+    }
+    let eval_error = |body: &str| run_fail(&mut nix_eval_expr(&builder_bin(), &format!("({body}).drvPath")));
+    for (bad, shown) in [("0", "0"), ("-2", "-2"), (r#""2""#, r#""2""#), ("1.5", "of type float")] {
+        let err = eval_error(&format!("mkBinaryCache {{ rootPaths = [ fixture ]; shards = {bad}; }}"));
+        assert!(err.contains(&format!("mkBinaryCache: shards must be a positive integer, but it is {shown}")), "{err}");
+    }
+    let merge = r#"(pkgs.callPackage (/. + root + "/nix/merge.nix") { })"#;
+    for (args, expected) in [
+        ("{ caches = [ ]; }", "caches must not be empty"),
+        (
+            r#"{ caches = "x"; }"#,
+            r#"caches must be a list of binary caches (derivations or store paths), but it is "x""#,
+        ),
+        ("{ caches = [ 1 ]; }", "every element of caches must be a derivation or a store path"),
+        ("{ caches = [ fixture ]; name = 1; }", "name must be a string"),
+    ] {
+        let err = eval_error(&format!("{merge} {args}"));
+        assert!(err.contains(&format!("mergeBinaryCaches: {expected}")), "{args}: {err}");
+    }
+}
