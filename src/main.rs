@@ -372,7 +372,8 @@ OPTIONS:
                               [default: NARs are on disk before the narinfos
                               naming them are named]
     --jobs N                  Workers copying and checking NAR files
-                              [default: all cores].
+                              [default: $NIX_BUILD_CORES in a build, else
+                              all cores].
     -h, --help                Print this help.
 
 EXAMPLE:
@@ -411,8 +412,10 @@ fn merge_main(args: Vec<OsString>) -> Result<()> {
     if caches.is_empty() {
         bail!("at least one CACHE to merge is required; see merge --help");
     }
-    let options =
-        merge::Options { partial: partial.is_some(), sync: no_sync.is_none(), jobs: jobs.unwrap_or_else(all_cores) };
+    // In a build (mergeBinaryCaches), the cores Nix gives it.
+    let build_cores = std::env::var("NIX_BUILD_CORES").ok().and_then(|c| c.trim().parse::<usize>().ok());
+    let jobs = jobs.or(build_cores.filter(|&n| n > 0)).unwrap_or_else(all_cores);
+    let options = merge::Options { partial: partial.is_some(), sync: no_sync.is_none(), jobs };
     eprintln!("make-binary-cache: merging {} caches into {}", caches.len(), out.display());
     let summary = merge::merge_caches(&caches, &out, &options, |line| {
         let _ = std::io::stderr().write_all(format!("make-binary-cache: {line}\n").as_bytes());
