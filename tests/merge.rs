@@ -472,3 +472,39 @@ fn bad_shards_and_caches_are_evaluation_errors() {
         assert!(err.contains(&format!("mergeBinaryCaches: {expected}")), "{args}: {err}");
     }
 }
+
+#[test]
+fn other_files_must_agree_but_debug_info_entries_keep_the_first() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("merge-others");
+    let (lower, upper) = disjoint_caches(&tmp, &["--write-nar-listing"]);
+    let (a, b) = (tmp.join("a"), tmp.join("b"));
+    copy_tree(&lower, &a);
+    copy_tree(&upper, &b);
+    // Left behind by others: a NAR no narinfo names, a killed run's temporary file.
+    fs::write(a.join("nar/stray.nar"), b"x").unwrap();
+    fs::write(b.join("nar/.x.nar.1-2-3.tmp"), b"x").unwrap();
+    // One build id in two store paths: each cache points at its own NAR.
+    fs::write(a.join("debuginfo/0123.debug"), r#"{"archive":"../nar/a.nar","member":"x"}"#).unwrap();
+    fs::write(b.join("debuginfo/0123.debug"), r#"{"archive":"../nar/b.nar","member":"x"}"#).unwrap();
+    let out = tmp.join("out");
+    let (ok, _, log) = run(&mut merge(&out, &[&a, &b]));
+    assert!(ok, "{log}");
+    assert_eq!(fs::read(out.join("debuginfo/0123.debug")).unwrap(), fs::read(a.join("debuginfo/0123.debug")).unwrap());
+    assert!(log.contains("1 debug info entries differ between inputs"), "{log}");
+    assert!(log.contains("1 files under nar/ that no narinfo names are not copied (such as nar/stray.nar)"), "{log}");
+    assert!(log.contains("1 temporary files of killed runs are not copied"), "{log}");
+    assert!(!out.join("nar/stray.nar").exists() && !out.join("nar/.x.nar.1-2-3.tmp").exists());
+    // Every listing came along.
+    let listings = |dir: &Path| list_dir(dir).into_iter().filter(|n| n.ends_with(".ls")).count();
+    assert_eq!(listings(&out), listings(&a) + listings(&b));
+    assert_eq!(listings(&out), 5);
+
+    // The same listing name with other contents is an error naming both files.
+    let ls = list_dir(&a).into_iter().find(|n| n.ends_with(".ls")).unwrap();
+    fs::write(b.join(&ls), "{}").unwrap();
+    let err = run_fail(&mut merge(&tmp.join("out2"), &[&a, &b]));
+    assert!(err.contains(&format!("{} and {} differ", a.join(&ls).display(), b.join(&ls).display())), "{err}");
+}
