@@ -508,3 +508,22 @@ fn other_files_must_agree_but_debug_info_entries_keep_the_first() {
     let err = run_fail(&mut merge(&tmp.join("out2"), &[&a, &b]));
     assert!(err.contains(&format!("{} and {} differ", a.join(&ls).display(), b.join(&ls).display())), "{err}");
 }
+
+#[test]
+fn a_cache_written_by_nix_copy_merges_with_ours() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("merge-nix-copy");
+    let (root, b, _) = fixture();
+    let (_, upper) = disjoint_caches(&tmp, &["--compression", "none"]);
+    let theirs = tmp.join("theirs");
+    run_ok(nix_cmd("nix").args(["copy", "--to"]).arg(format!("file://{}?compression=none", theirs.display())).arg(&b));
+    let whole = path_info(&tmp, "whole", true, &[&root]);
+    let whole = cli_cache(&tmp, "whole", &whole, &["--compression", "none"]);
+    let merged = tmp.join("merged");
+    run_ok(&mut merge(&merged, &[&theirs, &upper]));
+    // Uncompressed, our cache is byte for byte what nix copy writes: so is the merge.
+    assert_eq!(tree(&merged), tree(&whole));
+    copy_and_verify(&merged, &root, &tmp, "store");
+}
