@@ -440,11 +440,13 @@ in {
   named = two.name == "binary-cache";
   passthru = two.rootPaths == [ fixture ] && two ? make-binary-cache;
   exported = top ? mergeBinaryCaches && top ? mkBinaryCache;
+  mergeOverride = (top.mergeBinaryCaches { caches = s; }).override { name = "renamed"; } ? caches
+    && ((top.mergeBinaryCaches { caches = s; }).override { name = "renamed"; }).name == "renamed";
 }"#,
     ));
     assert_eq!(
         checks,
-        r#"{"count":true,"exported":true,"mergeArgs":true,"named":true,"numbered":true,"oneIsToday":true,"passthru":true,"remoteOk":true,"sameSettings":true}"#
+        r#"{"count":true,"exported":true,"mergeArgs":true,"mergeOverride":true,"named":true,"numbered":true,"oneIsToday":true,"passthru":true,"remoteOk":true,"sameSettings":true}"#
     );
 }
 
