@@ -1,5 +1,6 @@
 # nix-build -A make-binary-cache
 # nix-build -E 'with import ./. { }; mkBinaryCache { rootPaths = [ make-binary-cache ]; }'
+# nix-build -E 'with import ./. { }; mergeBinaryCaches { caches = [ ./cache-a ./cache-b ]; }'
 {
   pkgs ? import <nixpkgs> { },
 }:
@@ -10,4 +11,5 @@ in
 {
   inherit make-binary-cache;
   mkBinaryCache = pkgs.callPackage ./nix { inherit make-binary-cache; };
+  mergeBinaryCaches = pkgs.callPackage ./nix/merge.nix { inherit make-binary-cache; };
 }

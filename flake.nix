@@ -49,7 +49,7 @@
       overlays.default = final: prev: {
         make-binary-cache = final.callPackage ./nix/package.nix { };
         mkBinaryCache = final.callPackage ./nix { };
-        # mergeBinaryCaches = final.callPackage ./nix/merge.nix { };  (one line, when nix/merge.nix lands)
+        mergeBinaryCaches = final.callPackage ./nix/merge.nix { };
       };
 
       packages = forAllSystems (
@@ -74,7 +74,7 @@
           pkgs = pkgsFor system;
         in
         {
-          inherit (pkgs) make-binary-cache mkBinaryCache;
+          inherit (pkgs) make-binary-cache mkBinaryCache mergeBinaryCaches;
         }
       );
 

@@ -16,6 +16,13 @@
 # (`closure` from exportReferencesGraph, `compression`, `compressionLevel`,
 # `maxMemory`, `priority`, `wantMassQuery`, `writeNarListing`, `indexDebugInfo`)
 # from $NIX_ATTRS_JSON_FILE and writes the cache into the `out` output.
+#
+# With `shards = N` (N > 1) there are N such derivations, each also given
+# `shard` (0 … N-1) and `shards`: each sees the whole closure and writes only
+# its part (the same partition in every shard, balanced by NAR size), so
+# `--max-jobs`, remote builders (`--builders`) and Hydra spread them. The
+# result is then mergeBinaryCaches (./merge.nix) of the shards: byte for byte
+# the cache one derivation writes.
 {
   lib,
   stdenvNoCC,
@@ -24,6 +31,8 @@
 }:
 
 let
+  mergeBinaryCaches = import ./merge.nix { inherit lib stdenvNoCC callPackage make-binary-cache; };
+
   compressions = [
     "none"
     "xz"
@@ -64,6 +73,10 @@ let
       # Also write `debuginfo/<build id>.debug` for the NARs'
       # `lib/debug/.build-id` files, as `index-debug-info=true` does.
       indexDebugInfo ? false,
+      # Split the work among this many derivations (a positive integer), each
+      # writing part of the closure, joined by one more: for closures too
+      # large for one builder (see the README, "Very large closures").
+      shards ? 1,
     }:
 
     assert lib.assertMsg (builtins.isList rootPaths)
@@ -90,8 +103,13 @@ let
       "mkBinaryCache: writeNarListing must be a bool, but it is ${describe writeNarListing}";
     assert lib.assertMsg (builtins.isBool indexDebugInfo)
       "mkBinaryCache: indexDebugInfo must be a bool, but it is ${describe indexDebugInfo}";
+    assert lib.assertMsg (builtins.isInt shards && shards >= 1)
+      "mkBinaryCache: shards must be a positive integer, but it is ${
+        if builtins.isInt shards then toString shards else describe shards
+      }";
 
-    stdenvNoCC.mkDerivation {
+    let
+      attrs = {
       inherit
         name
         compression
@@ -125,5 +143,30 @@ let
         license = lib.licenses.mit;
       };
     };
+
+      # Shard `i` (counting from 0) of `shards`: the same closure and
+      # settings, and its number; it writes only its part of the closure.
+      shard =
+        i:
+        stdenvNoCC.mkDerivation (
+          attrs
+          // {
+            name = "${name}-shard-${toString i}-of-${toString shards}";
+            shard = i;
+            inherit shards;
+            # Each shard may go to another machine; the merge, which only
+            # copies, stays local.
+            preferLocalBuild = false;
+          }
+        );
+    in
+    if shards == 1 then
+      stdenvNoCC.mkDerivation attrs
+    else
+      mergeBinaryCaches {
+        inherit name;
+        caches = builtins.genList shard shards;
+        inherit (attrs) passthru;
+      };
 in
 lib.makeOverridable mkBinaryCache

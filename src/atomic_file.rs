@@ -72,7 +72,8 @@ impl AtomicFile {
         let label = label.to_owned();
         #[cfg(target_os = "linux")]
         if try_unnamed && *PROC_FD {
-            let unnamed = OpenOptions::new().write(true).mode(0o644).custom_flags(libc::O_TMPFILE).open(dir);
+            // Readable too, so that a copy can be checked before it is named.
+            let unnamed = OpenOptions::new().read(true).write(true).mode(0o644).custom_flags(libc::O_TMPFILE).open(dir);
             if let Ok(file) = unnamed {
                 return Ok(Self { file, dir: dir.to_owned(), temporary: None, label });
             }
@@ -81,9 +82,17 @@ impl AtomicFile {
         #[cfg(not(target_os = "linux"))]
         let _ = try_unnamed;
         let (file, temporary) = with_temporary_name(dir, &label, |temporary| {
-            OpenOptions::new().write(true).create_new(true).mode(0o644).open(temporary)
+            OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(temporary)
         })?;
         Ok(Self { file, dir: dir.to_owned(), temporary: Some(temporary), label })
+    }
+
+    /// The file being written, open for reading and writing: to copy into
+    /// it with `copy_file_range` (`std::io::copy` from a [`File`] to a
+    /// `&File`, which shares the blocks where the file system can reflink),
+    /// or to read back what was written.
+    pub fn as_file(&self) -> &File {
+        &self.file
     }
 
     /// Gives the file its final `name` in its directory, atomically replacing

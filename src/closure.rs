@@ -50,6 +50,7 @@ use crate::format::content_address::ContentAddress;
 use crate::format::hash::Sha256Hash;
 use crate::format::signature::Signature;
 use crate::format::store_path::StorePath;
+use crate::shard::Shard;
 
 /// What Nix knows about one store path: the facts a narinfo carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +84,9 @@ pub struct Attrs {
     pub write_nar_listing: bool,
     /// `indexDebugInfo`: write `debuginfo/<build id>.debug`.
     pub index_debug_info: bool,
+    /// `shard` and `shards`: write only this shard's part of the closure
+    /// (see [`crate::shard`]); `None` for the whole closure.
+    pub shard: Option<Shard>,
 }
 
 impl Attrs {
@@ -137,6 +141,20 @@ impl Attrs {
         };
         let write_nar_listing = flag(&raw.write_nar_listing, "writeNarListing")?;
         let index_debug_info = flag(&raw.index_debug_info, "indexDebugInfo")?;
+        let count = |value: &Loose, field: &str| match value {
+            Loose::Missing | Loose::Null => Ok(None),
+            v => v
+                .integer()
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| anyhow!("field `{field}` must be a non-negative integer or null, not {v}")),
+        };
+        let shard = match (count(&raw.shard, "shard")?, count(&raw.shards, "shards")?) {
+            (None, None) => None,
+            (Some(index), Some(count)) => Some(Shard::new(index, count)?),
+            (Some(_), None) => bail!("field `shard` is given without `shards`"),
+            (None, Some(_)) => bail!("field `shards` is given without `shard`"),
+        };
         Ok(Self {
             closure,
             out,
@@ -147,6 +165,7 @@ impl Attrs {
             want_mass_query,
             write_nar_listing,
             index_debug_info,
+            shard,
         })
     }
 }
@@ -472,6 +491,8 @@ struct RawAttrs<'a> {
     want_mass_query: Loose<'a>,
     write_nar_listing: Loose<'a>,
     index_debug_info: Loose<'a>,
+    shard: Loose<'a>,
+    shards: Loose<'a>,
 }
 
 #[derive(Deserialize)]
@@ -507,6 +528,8 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
                 "wantMassQuery" => "wantMassQuery",
                 "writeNarListing" => "writeNarListing",
                 "indexDebugInfo" => "indexDebugInfo",
+                "shard" => "shard",
+                "shards" => "shards",
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -526,7 +549,9 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
                 "priority" => attrs.priority = map.next_value().map_err(failed_in())?,
                 "wantMassQuery" => attrs.want_mass_query = map.next_value().map_err(failed_in())?,
                 "writeNarListing" => attrs.write_nar_listing = map.next_value().map_err(failed_in())?,
-                _ => attrs.index_debug_info = map.next_value().map_err(failed_in())?,
+                "indexDebugInfo" => attrs.index_debug_info = map.next_value().map_err(failed_in())?,
+                "shard" => attrs.shard = map.next_value().map_err(failed_in())?,
+                _ => attrs.shards = map.next_value().map_err(failed_in())?,
             }
         }
         Ok(attrs)
@@ -682,6 +707,25 @@ mod tests {
         ] {
             let err = format!("{:#}", parse(bad).unwrap_err());
             assert!(err.contains(field), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn shard_and_shards_come_together_and_are_checked() {
+        let parse = |v: &str| Attrs::parse(&format!(r#"{{"closure":[]{v}}}"#), "/nix/store");
+        assert_eq!(parse("").unwrap().shard, None);
+        assert_eq!(parse(r#","shard":null,"shards":null"#).unwrap().shard, None);
+        assert_eq!(parse(r#","shard":1,"shards":3"#).unwrap().shard, Some(Shard { index: 1, count: 3 }));
+        for (bad, expected) in [
+            (r#","shard":0"#, "`shard` is given without `shards`"),
+            (r#","shards":2"#, "`shards` is given without `shard`"),
+            (r#","shard":2,"shards":2"#, "`shard` must be below `shards` (2)"),
+            (r#","shard":0,"shards":0"#, "`shards` must be at least 1"),
+            (r#","shard":-1,"shards":2"#, "`shard` must be a non-negative integer"),
+            (r#","shard":0,"shards":"2""#, "`shards` must be a non-negative integer"),
+        ] {
+            let err = format!("{:#}", parse(bad).unwrap_err());
+            assert!(err.contains(expected), "{bad}: {err}");
         }
     }
 

@@ -6,9 +6,10 @@
 //! ([`dump`] → [`format::nar`] → [`format::hash`] → [`compression`] → file),
 //! then writes its [`format::narinfo`]. The modules under [`format`] are pure:
 //! they do no I/O of their own. [`sign`] adds signatures to a cache already
-//! written; [`verify`] checks a cache, whoever wrote it. [`nix`] asks the
-//! installed Nix for the closure of store paths named on the command line;
-//! [`progress`] shows how a run goes.
+//! written; [`verify`] checks a cache, whoever wrote it. [`shard`] splits a
+//! closure among several builds, and [`merge`] joins their caches (or any of
+//! ours) into one. [`nix`] asks the installed Nix for the closure of store
+//! paths named on the command line; [`progress`] shows how a run goes.
 
 pub mod atomic_file;
 pub mod cache;
@@ -16,8 +17,10 @@ pub mod closure;
 pub mod compression;
 pub mod dump;
 pub mod format;
+pub mod merge;
 pub mod nix;
 pub mod progress;
 pub mod resources;
+pub mod shard;
 pub mod sign;
 pub mod verify;

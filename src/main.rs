@@ -1,3 +1,4 @@
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -8,10 +9,12 @@ use make_binary_cache::cache::{self, Settings};
 use make_binary_cache::closure::{self, Attrs, PathInfo};
 use make_binary_cache::compression::Compression;
 use make_binary_cache::format::key::PublicKey;
-use make_binary_cache::format::store_path;
+use make_binary_cache::format::store_path::{self, StorePath};
+use make_binary_cache::merge;
 use make_binary_cache::nix;
 use make_binary_cache::progress::{Mode, Progress};
 use make_binary_cache::resources::{self, BudgetSource};
+use make_binary_cache::shard::Shard;
 use make_binary_cache::sign;
 use make_binary_cache::verify;
 
@@ -48,7 +51,10 @@ USAGE:
         exportReferencesGraph.closure (what nix/default.nix makes): reads
         $NIX_ATTRS_JSON_FILE (or $NIX_BUILD_TOP/.attrs.json), writes to the
         `out` output, uses $NIX_BUILD_CORES workers (0: all cores) and the
-        `maxMemory` attribute as --max-memory.
+        `maxMemory` attribute as --max-memory. With the attributes `shard`
+        and `shards` (what mkBinaryCache's `shards` makes), writes only that
+        shard's part of the closure (largest NARs first, each to the shard
+        with the fewest NAR bytes so far), for `make-binary-cache merge`.
 
     make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE
         Sign the narinfos of a cache; see `make-binary-cache sign --help`.
@@ -56,6 +62,10 @@ USAGE:
     make-binary-cache verify [--public-key KEY]... CACHE
         Check every narinfo and NAR of a cache as a receiver would; see
         `make-binary-cache verify --help`.
+
+    make-binary-cache merge --out DIR CACHE...
+        Join caches (such as the shards of one closure) into a new one; see
+        `make-binary-cache merge --help`.
 
 WHAT TO PUT IN THE CACHE (one of):
     PATH...                   Store paths, or symlinks to them; see above.
@@ -68,7 +78,8 @@ WHAT TO PUT IN THE CACHE (one of):
                               `compressionLevel`, `maxMemory`, `priority`,
                               `wantMassQuery`, `writeNarListing` and
                               `indexDebugInfo` are used unless the options
-                              below override them (true ones add to them).
+                              below override them (true ones add to them);
+                              `shard` and `shards` as in a build.
 
     The closure must be whole: a reference that is neither in it nor
     already in DIR is an error, unless --partial.
@@ -391,6 +402,94 @@ fn verify_main(args: Vec<OsString>) -> Result<()> {
     Ok(())
 }
 
+const MERGE_HELP: &str = "\
+make-binary-cache merge: join binary caches into a new one
+
+Writes to DIR one cache holding every store path of the CACHEs: the caches
+of the shards of one closure (what mkBinaryCache's `shards` builds), or any
+caches of ours or of `nix copy`. The CACHEs are only read; they may be
+store paths.
+
+Nothing is taken unchecked: every narinfo must parse, be named after its
+store path and name a NAR file inside its cache; every NAR file is copied
+(with copy_file_range, so reflinked where the file system can) and the copy
+must have the narinfo's FileSize and FileHash before it is named. A store
+path in several CACHEs must have byte-identical narinfos and NARs there,
+else the error names it and both CACHEs. The CACHEs' nix-cache-info must
+agree on StoreDir, WantMassQuery and Priority. The merged cache must be
+closed: every reference of every narinfo has a narinfo (see --partial).
+
+NAR listings (<hash>.ls), the debug info index (debuginfo/; for a build id
+in several CACHEs the first CACHE's entry is kept) and other files are
+copied too; a file in several CACHEs must be the same. The manifest
+make-binary-cache.json is copied only when every CACHE has the same one.
+NAR files no narinfo names and temporary files of killed runs are not
+copied (the log says how many).
+
+Merging the shards of a closure gives the very cache, byte for byte, that
+one build of the whole closure with the same settings gives.
+
+USAGE:
+    make-binary-cache merge --out DIR [--partial] [--no-sync] [--jobs N] CACHE...
+
+OPTIONS:
+    --out DIR                 Where to write the merged cache: a missing or
+                              empty directory.
+    --partial                 Allow references that no CACHE has: for an
+                              overlay cache used together with another
+                              substituter that has them.
+    --no-sync                 Do not wait for the disk: faster, but after a
+                              power cut narinfos may point at lost NARs.
+                              [default: NARs are on disk before the narinfos
+                              naming them are named]
+    --jobs N                  Workers copying and checking NAR files
+                              [default: $NIX_BUILD_CORES in a build, else
+                              all cores].
+    -h, --help                Print this help.
+
+EXAMPLE:
+    make-binary-cache merge --out ./cache ./result-shard-0 ./result-shard-1
+    make-binary-cache verify ./cache
+";
+
+/// `make-binary-cache merge ...`: parses its arguments and runs [`make_binary_cache::merge`].
+fn merge_main(args: Vec<OsString>) -> Result<()> {
+    use lexopt::prelude::*;
+
+    let (mut out, mut partial, mut no_sync, mut jobs) = (None::<PathBuf>, None::<()>, None::<()>, None::<usize>);
+    let mut caches = Vec::new();
+    let mut parser = lexopt::Parser::from_args(args);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("out") => set_once(&mut out, "--out", non_empty(parser.value()?, "--out")?)?,
+            Long("partial") => set_once(&mut partial, "--partial", ())?,
+            Long("no-sync") => set_once(&mut no_sync, "--no-sync", ())?,
+            Long("jobs") => set_once(&mut jobs, "--jobs", jobs_value(&mut parser)?)?,
+            Value(value) => caches.push(non_empty(value, "CACHE")?),
+            Short('h') | Long("help") => {
+                print!("{MERGE_HELP}");
+                return Ok(());
+            }
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let out = out.ok_or_else(|| anyhow!("--out DIR is required; see merge --help"))?;
+    if caches.is_empty() {
+        bail!("at least one CACHE to merge is required; see merge --help");
+    }
+    // In a build (mergeBinaryCaches), the cores Nix gives it.
+    let build_cores = std::env::var("NIX_BUILD_CORES").ok().and_then(|c| c.trim().parse::<usize>().ok());
+    let jobs = jobs.or(build_cores.filter(|&n| n > 0)).unwrap_or_else(all_cores);
+    let options = merge::Options { partial: partial.is_some(), sync: no_sync.is_none(), jobs };
+    eprintln!("make-binary-cache: merging {} into {}", cache::count(caches.len(), "cache"), out.display());
+    let summary = merge::merge_caches(&caches, &out, &options, |line| {
+        let _ = std::io::stderr().write_all(format!("make-binary-cache: {line}\n").as_bytes());
+    })
+    .with_context(|| format!("merging into {}", out.display()))?;
+    eprintln!("make-binary-cache: merged into {}: {summary}", out.display());
+    Ok(())
+}
+
 /// Everything a run needs, whichever mode it came from.
 struct Job {
     closure: Vec<PathInfo>,
@@ -402,6 +501,21 @@ struct Job {
     partial: bool,
     /// --quiet: no progress, no per-path lines, no totals.
     quiet: bool,
+    /// With a shard: which, and the store paths of the closure the other
+    /// shards write (present as far as completeness goes).
+    shard: Option<(Shard, BTreeSet<StorePath>)>,
+}
+
+impl Job {
+    /// Keeps only `shard`'s part of the closure, when there is a shard.
+    fn sharded(mut self, shard: Option<Shard>) -> Self {
+        if let Some(shard) = shard {
+            let part = make_binary_cache::shard::part(std::mem::take(&mut self.closure), shard);
+            self.closure = part.paths;
+            self.shard = Some((shard, part.elsewhere));
+        }
+        self
+    }
 }
 
 fn try_main() -> Result<()> {
@@ -413,6 +527,9 @@ fn try_main() -> Result<()> {
     if args.first().is_some_and(|a| a == "verify") {
         return verify_main(args.into_iter().skip(1).collect()).map_err(|e| usage(e, "verify --help"));
     }
+    if args.first().is_some_and(|a| a == "merge") {
+        return merge_main(args.into_iter().skip(1).collect()).map_err(|e| usage(e, "merge --help"));
+    }
     let job = if args.is_empty() {
         builder_job(store_dir)?
     } else {
@@ -423,13 +540,20 @@ fn try_main() -> Result<()> {
     };
 
     if !job.partial {
-        closure::check_complete(&job.closure, |path| cache::has_narinfo(&job.out, path))
+        let elsewhere = |path: &StorePath| job.shard.as_ref().is_some_and(|(_, others)| others.contains(path));
+        closure::check_complete(&job.closure, |path| elsewhere(path) || cache::has_narinfo(&job.out, path))
             .with_context(|| format!("writing to {}", job.out.display()))?;
     }
     let settings = &job.settings;
     if !job.quiet {
+        let shard = match &job.shard {
+            Some((shard, others)) => {
+                format!(" ({shard}; {} in the other shards)", cache::count(others.len(), "store path"))
+            }
+            None => String::new(),
+        };
         eprintln!(
-            "make-binary-cache: writing {} to {} ({} compression, {}, {})",
+            "make-binary-cache: writing {}{shard} to {} ({} compression, {}, {})",
             cache::count(job.closure.len(), "store path"),
             job.out.display(),
             settings.compression,
@@ -485,11 +609,16 @@ fn builder_job(store_dir: String) -> Result<Job> {
         index_debug_info: attrs.index_debug_info,
         ..settings(store_dir, attrs.compression, attrs.compression_level)?
     };
-    Ok(bounded(
-        Job { closure: attrs.closure, out, settings, memory_note: String::new(), partial: false, quiet: false },
-        jobs,
-        attrs.max_memory,
-    ))
+    let job = Job {
+        closure: attrs.closure,
+        out,
+        settings,
+        memory_note: String::new(),
+        partial: false,
+        quiet: false,
+        shard: None,
+    };
+    Ok(bounded(job.sharded(attrs.shard), jobs, attrs.max_memory))
 }
 
 /// CLI mode; `None` when the arguments asked for --help or --version.
@@ -543,6 +672,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         }
     }
 
+    let mut shard = None;
     let (closure, attrs_out) = match (attrs_file, closure_file, paths.is_empty()) {
         (Some(file), None, true) => {
             let attrs = read_attrs(&file, &store_dir)?;
@@ -557,6 +687,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             if attrs.index_debug_info {
                 index_debug_info = Some(());
             }
+            shard = attrs.shard;
             (attrs.closure, attrs.out)
         }
         (None, Some(file), true) => {
@@ -592,9 +723,16 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         index_debug_info: index_debug_info.is_some(),
         ..settings(store_dir, compression, level)?
     };
-    let job =
-        Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some(), quiet: quiet.is_some() };
-    Ok(Some(bounded(job, jobs.unwrap_or_else(all_cores), max_memory)))
+    let job = Job {
+        closure,
+        out,
+        settings,
+        memory_note: String::new(),
+        partial: partial.is_some(),
+        quiet: quiet.is_some(),
+        shard: None,
+    };
+    Ok(Some(bounded(job.sharded(shard), jobs.unwrap_or_else(all_cores), max_memory)))
 }
 
 /// Fits the workers asked for into the cores and the memory budget, saying

@@ -457,7 +457,7 @@ const BATCH: usize = 256;
 /// After a power cut a narinfo is then its old self or its new self, never
 /// empty, and never points at a NAR not on disk; a run that exited 0 is on
 /// disk whole.
-fn write_narinfos(dir: &Path, writes: &[(&str, &str)], sync: bool, copied: bool) -> Result<()> {
+pub(crate) fn write_narinfos(dir: &Path, writes: &[(&str, &str)], sync: bool, copied: bool) -> Result<()> {
     let file_systems = if sync { FileSystems::of(&[dir, &dir.join("nar")])? } else { FileSystems::default() };
     if copied {
         file_systems.sync()?;
@@ -509,7 +509,11 @@ impl FileSystems {
 /// Runs `work` over `items` on up to `jobs` threads (never more than the
 /// cores), returning the results in the order of `items`, or the first
 /// error, after which no new item is started.
-fn run_parallel<T: Sync, R: Send>(items: &[T], jobs: usize, work: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+pub(crate) fn run_parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    work: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
     let workers = jobs.min(crate::resources::system::cores()).clamp(1, items.len().max(1));
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);

@@ -247,7 +247,7 @@ fn hello_cache_example_builds_and_substitutes() {
 
 /// Arguments that other branches add to mkBinaryCache; the manual documents
 /// them already, so they may be missing from nix/default.nix here.
-const ARGUMENTS_ADDED_ELSEWHERE: &[&str] = &["reuse", "shards"];
+const ARGUMENTS_ADDED_ELSEWHERE: &[&str] = &["reuse"];
 
 /// The documented inputs under the heading with anchor `anchor` in the
 /// manual page: each entry's name, whether it is marked _optional_, and its

@@ -1,0 +1,654 @@
+//! `make-binary-cache merge`: joins several binary caches into a new one, as
+//! the last step of a sharded build (see [`crate::shard`]) or for any caches
+//! of ours (or of `nix copy`).
+//!
+//! The inputs are only read (they are usually store paths). Nothing is
+//! taken unchecked:
+//!
+//! * every `<hash part>.narinfo` parses strictly ([`ParsedNarInfo::parse`],
+//!   for the store directory its `nix-cache-info` names), is named after its
+//!   store path, and its URL names a file inside its cache ([`nar_file`]);
+//! * a store path in several inputs must have byte-identical narinfos there,
+//!   and each input's NAR file is checked against them, so the NARs agree
+//!   too; otherwise the error names the store path and both inputs;
+//! * every NAR file is copied and the copy, before it is named, must have
+//!   the narinfo's FileSize and FileHash (and, uncompressed, NarSize and
+//!   NarHash): what is checked is what the merged cache serves;
+//! * the merged cache must be closed (every reference of every narinfo has a
+//!   narinfo), as the builder requires of a closure, unless `partial`;
+//! * the inputs' `nix-cache-info` must agree on `StoreDir`, `WantMassQuery`
+//!   and `Priority`: a cache says one thing to Nix, and taking one input's
+//!   word over another's would change silently how Nix uses the others'
+//!   paths. The file is copied when all inputs have the same bytes, else
+//!   written as the cache writer writes it ([`CacheInfo`]).
+//!
+//! Everything else is copied too: NAR listings (`<hash part>.ls`), the debug
+//! info index (`debuginfo/`), any other file, each of which must be
+//! byte-identical in the inputs that have it; except a `debuginfo/` entry,
+//! which names one NAR among several that hold the same build id, where the
+//! first input's is kept (as the writer keeps the first one written) and the
+//! log says so. The manifest `make-binary-cache.json` (how the NARs were
+//! made) is copied only when every input has the same one: the merged cache
+//! then was made that way. Otherwise it gets none, and the log says so once.
+//! NAR files under `nar/` that no narinfo names, and temporary files left by
+//! killed runs (`.<name>.….tmp`), are not copied; the log counts them.
+//!
+//! Files are written as the cache writer writes them ([`AtomicFile`]: named
+//! only once complete and, for NARs, checked), copied with `copy_file_range`
+//! (`std::io::copy` between files), which shares the blocks where the file
+//! system can reflink. The narinfos come last, after a `syncfs` has put
+//! every NAR on disk, in batches as `sign` writes them (see
+//! [`crate::sign`]); `sync: false` (`--no-sync`) skips that. `out` must be
+//! missing or empty: a merge writes a new cache.
+//!
+//! Merged caches of the shards of a closure are byte-identical to the cache
+//! of the whole closure with the same settings, as each store path's files
+//! depend only on the path and the settings.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use sha2::Digest;
+
+use crate::atomic_file::AtomicFile;
+use crate::cache::{CacheInfo, EMPTY_DIRS, human};
+use crate::compression::Compression;
+use crate::format::hash::Sha256Hash;
+use crate::format::narinfo::{ParsedNarInfo, nar_file};
+use crate::format::store_path::{StorePath, check_store_dir};
+use crate::sign::{run_parallel, write_narinfos};
+
+/// The manifest file the cache writer puts in a cache's root; opaque here.
+pub const MANIFEST: &str = "make-binary-cache.json";
+
+/// How to merge.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Allow references that no input has a narinfo for.
+    pub partial: bool,
+    /// Put the NARs on disk before the narinfos naming them are named.
+    pub sync: bool,
+    /// Workers copying and checking NAR files.
+    pub jobs: usize,
+}
+
+/// What a merge did, for the closing log line.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub inputs: usize,
+    pub narinfos: usize,
+    /// Store paths found in more than one input (checked to agree).
+    pub shared: usize,
+    pub nar_files: usize,
+    pub nar_bytes: u64,
+    pub other_files: usize,
+    pub manifest: bool,
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "{} inputs, {} narinfos ({} in more than one input), {} NAR files ({}) copied and checked, {} other \
+             files, {}, in {secs:.2} s ({:.0} MB/s)",
+            self.inputs,
+            self.narinfos,
+            self.shared,
+            self.nar_files,
+            human(self.nar_bytes),
+            self.other_files,
+            if self.manifest { "manifest copied" } else { "no manifest" },
+            self.nar_bytes as f64 / 1e6 / secs.max(1e-9)
+        )
+    }
+}
+
+/// One narinfo of an input.
+struct Entry {
+    /// Which input.
+    input: usize,
+    /// `<hash part>.narinfo`.
+    name: String,
+    text: String,
+    info: ParsedNarInfo,
+}
+
+/// What one input holds, read and parsed.
+struct Input {
+    dir: PathBuf,
+    cache_info: String,
+    narinfos: Vec<Entry>,
+    manifest: Option<Vec<u8>>,
+    /// Other files, relative to `dir`, NARs named by the narinfos included.
+    files: BTreeSet<PathBuf>,
+    /// Every directory, relative to `dir`.
+    dirs: BTreeSet<PathBuf>,
+    /// Hidden files: temporary files of killed runs.
+    temporary: Vec<PathBuf>,
+}
+
+/// Merges the caches `inputs` into the new cache `out`, calling `log` for
+/// what a user should know (files not copied, entries that lost).
+pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl Fn(&str)) -> Result<Summary> {
+    let start = Instant::now();
+    if inputs.is_empty() {
+        bail!("nothing to merge: no input caches");
+    }
+    let read: Vec<Input> = inputs.iter().enumerate().map(|(i, dir)| read_input(dir, i)).collect::<Result<Vec<_>>>()?;
+    let cache_info = agreed_cache_info(&read)?;
+
+    // One narinfo per store path; the same store path must be the same everywhere.
+    let mut narinfos: BTreeMap<&str, &Entry> = BTreeMap::new();
+    let mut shared: Vec<(&Entry, &Entry)> = Vec::new();
+    for entry in read.iter().flat_map(|input| &input.narinfos) {
+        match narinfos.get(entry.name.as_str()) {
+            None => {
+                narinfos.insert(&entry.name, entry);
+            }
+            Some(first) if first.text == entry.text => shared.push((first, entry)),
+            Some(first) => bail!(
+                "{} is in both {} and {}, with different narinfos: a store path must be byte-identical in every \
+                 input (were they written with different settings?)",
+                entry.info.store_path,
+                read[first.input].dir.join(&first.name).display(),
+                read[entry.input].dir.join(&entry.name).display()
+            ),
+        }
+    }
+    if !options.partial {
+        check_closed(&narinfos, &read)?;
+    }
+
+    // One copy of each NAR file; narinfos naming one file must agree on it.
+    let mut nars: BTreeMap<&Path, &Entry> = BTreeMap::new();
+    for entry in narinfos.values() {
+        let url = nar_file(&entry.info.url).expect("checked when read");
+        if let Some(first) = nars.insert(url, entry) {
+            let (a, b) = (&first.info, &entry.info);
+            if (a.file_hash, a.file_size, a.compression) != (b.file_hash, b.file_size, b.compression) {
+                bail!(
+                    "{} and {} both name the NAR file {} but disagree on its FileHash, FileSize or Compression",
+                    read[first.input].dir.join(&first.name).display(),
+                    read[entry.input].dir.join(&entry.name).display(),
+                    url.display()
+                );
+            }
+        }
+    }
+    for (input, not_copied) in read.iter().map(|input| (input, strays(input))) {
+        if let Some(first) = not_copied.first() {
+            log(&format!(
+                "{}: {} files under nar/ that no narinfo names are not copied (such as {})",
+                input.dir.display(),
+                not_copied.len(),
+                first.display()
+            ));
+        }
+        if let Some(first) = input.temporary.first() {
+            log(&format!(
+                "{}: {} temporary files of killed runs are not copied (such as {})",
+                input.dir.display(),
+                input.temporary.len(),
+                first.display()
+            ));
+        }
+    }
+    let others = other_files(&read, &nars, &log)?;
+    let manifest = agreed_manifest(&read, &log);
+
+    prepare_out(out, &read)?;
+    let context = || format!("writing {}", out.join("nix-cache-info").display());
+    let mut file = AtomicFile::create(out, "nix-cache-info").with_context(context)?;
+    file.write_all(cache_info.as_bytes()).with_context(context)?;
+    file.persist("nix-cache-info").with_context(context)?;
+
+    // NARs (checked as copied), the other inputs' NARs of shared paths
+    // (checked where they are), and the other files, side by side.
+    let mut work: Vec<Work> = nars.iter().map(|(url, entry)| Work::Nar(url, entry)).collect();
+    work.extend(shared.iter().map(|&(first, entry)| Work::Shared(first, entry)));
+    work.extend(others.iter().map(|(rel, &input)| Work::Other(rel, input)));
+    if let Some(input) = manifest {
+        work.push(Work::Other(Path::new(MANIFEST), input));
+    }
+    run_parallel(&work, options.jobs, |item| match *item {
+        Work::Nar(url, entry) => copy_nar(&read[entry.input].dir, out, url, entry),
+        Work::Shared(first, entry) => {
+            let input = &read[entry.input].dir;
+            let source = input.join(nar_file(&entry.info.url).expect("checked when read"));
+            let file = File::open(&source).with_context(|| format!("opening {}", source.display()))?;
+            check_nar(&file, &source, &entry.info).with_context(|| {
+                format!(
+                    "checking the NAR file of {} ({}, which {} has too)",
+                    input.join(&entry.name).display(),
+                    entry.info.store_path,
+                    read[first.input].dir.display()
+                )
+            })
+        }
+        Work::Other(rel, input) => copy_file(&read[input].dir.join(rel), out, rel),
+    })?;
+
+    // Last, once every NAR is on disk: what makes the NARs reachable.
+    let writes: Vec<(&str, &str)> = narinfos.values().map(|e| (e.name.as_str(), e.text.as_str())).collect();
+    write_narinfos(out, &writes, options.sync, true)?;
+    Ok(Summary {
+        inputs: read.len(),
+        narinfos: narinfos.len(),
+        shared: shared.len(),
+        nar_files: nars.len(),
+        nar_bytes: nars.values().map(|e| e.info.file_size).sum(),
+        other_files: others.len(),
+        manifest: manifest.is_some(),
+        elapsed: start.elapsed(),
+    })
+}
+
+/// One piece of the copying.
+enum Work<'a> {
+    /// Copy and check the NAR file `url` that `entry` names.
+    Nar(&'a Path, &'a Entry),
+    /// Check the NAR file of a store path whose narinfo another input
+    /// (`.0`) has too, and whose NAR is copied from there.
+    Shared(&'a Entry, &'a Entry),
+    /// Copy a file (relative path) from an input.
+    Other(&'a Path, usize),
+}
+
+/// Reads the narinfos, `nix-cache-info` and the list of files of input
+/// number `index`.
+fn read_input(dir: &Path, index: usize) -> Result<Input> {
+    let info_file = dir.join("nix-cache-info");
+    let cache_info = match fs::read_to_string(&info_file) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !dir.is_dir() {
+                bail!("{}: no such directory", dir.display());
+            }
+            bail!("{} is not a binary cache: it has no nix-cache-info", dir.display());
+        }
+        result => result.with_context(|| format!("reading {}", info_file.display()))?,
+    };
+    let store_dir = cache_info_field(&cache_info, "StoreDir").ok_or_else(|| {
+        anyhow!("{} names no StoreDir: which store its narinfos are for is unknown", info_file.display())
+    })?;
+    check_store_dir(store_dir).map_err(|e| anyhow!("{}: StoreDir {store_dir:?}: {e}", info_file.display()))?;
+
+    let mut input = Input {
+        dir: dir.to_owned(),
+        cache_info: cache_info.clone(),
+        narinfos: Vec::new(),
+        manifest: None,
+        files: BTreeSet::new(),
+        dirs: BTreeSet::new(),
+        temporary: Vec::new(),
+    };
+    walk(dir, Path::new(""), &mut input)?;
+    for rel in std::mem::take(&mut input.files) {
+        let name = rel.to_str().filter(|n| rel.parent() == Some(Path::new("")) && n.ends_with(".narinfo"));
+        if let Some(name) = name {
+            input.narinfos.push(read_narinfo(dir, name, store_dir, index)?);
+        } else if rel == Path::new(MANIFEST) {
+            let file = dir.join(MANIFEST);
+            input.manifest = Some(fs::read(&file).with_context(|| format!("reading {}", file.display()))?);
+        } else if rel != Path::new("nix-cache-info") {
+            input.files.insert(rel);
+        }
+    }
+    Ok(input)
+}
+
+/// Lists the files and directories under `root/rel` into `input`.
+fn walk(root: &Path, rel: &Path, input: &mut Input) -> Result<()> {
+    let dir = root.join(rel);
+    for dirent in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let dirent = dirent.with_context(|| format!("reading {}", dir.display()))?;
+        let rel = rel.join(dirent.file_name());
+        let kind = dirent.file_type().with_context(|| format!("reading {}", root.join(&rel).display()))?;
+        if dirent.file_name().to_string_lossy().starts_with('.') && kind.is_file() {
+            input.temporary.push(rel);
+        } else if kind.is_dir() {
+            walk(root, &rel, input)?;
+            input.dirs.insert(rel);
+        } else if kind.is_file() {
+            input.files.insert(rel);
+        } else {
+            bail!("{} is neither a file nor a directory: a binary cache has none such", root.join(&rel).display());
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks `dir/name`.
+fn read_narinfo(dir: &Path, name: &str, store_dir: &str, input: usize) -> Result<Entry> {
+    let file = dir.join(name);
+    let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let info = ParsedNarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let expected = format!("{}.narinfo", info.store_path.hash_part());
+    if name != expected {
+        bail!("{}: the narinfo of {} must be named {expected}", file.display(), info.store_path);
+    }
+    nar_file(&info.url).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    Ok(Entry { input, name: name.to_owned(), text, info })
+}
+
+/// The value of `key` in a `nix-cache-info`, read as Nix reads it (see
+/// [`crate::cache::CacheInfo`]).
+fn cache_info_field<'t>(text: &'t str, key: &str) -> Option<&'t str> {
+    text.lines().filter_map(|line| line.split_once(':')).find(|(k, _)| *k == key).map(|(_, v)| v.trim())
+}
+
+/// The merged cache's `nix-cache-info`: the inputs' own when they are all
+/// the same, else the writer's text for the settings they agree on.
+fn agreed_cache_info(inputs: &[Input]) -> Result<String> {
+    let first = &inputs[0];
+    if inputs.iter().all(|input| input.cache_info == first.cache_info) {
+        return Ok(first.cache_info.clone());
+    }
+    for key in ["StoreDir", "WantMassQuery", "Priority"] {
+        let theirs = |input: &Input| cache_info_field(&input.cache_info, key).map(str::to_owned);
+        if let Some(other) = inputs.iter().find(|input| theirs(input) != theirs(first)) {
+            let show = |input: &Input| theirs(input).map_or(format!("no {key}"), |v| format!("{key}: {v}"));
+            bail!(
+                "{} has {} but {} has {}: a merged cache can say only one (merge caches written with the same \
+                 settings)",
+                first.dir.join("nix-cache-info").display(),
+                show(first),
+                other.dir.join("nix-cache-info").display(),
+                show(other)
+            );
+        }
+    }
+    let store_dir = cache_info_field(&first.cache_info, "StoreDir").expect("checked when read");
+    let priority = cache_info_field(&first.cache_info, "Priority");
+    let priority = priority
+        .map(|v| v.parse::<i32>().map_err(|e| anyhow!("{}: Priority {v:?}: {e}", first.dir.display())))
+        .transpose()?;
+    let want_mass_query = cache_info_field(&first.cache_info, "WantMassQuery").map(|v| v == "1");
+    Ok(CacheInfo { store_dir, priority, want_mass_query }.text())
+}
+
+/// The input whose manifest the merged cache gets: the first, when every
+/// input has this same manifest.
+fn agreed_manifest(inputs: &[Input], log: &impl Fn(&str)) -> Option<usize> {
+    let first = inputs[0].manifest.as_ref();
+    let differs = inputs.iter().find(|input| input.manifest.as_ref() != first);
+    match (first, differs) {
+        (Some(_), None) => Some(0),
+        (None, None) => None,
+        (_, Some(other)) => {
+            let (with, without) = if first.is_none() { (other, &inputs[0]) } else { (&inputs[0], other) };
+            let why = if first.is_none() || other.manifest.is_none() {
+                format!("{} has one but {} has none", with.dir.display(), without.dir.display())
+            } else {
+                format!("{} and {} have different ones", inputs[0].dir.display(), other.dir.display())
+            };
+            log(&format!(
+                "{MANIFEST} is not copied: {why}, so the merged cache records no settings (later builds cannot \
+                 reuse its NARs)"
+            ));
+            None
+        }
+    }
+}
+
+/// Every reference of every narinfo must have a narinfo.
+fn check_closed(narinfos: &BTreeMap<&str, &Entry>, inputs: &[Input]) -> Result<()> {
+    let present: BTreeSet<&StorePath> = narinfos.values().map(|e| &e.info.store_path).collect();
+    let mut missing = narinfos
+        .values()
+        .flat_map(|entry| entry.info.references.iter().filter(|r| !present.contains(r)).map(move |r| (entry, r)));
+    let Some((entry, reference)) = missing.next() else { return Ok(()) };
+    let more: BTreeSet<&StorePath> = missing.map(|(_, r)| r).filter(|r| *r != reference).collect();
+    let others = if more.is_empty() { String::new() } else { format!(" (and {} more missing references)", more.len()) };
+    bail!(
+        "the merged cache would not be closed: {} (in {}) refers to {reference}, which no input has{others}; \
+         merge all the caches of the closure, or use --partial for a cache that leaves the missing paths to \
+         another substituter",
+        entry.info.store_path,
+        inputs[entry.input].dir.display()
+    )
+}
+
+/// Files under `nar/` of `input` that none of its narinfos names.
+fn strays(input: &Input) -> Vec<&Path> {
+    let named: BTreeSet<&Path> = input.narinfos.iter().map(|e| nar_file(&e.info.url).expect("checked")).collect();
+    input.files.iter().map(PathBuf::as_path).filter(|f| f.starts_with("nar") && !named.contains(f)).collect()
+}
+
+/// The files besides narinfos, NARs and the manifest, each with the input
+/// it is copied from: the same file in several inputs must be the same,
+/// but for `debuginfo/` entries, where the first input's is kept.
+fn other_files<'a>(
+    inputs: &'a [Input],
+    nars: &BTreeMap<&Path, &Entry>,
+    log: &impl Fn(&str),
+) -> Result<BTreeMap<&'a Path, usize>> {
+    let mut files: BTreeMap<&Path, usize> = BTreeMap::new();
+    let mut kept = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        for rel in &input.files {
+            if nars.contains_key(rel.as_path()) || rel.starts_with("nar") {
+                continue;
+            }
+            let Some(&first) = files.get(rel.as_path()) else {
+                files.insert(rel, i);
+                continue;
+            };
+            let (a, b) = (inputs[first].dir.join(rel), input.dir.join(rel));
+            let read = |f: &Path| fs::read(f).with_context(|| format!("reading {}", f.display()));
+            if read(&a)? == read(&b)? {
+                continue;
+            }
+            if rel.starts_with("debuginfo") {
+                kept.push((a, b));
+            } else {
+                bail!(
+                    "{} and {} differ: a file of the same name must be the same in every input",
+                    a.display(),
+                    b.display()
+                );
+            }
+        }
+    }
+    if let Some((a, b)) = kept.first() {
+        log(&format!(
+            "{} debug info entries differ between inputs (the same build id in several store paths); the first \
+             input's is kept, such as {} over {}",
+            kept.len(),
+            a.display(),
+            b.display()
+        ));
+    }
+    Ok(files)
+}
+
+/// Makes `out` a new, empty cache layout: it must be missing or empty, and
+/// not inside an input.
+fn prepare_out(out: &Path, inputs: &[Input]) -> Result<()> {
+    match fs::read_dir(out) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!(
+                    "--out {} is not empty: merge writes a new cache into a missing or empty directory",
+                    out.display()
+                );
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
+    }
+    // Asked before anything is created: an input may be writable.
+    let real_out = resolve(out)?;
+    for input in inputs {
+        let real = fs::canonicalize(&input.dir).with_context(|| format!("resolving {}", input.dir.display()))?;
+        if real_out.starts_with(&real) {
+            bail!("--out {} is inside the input {}: the merge would copy itself", out.display(), input.dir.display());
+        }
+    }
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let dirs = inputs.iter().flat_map(|input| input.dirs.iter().map(PathBuf::as_path));
+    for dir in dirs.chain(["nar"].into_iter().chain(EMPTY_DIRS).map(Path::new)) {
+        let dir = out.join(dir);
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// `path` with its symlinks resolved, as far as it exists.
+fn resolve(path: &Path) -> Result<PathBuf> {
+    let path = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+    let mut missing = Vec::new();
+    let mut existing = path.as_path();
+    loop {
+        match fs::canonicalize(existing) {
+            Ok(real) => return Ok(missing.into_iter().rev().fold(real, |p, name| p.join(name))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    missing.push(name);
+                    existing = parent;
+                }
+                _ => return Err(e).with_context(|| format!("resolving {}", path.display())),
+            },
+            Err(e) => return Err(e).with_context(|| format!("resolving {}", path.display())),
+        }
+    }
+}
+
+/// Copies the NAR file `url` of `entry` from `input` to `out`, named only
+/// once the copy is checked against the narinfo.
+fn copy_nar(input: &Path, out: &Path, url: &Path, entry: &Entry) -> Result<()> {
+    let source = input.join(url);
+    let target = out.join(url);
+    let copy = copy_unnamed(&source, &target)?;
+    check_nar(copy.as_file(), &source, &entry.info).with_context(|| {
+        format!("checking the NAR file of {} ({})", input.join(&entry.name).display(), entry.info.store_path)
+    })?;
+    let name = target.file_name().expect("a file").to_string_lossy().into_owned();
+    copy.persist(&name).with_context(|| format!("naming {}", target.display()))
+}
+
+/// Copies `input/rel` to `out/rel`, named once complete.
+fn copy_file(source: &Path, out: &Path, rel: &Path) -> Result<()> {
+    let target = out.join(rel);
+    let copy = copy_unnamed(source, &target)?;
+    let name = target.file_name().expect("a file").to_string_lossy().into_owned();
+    copy.persist(&name).with_context(|| format!("naming {}", target.display()))
+}
+
+/// A copy of `source` in `target`'s directory, not yet named, written with
+/// `copy_file_range`.
+fn copy_unnamed(source: &Path, target: &Path) -> Result<AtomicFile> {
+    let context = || format!("copying {} to {}", source.display(), target.display());
+    let dir = target.parent().expect("inside the cache");
+    fs::create_dir_all(dir).with_context(context)?;
+    let label = target.file_name().expect("a file").to_string_lossy();
+    let copy = AtomicFile::create(dir, &label).with_context(context)?;
+    let mut from = File::open(source).with_context(context)?;
+    io::copy(&mut from, &mut copy.as_file()).with_context(context)?;
+    Ok(copy)
+}
+
+/// `file` (shown as `shown`) must have the narinfo's FileSize and FileHash,
+/// and uncompressed, be the NAR itself: NarSize and NarHash.
+fn check_nar(file: &File, shown: &Path, info: &ParsedNarInfo) -> Result<()> {
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match file.read_at(&mut buf, size) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", shown.display())),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let hash = Sha256Hash(hasher.finalize().into());
+    if size != info.file_size {
+        bail!("{} has {size} bytes, but the narinfo says FileSize: {}", shown.display(), info.file_size);
+    }
+    if hash != info.file_hash {
+        bail!("{} has hash {hash}, but the narinfo says FileHash: {}", shown.display(), info.file_hash);
+    }
+    if info.compression == Compression::None && (hash, size) != (info.nar_hash, info.nar_size) {
+        bail!(
+            "{} is uncompressed but has hash {hash} and size {size}, while the narinfo says NarHash: {} and \
+             NarSize: {}",
+            shown.display(),
+            info.nar_hash,
+            info.nar_size
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(dir: &str, cache_info: &str, manifest: Option<&[u8]>) -> Input {
+        Input {
+            dir: dir.into(),
+            cache_info: cache_info.into(),
+            narinfos: Vec::new(),
+            manifest: manifest.map(<[u8]>::to_vec),
+            files: BTreeSet::new(),
+            dirs: BTreeSet::new(),
+            temporary: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn cache_info_must_agree_and_is_kept_when_identical() {
+        let same = [input("a", "StoreDir: /nix/store\n", None), input("b", "StoreDir: /nix/store\n", None)];
+        assert_eq!(agreed_cache_info(&same).unwrap(), "StoreDir: /nix/store\n");
+        // The same settings written differently: the writer's text.
+        let reordered = [
+            input("a", "StoreDir: /nix/store\nPriority: 30\nWantMassQuery: 1\n", None),
+            input("b", "StoreDir:/nix/store\nWantMassQuery: 1\nPriority: 30\n", None),
+        ];
+        assert_eq!(agreed_cache_info(&reordered).unwrap(), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n");
+        for (b, expected) in [
+            (
+                "StoreDir: /gnu/store\n",
+                "a/nix-cache-info has StoreDir: /nix/store but b/nix-cache-info has StoreDir: /gnu/store",
+            ),
+            ("StoreDir: /nix/store\nPriority: 10\n", "has no Priority but b/nix-cache-info has Priority: 10"),
+            (
+                "StoreDir: /nix/store\nWantMassQuery: 0\n",
+                "has no WantMassQuery but b/nix-cache-info has WantMassQuery: 0",
+            ),
+        ] {
+            let err =
+                agreed_cache_info(&[input("a", "StoreDir: /nix/store\n", None), input("b", b, None)]).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_manifest_is_copied_only_when_all_inputs_have_the_same() {
+        let logged = std::cell::RefCell::new(Vec::<String>::new());
+        let log = |line: &str| logged.borrow_mut().push(line.to_owned());
+        let m = |x: Option<&[u8]>, y: Option<&[u8]>| {
+            agreed_manifest(&[input("a", "", x), input("b", "", y), input("c", "", x)], &log)
+        };
+        assert_eq!(m(Some(b"{}"), Some(b"{}")), Some(0));
+        assert_eq!(m(None, None), None);
+        assert!(logged.borrow().is_empty());
+        assert_eq!(m(Some(b"{}"), Some(b"{ }")), None);
+        assert_eq!(m(Some(b"{}"), None), None);
+        assert_eq!(m(None, Some(b"{}")), None);
+        let logged = logged.into_inner();
+        assert_eq!(logged.len(), 3, "{logged:?}");
+        assert!(logged[0].contains("a and b have different ones"), "{logged:?}");
+        assert!(logged[1].contains("a has one but b has none"), "{logged:?}");
+        assert!(logged[2].contains("b has one but a has none"), "{logged:?}");
+    }
+}
