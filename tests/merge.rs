@@ -297,7 +297,7 @@ fn bad_arguments_are_errors() {
         (vec!["--out", "x", "--out", "y", "c"], "--out is given more than once"),
         (vec!["--out", "x", "--partial", "--partial", "c"], "--partial is given more than once"),
         (vec!["--out", "", "c"], "--out must not be empty"),
-        (vec!["--out", "x", "--jobs", "0", "c"], "--jobs must be at least 1"),
+        (vec!["--out", "x", "--jobs", "0", "c"], "--jobs 0: give at least 1"),
         (vec!["--out", "x", "--bogus", "c"], "see merge --help"),
     ];
     for (args, expected) in cases {
