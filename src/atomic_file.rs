@@ -72,7 +72,7 @@ impl AtomicFile {
         let label = label.to_owned();
         #[cfg(target_os = "linux")]
         if try_unnamed && *PROC_FD {
-            let unnamed = OpenOptions::new().write(true).mode(0o644).custom_flags(libc::O_TMPFILE).open(dir);
+            let unnamed = OpenOptions::new().read(true).write(true).mode(0o644).custom_flags(libc::O_TMPFILE).open(dir);
             if let Ok(file) = unnamed {
                 return Ok(Self { file, dir: dir.to_owned(), temporary: None, label });
             }
@@ -81,9 +81,15 @@ impl AtomicFile {
         #[cfg(not(target_os = "linux"))]
         let _ = try_unnamed;
         let (file, temporary) = with_temporary_name(dir, &label, |temporary| {
-            OpenOptions::new().write(true).create_new(true).mode(0o644).open(temporary)
+            OpenOptions::new().read(true).write(true).create_new(true).mode(0o644).open(temporary)
         })?;
         Ok(Self { file, dir: dir.to_owned(), temporary: Some(temporary), label })
+    }
+
+    /// The open file, readable and writable: for `copy_file_range` into
+    /// it, and reading back what was copied.
+    pub fn file_mut(&mut self) -> &mut File {
+        &mut self.file
     }
 
     /// Gives the file its final `name` in its directory, atomically replacing

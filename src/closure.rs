@@ -83,6 +83,8 @@ pub struct Attrs {
     pub write_nar_listing: bool,
     /// `indexDebugInfo`: write `debuginfo/<build id>.debug`.
     pub index_debug_info: bool,
+    /// `reuse`: earlier caches whose NARs may be copied (see [`crate::reuse`]).
+    pub reuse: Vec<PathBuf>,
 }
 
 impl Attrs {
@@ -137,6 +139,18 @@ impl Attrs {
         };
         let write_nar_listing = flag(&raw.write_nar_listing, "writeNarListing")?;
         let index_debug_info = flag(&raw.index_debug_info, "indexDebugInfo")?;
+        let reuse = match raw.reuse {
+            Loose::Missing | Loose::Null => Vec::new(),
+            Loose::List(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Loose::Str(dir) if !dir.is_empty() => Ok(PathBuf::from(dir.as_ref())),
+                    other => Err(anyhow!("field `reuse`: element {i} must be a directory, not {other}")),
+                })
+                .collect::<Result<_>>()?,
+            v => bail!("field `reuse` must be a list of directories, not {v}"),
+        };
         Ok(Self {
             closure,
             out,
@@ -147,6 +161,7 @@ impl Attrs {
             want_mass_query,
             write_nar_listing,
             index_debug_info,
+            reuse,
         })
     }
 }
@@ -466,6 +481,7 @@ struct RawAttrs<'a> {
     want_mass_query: Loose<'a>,
     write_nar_listing: Loose<'a>,
     index_debug_info: Loose<'a>,
+    reuse: Loose<'a>,
 }
 
 #[derive(Deserialize)]
@@ -501,6 +517,7 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
                 "wantMassQuery" => "wantMassQuery",
                 "writeNarListing" => "writeNarListing",
                 "indexDebugInfo" => "indexDebugInfo",
+                "reuse" => "reuse",
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -520,6 +537,7 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
                 "priority" => attrs.priority = map.next_value().map_err(failed_in())?,
                 "wantMassQuery" => attrs.want_mass_query = map.next_value().map_err(failed_in())?,
                 "writeNarListing" => attrs.write_nar_listing = map.next_value().map_err(failed_in())?,
+                "reuse" => attrs.reuse = map.next_value().map_err(failed_in())?,
                 _ => attrs.index_debug_info = map.next_value().map_err(failed_in())?,
             }
         }

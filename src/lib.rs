@@ -6,7 +6,9 @@
 //! ([`dump`] → [`format::nar`] → [`format::hash`] → [`compression`] → file),
 //! then writes its [`format::narinfo`]. The modules under [`format`] are pure:
 //! they do no I/O of their own. [`sign`] adds signatures to a cache already
-//! written; [`verify`] checks a cache, whoever wrote it.
+//! written; [`verify`] checks a cache, whoever wrote it. [`reuse`] copies the
+//! compressed NARs of earlier caches made with the same settings (as their
+//! [`format::manifest`] says) instead of compressing again.
 
 pub mod atomic_file;
 pub mod cache;
@@ -15,5 +17,6 @@ pub mod compression;
 pub mod dump;
 pub mod format;
 pub mod resources;
+pub mod reuse;
 pub mod sign;
 pub mod verify;

@@ -27,8 +27,9 @@ USAGE:
         As the builder of a derivation with __structuredAttrs = true and
         exportReferencesGraph.closure (what nix/default.nix makes): reads
         $NIX_ATTRS_JSON_FILE (or $NIX_BUILD_TOP/.attrs.json), writes to the
-        `out` output, uses $NIX_BUILD_CORES workers (0: all cores) and the
-        `maxMemory` attribute as --max-memory.
+        `out` output, uses $NIX_BUILD_CORES workers (0: all cores), the
+        `maxMemory` attribute as --max-memory and each of `reuse` as
+        --reuse.
 
     make-binary-cache (--attrs FILE | --closure FILE) --out DIR [OPTIONS]
         Outside a build.
@@ -37,9 +38,10 @@ OPTIONS:
     --attrs FILE              A structured-attrs JSON file with a `closure`
                               list, as a builder receives it. Its `outputs.out`,
                               `compression`, `compressionLevel`, `maxMemory`,
-                              `priority`, `wantMassQuery`, `writeNarListing`
-                              and `indexDebugInfo` are used unless the flags
-                              below override them (true ones add to them).
+                              `priority`, `wantMassQuery`, `writeNarListing`,
+                              `indexDebugInfo` and `reuse` are used unless the
+                              flags below override them (true ones and
+                              --reuse add to them).
     --closure FILE            The output of `nix path-info --json --recursive
                               PATHS...` (either the array of older Nix or the
                               object keyed by store path of newer Nix).
@@ -88,6 +90,19 @@ OPTIONS:
                               lib/debug/.build-id/<xx>/<38 hex>.debug file in
                               the NARs (what index-debug-info=true writes),
                               for dwarffs; an existing entry is kept.
+    --reuse DIR               An earlier cache (ours, e.g. last night's) whose
+                              compressed NARs may be copied instead of
+                              compressing again; may be repeated (the first
+                              that has a path wins). Only where DIR's
+                              make-binary-cache.json matches this run's
+                              settings (else the log says which field differs
+                              and everything is compressed afresh), and only
+                              for a narinfo of the same store path, NarHash
+                              and NarSize. Store paths are still read and
+                              checked; the copy is checked against the
+                              narinfo's FileSize and FileHash, and a mismatch
+                              (a damaged DIR) fails the run. The cache is
+                              byte-identical to one written without --reuse.
     -h, --help                Print this help.
     -V, --version             Print the version.
 
@@ -231,7 +246,9 @@ every narinfo:
   - with --public-key: at least one of its signatures verifies under one of
     the keys given.
 
-Files in nar/ that no narinfo names, and other unknown files, are warnings.
+Files in nar/ that no narinfo names, and other unknown files, are warnings
+(make-binary-cache.json, the manifest our caches carry, is known: a warning
+only if it does not parse).
 A compression other than none, xz and zstd (bzip2, br, ...) is a problem: it
 cannot be checked. Content-addressed paths need a signature like any other
 when keys are given (Nix accepts them unsigned if their CA matches the store
@@ -330,6 +347,8 @@ struct Job {
     memory_note: String,
     /// --partial: references may be missing from the closure and the cache.
     partial: bool,
+    /// --reuse: earlier caches, opened once the settings are known.
+    reuse: Vec<PathBuf>,
 }
 
 fn try_main() -> Result<()> {
@@ -354,6 +373,12 @@ fn try_main() -> Result<()> {
         closure::check_complete(&job.closure, |path| cache::has_narinfo(&job.out, path))
             .with_context(|| format!("writing to {}", job.out.display()))?;
     }
+    let (earlier, notes) = cache::EarlierCaches::open(&job.reuse, &job.settings.manifest(), &job.settings.store_dir)?;
+    for note in notes {
+        eprintln!("make-binary-cache: {note}");
+    }
+    let mut job = job;
+    job.settings.reuse = earlier;
     let settings = &job.settings;
     eprintln!(
         "make-binary-cache: writing {} store paths to {} ({} compression, {} workers, {})",
@@ -366,13 +391,17 @@ fn try_main() -> Result<()> {
     let summary = cache::write_cache(&job.closure, &job.out, settings, |info, written| {
         // One write per line so lines from workers do not interleave.
         let line = format!(
-            "copied {} (NAR {}, file {})\n",
+            "copied {} (NAR {}, file {}{})\n",
             info.path,
             cache::human(written.nar_size),
-            cache::human(written.file_size)
+            cache::human(written.file_size),
+            if written.reused { ", reused" } else { "" }
         );
         let _ = std::io::stderr().write_all(line.as_bytes());
     })?;
+    for note in &summary.notes {
+        eprintln!("make-binary-cache: {note}");
+    }
     eprintln!("make-binary-cache: done: {summary}");
     Ok(())
 }
@@ -410,7 +439,7 @@ fn builder_job(store_dir: String) -> Result<Job> {
         ..settings(store_dir, attrs.compression, attrs.compression_level)?
     };
     Ok(bounded(
-        Job { closure: attrs.closure, out, settings, memory_note: String::new(), partial: false },
+        Job { closure: attrs.closure, out, settings, memory_note: String::new(), partial: false, reuse: attrs.reuse },
         jobs,
         attrs.max_memory,
     ))
@@ -427,6 +456,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
     let mut no_sync = None::<()>;
     let (mut priority, mut want_mass_query) = (None::<i32>, None::<bool>);
     let (mut write_nar_listing, mut index_debug_info) = (None::<()>, None::<()>);
+    let mut reuse = Vec::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -458,6 +488,8 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             Long("want-mass-query") => set_once(&mut want_mass_query, "--want-mass-query", true)?,
             Long("write-nar-listing") => set_once(&mut write_nar_listing, "--write-nar-listing", ())?,
             Long("index-debug-info") => set_once(&mut index_debug_info, "--index-debug-info", ())?,
+            // Repeatable: several earlier caches may each hold some paths.
+            Long("reuse") => reuse.push(non_empty(parser.value()?, "--reuse")?),
             Short('h') | Long("help") => {
                 print!("{HELP}");
                 return Ok(None);
@@ -484,6 +516,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             if attrs.index_debug_info {
                 index_debug_info = Some(());
             }
+            reuse.splice(0..0, attrs.reuse);
             (attrs.closure, attrs.out)
         }
         (None, Some(file)) => {
@@ -504,7 +537,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         index_debug_info: index_debug_info.is_some(),
         ..settings(store_dir, compression, level)?
     };
-    let job = Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some() };
+    let job = Job { closure, out, settings, memory_note: String::new(), partial: partial.is_some(), reuse };
     Ok(Some(bounded(job, jobs.unwrap_or_else(all_cores), max_memory)))
 }
 
@@ -560,6 +593,7 @@ fn settings(store_dir: String, compression: Option<Compression>, level: Option<i
         want_mass_query: None,
         write_nar_listing: false,
         index_debug_info: false,
+        reuse: Default::default(),
     })
 }
 
