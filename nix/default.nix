@@ -14,7 +14,8 @@
 # The builder is the `make-binary-cache` program itself: there is no shell, no
 # Nix and no Python inside the build. It reads the structured attributes
 # (`closure` from exportReferencesGraph, `compression`, `compressionLevel`,
-# `maxMemory`, `priority`, `wantMassQuery`, `writeNarListing`, `indexDebugInfo`)
+# `maxMemory`, `priority`, `wantMassQuery`, `writeNarListing`, `indexDebugInfo`,
+# `reuse`)
 # from $NIX_ATTRS_JSON_FILE and writes the cache into the `out` output.
 {
   lib,
@@ -64,6 +65,11 @@ let
       # Also write `debuginfo/<build id>.debug` for the NARs'
       # `lib/debug/.build-id` files, as `index-debug-info=true` does.
       indexDebugInfo ? false,
+      # Earlier caches of ours (derivations or store paths, e.g. last night's
+      # result) whose compressed NARs are copied where their
+      # make-binary-cache.json matches these settings, instead of compressing
+      # again. The result is byte-identical to a build without them.
+      reuse ? [ ],
     }:
 
     assert lib.assertMsg (builtins.isList rootPaths)
@@ -90,6 +96,10 @@ let
       "mkBinaryCache: writeNarListing must be a bool, but it is ${describe writeNarListing}";
     assert lib.assertMsg (builtins.isBool indexDebugInfo)
       "mkBinaryCache: indexDebugInfo must be a bool, but it is ${describe indexDebugInfo}";
+    assert lib.assertMsg (builtins.isList reuse)
+      "mkBinaryCache: reuse must be a list of earlier caches (derivations or store paths), but it is ${describe reuse}";
+    assert lib.assertMsg (builtins.all isRootPath reuse)
+      "mkBinaryCache: every element of reuse must be an earlier cache: a derivation or a store path";
 
     stdenvNoCC.mkDerivation {
       inherit
@@ -101,6 +111,7 @@ let
         wantMassQuery
         writeNarListing
         indexDebugInfo
+        reuse
         ;
 
       __structuredAttrs = true;
