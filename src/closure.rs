@@ -146,10 +146,11 @@ impl Attrs {
                 .enumerate()
                 .map(|(i, item)| match item {
                     Loose::Str(dir) if !dir.is_empty() => Ok(PathBuf::from(dir.as_ref())),
-                    other => Err(anyhow!("field `reuse`: element {i} must be a directory, not {other}")),
+                    Loose::Str(_) => Err(anyhow!("field `reuse`: element {i} must be a directory, not empty")),
+                    other => Err(anyhow!("field `reuse`: element {i} must be a directory, not {}", other.kind())),
                 })
                 .collect::<Result<_>>()?,
-            v => bail!("field `reuse` must be a list of directories, not {v}"),
+            v => bail!("field `reuse` must be a list of directories, not {}", v.kind()),
         };
         Ok(Self {
             closure,
@@ -688,6 +689,22 @@ mod tests {
         ] {
             let err = format!("{:#}", parse(bad).unwrap_err());
             assert!(err.contains(field), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn reuse_is_a_list_of_directories() {
+        let parse = |v: &str| Attrs::parse(&format!(r#"{{"closure":[],{v}}}"#), "/nix/store");
+        assert!(parse(r#""priority":null"#).unwrap().reuse.is_empty());
+        let attrs = parse(r#""reuse":["/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-cache","/srv/c"]"#).unwrap();
+        assert_eq!(attrs.reuse, [PathBuf::from("/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-cache"), "/srv/c".into()]);
+        for (bad, says) in [
+            (r#""reuse":"/srv/c""#, "field `reuse` must be a list of directories, not a string"),
+            (r#""reuse":["/srv/c",1]"#, "field `reuse`: element 1 must be a directory, not a number"),
+            (r#""reuse":[""]"#, "field `reuse`: element 0 must be a directory, not empty"),
+        ] {
+            let err = format!("{:#}", parse(bad).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
         }
     }
 

@@ -360,7 +360,7 @@ fn try_main() -> Result<()> {
     if args.first().is_some_and(|a| a == "verify") {
         return verify_main(args.into_iter().skip(1).collect());
     }
-    let job = if args.is_empty() {
+    let mut job = if args.is_empty() {
         builder_job(store_dir)?
     } else {
         match cli_job(args, store_dir)? {
@@ -377,7 +377,6 @@ fn try_main() -> Result<()> {
     for note in notes {
         eprintln!("make-binary-cache: {note}");
     }
-    let mut job = job;
     job.settings.reuse = earlier;
     let settings = &job.settings;
     eprintln!(
