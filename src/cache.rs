@@ -41,20 +41,24 @@
 //! true, before anything else of the run:
 //!
 //! * into a new cache (no narinfo, no file in `nar/`);
-//! * an existing one with the same text is kept;
-//! * an existing one that differs is removed, and no other is written: the
+//! * an existing one with the same settings is kept;
+//! * an existing one that differs is replaced by
+//!   [`MIXED`](crate::format::manifest::MIXED), which matches no run: the
 //!   cache now holds NARs made two ways, and neither manifest would describe
-//!   all of them;
-//! * a cache with NARs but no manifest (written by `nix copy`, by an older
-//!   version, or added to with other settings) gets none, for the same
-//!   reason. Once gone, a manifest does not come back.
+//!   all of them. That file stays, so a manifest never comes back;
+//! * a cache with NARs but no manifest (written by `nix copy` or by an
+//!   older version) gets none, for the same reason.
 //!
-//! Concurrent runs: the manifest is created only if missing (`link`, which
-//! never replaces) and read again when another run created it first, so that
-//! of two runs with different settings, the second removes the first's. What
-//! is not covered is a third run removing a manifest between another run's
-//! look at an empty cache and its creating one, a window of microseconds.
-//! Each log line about the manifest is returned in [`Summary::notes`].
+//! Concurrent runs: a manifest is created only where there is no such file
+//! (`link`, which never replaces), and read again when another run created
+//! it first; it is only ever replaced by `MIXED`, never removed. So of two
+//! runs with different settings, the second replaces the first's, and a run
+//! that found the cache empty cannot add a manifest after another has been
+//! replaced. Unnamed NARs still being written (invisible in `nar/`) belong to
+//! runs that settled the manifest before, so they are covered too. Writers
+//! that know nothing of the manifest (`nix copy`, older versions) adding to
+//! a new cache at the same moment are not. Each log line about the manifest
+//! is returned in [`Summary::notes`].
 //!
 //! Durability: the narinfos of checked paths are written but wait unnamed in
 //! a batch (see `NarInfoBatch`) until one `syncfs` has put them and their
@@ -393,7 +397,7 @@ fn create_layout(out: &Path, info: &CacheInfo, manifest: &Manifest) -> Result<Op
     settle_manifest(out, manifest, had_nars)
 }
 
-/// Writes, keeps or removes the manifest of the cache in `out`, which held
+/// Writes, keeps or replaces the manifest of the cache in `out`, which held
 /// NARs (or narinfos) before this run if `had_nars`.
 fn settle_manifest(out: &Path, manifest: &Manifest, had_nars: bool) -> Result<Option<String>> {
     let file = out.join(manifest::FILE_NAME);
@@ -401,16 +405,20 @@ fn settle_manifest(out: &Path, manifest: &Manifest, had_nars: bool) -> Result<Op
     // Twice at most: when another run creates it between our look and ours.
     for _ in 0..2 {
         match fs::read_to_string(&file) {
+            Ok(theirs) if theirs == manifest::MIXED => {
+                return Ok(Some(format!(
+                    "{} says the cache holds NARs made with different settings: later runs will not reuse its NARs",
+                    file.display()
+                )));
+            }
             Ok(theirs) => {
                 let Err(why) = manifest.compare(&theirs) else { return Ok(None) };
-                match fs::remove_file(&file) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e).with_context(|| format!("removing {}", file.display())),
-                }
+                let mut mixed = AtomicFile::create(out, manifest::FILE_NAME).with_context(context)?;
+                mixed.write_all(manifest::MIXED.as_bytes()).with_context(context)?;
+                mixed.persist(manifest::FILE_NAME).with_context(context)?;
                 return Ok(Some(format!(
-                    "{} was made with other settings ({why}): removed it, as the cache now holds NARs made both \
-                     ways; later runs will not reuse its NARs",
+                    "{} was made with other settings ({why}): the cache now holds NARs made both ways, and the \
+                     file says so instead; later runs will not reuse its NARs",
                     file.display()
                 )));
             }

@@ -297,7 +297,7 @@ fn list_top(cache: &Path) -> Result<(Vec<String>, Vec<Finding>)> {
             // Ours; Nix ignores it. Only `--reuse` reads it, and a garbled
             // one only stops reuse, so it is a warning.
             let checked =
-                fs::read_to_string(dirent.path()).map_err(|e| e.to_string()).and_then(|t| Manifest::parse(&t));
+                fs::read_to_string(dirent.path()).map_err(|e| e.to_string()).and_then(|t| Manifest::check(&t));
             if let Err(e) = checked {
                 findings.push(warning(shown, format!("not a make-binary-cache manifest: {e}")));
             }

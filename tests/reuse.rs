@@ -10,6 +10,8 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use make_binary_cache::format::manifest::MIXED;
+
 use common::{TempDir, build_fixture, hash_part, nix_cmd, ours, run, run_fail, run_ok, skip_without_nix, tree};
 
 /// `nix path-info --json --recursive` of the fixture and an extra path built
@@ -199,11 +201,58 @@ fn the_manifest_stays_only_while_it_describes_every_nar() {
     assert!(fs::read(tmp.join("other/make-binary-cache.json")).unwrap() == first);
     // Other settings added to it: the cache holds NARs made two ways.
     let log = write(&closure, &out, &["--compression", "zstd"]);
-    assert!(log.contains("made with other settings (compression: \"xz\" there, \"zstd\" here): removed it"), "{log}");
-    assert!(!manifest.exists());
-    // And it does not come back.
-    write(&closure, &out, &["--compression", "xz"]);
-    assert!(!manifest.exists());
+    assert!(
+        log.contains("made with other settings (compression: \"xz\" there, \"zstd\" here): the cache now"),
+        "{log}"
+    );
+    assert_eq!(fs::read_to_string(&manifest).unwrap(), MIXED);
+    // And no manifest comes back; nor is it reused.
+    let log = write(&closure, &out, &["--compression", "xz"]);
+    assert!(log.contains("says the cache holds NARs made with different settings"), "{log}");
+    assert_eq!(fs::read_to_string(&manifest).unwrap(), MIXED);
+    let log = write(&closure, &tmp.join("again"), &[&["--compression", "xz"][..], &reuse_arg(&out)].concat());
+    assert!(log.contains("(its NARs were made with different settings)") && log.contains("(0 NARs reused"), "{log}");
+    // verify knows the file (the NARs of the zstd run, no longer named, are warnings).
+    let (ok, _, verified) = run(ours().arg("verify").arg(&out));
+    assert!(ok && !verified.contains("make-binary-cache.json"), "{verified}");
     let (ok, _, verified) = run(ours().arg("verify").arg(tmp.join("other")));
     assert!(ok && !verified.contains("warning:"), "{verified}");
+}
+
+#[test]
+fn concurrent_runs_leave_a_manifest_only_when_all_had_the_same_settings() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("reuse-concurrent");
+    let (closure, _) = closure_with(&tmp, "closure.json", "reuse-concurrent");
+    let reference = tmp.join("reference");
+    write(&closure, &reference, &["--compression", "xz"]);
+    let expected = fs::read(reference.join("make-binary-cache.json")).unwrap();
+    for (name, compressions) in [("same", ["xz", "xz", "xz", "xz"]), ("mixed", ["xz", "zstd", "xz", "zstd"])] {
+        let out = tmp.join(name);
+        let children: Vec<_> = compressions
+            .iter()
+            .map(|c| {
+                ours()
+                    .arg("--closure")
+                    .arg(&closure)
+                    .arg("--out")
+                    .arg(&out)
+                    .args(["--compression", c, "--no-sync"])
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        }
+        let manifest = fs::read(out.join("make-binary-cache.json")).ok();
+        match name {
+            "same" => assert!(manifest.as_deref() == Some(&expected[..]), "{name}"),
+            _ => assert!(manifest.as_deref() == Some(MIXED.as_bytes()), "{name}: a manifest claims NARs made two ways"),
+        }
+    }
 }

@@ -20,6 +20,10 @@
 //!
 //! The claim a manifest makes is "every NAR in this cache was made so"; when
 //! a cache is written and when it is kept is [`crate::cache`]'s business.
+//! When a run with other settings adds to a cache, its manifest is replaced
+//! by [`MIXED`], which claims nothing and, unlike a missing file, stays: no
+//! later run can mistake the cache for one with no NARs yet and write a
+//! manifest of its own.
 //!
 //! ```
 //! use make_binary_cache::compression::Compression;
@@ -46,6 +50,11 @@ pub const FILE_NAME: &str = "make-binary-cache.json";
 /// Raised when the manifest's meaning changes (not when a field's value
 /// does): a manifest of another version never matches.
 pub const VERSION: u32 = 1;
+
+/// The whole text of `make-binary-cache.json` in a cache whose NARs were
+/// made with different settings: it matches no manifest.
+pub const MIXED: &str =
+    "{\n  \"manifestVersion\": 1,\n  \"mixed\": \"the NARs of this cache were made with different settings\"\n}\n";
 
 /// The fields, in the order they are written.
 const FIELDS: [&str; 7] =
@@ -92,6 +101,11 @@ impl Manifest {
         text
     }
 
+    /// Whether `text` is a manifest or [`MIXED`]: what `verify` checks.
+    pub fn check(text: &str) -> Result<(), String> {
+        if text == MIXED { Ok(()) } else { Self::parse(text).map(drop) }
+    }
+
     /// Parses a manifest strictly: every field there, none unknown.
     pub fn parse(text: &str) -> Result<Self, String> {
         serde_json::from_str(text).map_err(|e| e.to_string())
@@ -105,6 +119,9 @@ impl Manifest {
     pub fn compare(&self, text: &str) -> Result<(), String> {
         let theirs: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
         let Value::Object(theirs) = theirs else { return Err("not a JSON object".into()) };
+        if theirs.contains_key("mixed") {
+            return Err("its NARs were made with different settings".into());
+        }
         let Value::Object(ours) = serde_json::to_value(self).expect("a manifest serialises") else {
             unreachable!("a manifest is an object")
         };
@@ -198,5 +215,10 @@ mod tests {
         assert!(ours.compare("garbage").unwrap_err().starts_with("not JSON"));
         assert_eq!(ours.compare("[1]"), Err("not a JSON object".into()));
         assert!(Manifest::parse(&extra).is_err());
+        assert_eq!(ours.compare(MIXED), Err("its NARs were made with different settings".into()));
+        assert_eq!(Manifest::check(MIXED), Ok(()));
+        assert_eq!(Manifest::check(&ours.render()), Ok(()));
+        assert!(Manifest::check(&extra).is_err());
+        assert!(serde_json::from_str::<Value>(MIXED).is_ok());
     }
 }
