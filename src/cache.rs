@@ -425,9 +425,8 @@ fn settle_manifest(out: &Path, manifest: &Manifest, had_nars: bool) -> Result<Op
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if had_nars {
                     return Ok(Some(format!(
-                        "{} already holds NARs but no {} (written by `nix copy`, by an older version, or added to \
-                         with other settings): none is written, as it would describe NARs it knows nothing of; \
-                         later runs will not reuse its NARs",
+                        "{} already holds NARs but no {} (written by `nix copy` or by an older version): none is \
+                         written, as it would describe NARs it knows nothing of; later runs will not reuse its NARs",
                         out.display(),
                         manifest::FILE_NAME
                     )));

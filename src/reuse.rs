@@ -9,8 +9,8 @@
 //! * only a cache whose [manifest](crate::format::manifest) is the same as
 //!   this run's: same compression, level, encoder settings, tool and library
 //!   versions, so that its NARs are the bytes this run would write. A cache
-//!   with another manifest, or none (written by `nix copy`, or added to with
-//!   other settings), supplies nothing, and [`EarlierCaches::open`] says so
+//!   with another manifest (or one saying its NARs are mixed), or none
+//!   (written by `nix copy`), supplies nothing, and [`EarlierCaches::open`] says so
 //!   once, naming the cache and the field that differs;
 //! * only for a narinfo of the same store path with the NarHash and NarSize
 //!   Nix recorded for it. The store path is still read and its NAR checked
@@ -103,8 +103,8 @@ impl EarlierCaches {
                     )),
                 },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => notes.push(format!(
-                    "{} has no {} (written by `nix copy`, by an older version, or added to with other \
-                     settings): none of its NARs are reused, all are compressed afresh",
+                    "{} has no {} (written by `nix copy` or by an older version): none of its NARs are \
+                     reused, all are compressed afresh",
                     dir.display(),
                     manifest::FILE_NAME
                 )),
