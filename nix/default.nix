@@ -14,7 +14,8 @@
 # The builder is the `make-binary-cache` program itself: there is no shell, no
 # Nix and no Python inside the build. It reads the structured attributes
 # (`closure` from exportReferencesGraph, `compression`, `compressionLevel`,
-# `maxMemory`, `priority`, `wantMassQuery`, `writeNarListing`, `indexDebugInfo`)
+# `maxMemory`, `priority`, `wantMassQuery`, `writeNarListing`, `indexDebugInfo`,
+# `reuse`)
 # from $NIX_ATTRS_JSON_FILE and writes the cache into the `out` output.
 #
 # With `shards = N` (N > 1) there are N such derivations, each also given
@@ -77,6 +78,11 @@ let
       # writing part of the closure, joined by one more: for closures too
       # large for one builder (see the README, "Very large closures").
       shards ? 1,
+      # Earlier caches of ours (derivations or store paths, e.g. last night's
+      # result) whose compressed NARs are copied where their
+      # make-binary-cache.json matches these settings, instead of compressing
+      # again. The result is byte-identical to a build without them.
+      reuse ? [ ],
     }:
 
     assert lib.assertMsg (builtins.isList rootPaths)
@@ -107,6 +113,10 @@ let
       "mkBinaryCache: shards must be a positive integer, but it is ${
         if builtins.isInt shards then toString shards else describe shards
       }";
+    assert lib.assertMsg (builtins.isList reuse)
+      "mkBinaryCache: reuse must be a list of earlier caches (derivations or store paths), but it is ${describe reuse}";
+    assert lib.assertMsg (builtins.all isRootPath reuse)
+      "mkBinaryCache: every element of reuse must be an earlier cache: a derivation or a store path";
 
     let
       attrs = {
@@ -119,6 +129,7 @@ let
         wantMassQuery
         writeNarListing
         indexDebugInfo
+        reuse
         ;
 
       __structuredAttrs = true;

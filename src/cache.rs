@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! <out>/nix-cache-info                 StoreDir: /nix/store [WantMassQuery: 1] [Priority: N]
+//! <out>/make-binary-cache.json         how the NARs were made (see below)
 //! <out>/<hash part>.narinfo            one per store path of the closure
 //! <out>/nar/<FileHash>.nar[.xz|.zst]   the (compressed) NARs
 //! <out>/realisations/ build-trace-v2/ log/ debuginfo/
@@ -34,6 +35,31 @@
 //! `WantMassQuery` and `Priority` this run was given, if any (see
 //! [`CacheInfo`]).
 //!
+//! The manifest (`make-binary-cache.json`, see [`crate::format::manifest`])
+//! says how every NAR of the cache was made, which is what lets a later run
+//! reuse them (see [`crate::reuse`]). So it is only written where that is
+//! true, before anything else of the run:
+//!
+//! * into a new cache (no narinfo, no file in `nar/`);
+//! * an existing one with the same settings is kept;
+//! * an existing one that differs is replaced by
+//!   [`MIXED`](crate::format::manifest::MIXED), which matches no run: the
+//!   cache now holds NARs made two ways, and neither manifest would describe
+//!   all of them. That file stays, so a manifest never comes back;
+//! * a cache with NARs but no manifest (written by `nix copy` or by an
+//!   older version) gets none, for the same reason.
+//!
+//! Concurrent runs: a manifest is created only where there is no such file
+//! (`link`, which never replaces), and read again when another run created
+//! it first; it is only ever replaced by `MIXED`, never removed. So of two
+//! runs with different settings, the second replaces the first's, and a run
+//! that found the cache empty cannot add a manifest after another has been
+//! replaced. Unnamed NARs still being written (invisible in `nar/`) belong to
+//! runs that settled the manifest before, so they are covered too. Writers
+//! that know nothing of the manifest (`nix copy`, older versions) adding to
+//! a new cache at the same moment are not. Each log line about the manifest
+//! is returned in [`Summary::notes`].
+//!
 //! Durability: the narinfos of checked paths are written but wait unnamed in
 //! a batch (see `NarInfoBatch`) until one `syncfs` has put them and their
 //! NARs on disk, and are named only then; a last `syncfs` puts the narinfos'
@@ -61,10 +87,13 @@ use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
 use crate::format::hash::{HashingWriter, Sha256Hash};
 use crate::format::listing::Listing;
+use crate::format::manifest::{self, Manifest};
 use crate::format::nar_reader::{Event, NarReader};
 use crate::format::narinfo::NarInfo;
 use crate::format::store_path::StorePath;
 use crate::resources::{MemoryBudget, path_need};
+pub use crate::reuse::EarlierCaches;
+use crate::reuse::Reusable;
 
 /// The directories Nix expects in a `file://` cache besides `nar/`.
 pub const EMPTY_DIRS: [&str; 4] = ["realisations", "build-trace-v2", "log", "debuginfo"];
@@ -91,6 +120,15 @@ pub struct Settings {
     pub write_nar_listing: bool,
     /// Write `debuginfo/<build id>.debug` for the NARs' debug info files.
     pub index_debug_info: bool,
+    /// Earlier caches whose compressed NARs may be copied (see [`crate::reuse`]).
+    pub reuse: EarlierCaches,
+}
+
+impl Settings {
+    /// The manifest of the NARs these settings write.
+    pub fn manifest(&self) -> Manifest {
+        Manifest::new(self.compression, self.compression.describe_encoder(self.compression_level))
+    }
 }
 
 /// What one store path became.
@@ -98,24 +136,33 @@ pub struct Settings {
 pub struct Written {
     pub nar_size: u64,
     pub file_size: u64,
+    /// Copied from an earlier cache rather than compressed.
+    pub reused: bool,
 }
 
 /// Totals for the closing line of the build log.
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub paths: usize,
+    /// NARs copied from earlier caches; `None` when none were given.
+    pub reused: Option<usize>,
     pub nar_bytes: u64,
     pub file_bytes: u64,
     pub elapsed: Duration,
+    /// Lines for the log: what became of the manifest, when not the obvious.
+    pub notes: Vec<String>,
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.elapsed.as_secs_f64();
+        write!(f, "{}", count(self.paths, "store path"))?;
+        if let Some(reused) = self.reused {
+            write!(f, " ({} reused, {} compressed)", count(reused, "NAR"), self.paths - reused)?;
+        }
         write!(
             f,
-            "{}, {} of NAR in, {} out, in {secs:.2} s ({})",
-            count(self.paths, "store path"),
+            ", {} of NAR in, {} out, in {secs:.2} s ({})",
             human(self.nar_bytes),
             human(self.file_bytes),
             per_second(self.nar_bytes, self.elapsed)
@@ -170,16 +217,25 @@ pub fn write_cache_observed(
     observer: &impl Observer,
 ) -> Result<Summary> {
     let start = Instant::now();
-    create_layout(out, &CacheInfo::of(settings))?;
-    let narinfos = NarInfoBatch::new(out, settings.sync)?;
-
     // Largest first: the last paths to start are then the quickest to finish.
     let mut plan: Vec<&PathInfo> = closure.iter().collect();
     plan.sort_by(|a, b| b.nar_size.cmp(&a.nar_size).then_with(|| a.path.cmp(&b.path)));
+    // Looked up before anything is written: a damaged earlier cache fails
+    // the run before it starts.
+    let reusable: Vec<Option<Reusable>> = plan
+        .iter()
+        .map(|info| settings.reuse.find(info, settings.compression, &settings.store_dir))
+        .collect::<Result<_>>()?;
+    let reused = reusable.iter().filter(|r| r.is_some()).count();
+
+    let notes = create_layout(out, &CacheInfo::of(settings), &settings.manifest())?.into_iter().collect();
+    let narinfos = NarInfoBatch::new(out, settings.sync)?;
 
     let next = AtomicUsize::new(0);
-    let unstarted_bytes = AtomicU64::new(plan.iter().map(|info| info.nar_size).sum());
-    observer.started(plan.len(), unstarted_bytes.load(Ordering::Relaxed));
+    // Only what is compressed counts: copying is quick.
+    let unstarted_bytes =
+        AtomicU64::new(plan.iter().zip(&reusable).filter(|(_, r)| r.is_none()).map(|(info, _)| info.nar_size).sum());
+    observer.started(plan.len(), plan.iter().map(|info| info.nar_size).sum());
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let totals = Mutex::new((0u64, 0u64));
@@ -192,27 +248,36 @@ pub fn write_cache_observed(
         let spawning = narinfos.producer();
         for worker in 0..workers {
             let producer = narinfos.producer();
-            let (plan, next, unstarted_bytes, failed, first_error, totals, memory, narinfos) =
-                (&plan, &next, &unstarted_bytes, &failed, &first_error, &totals, &memory, &narinfos);
+            let (plan, reusable, next, unstarted_bytes, failed, first_error, totals, memory, narinfos) =
+                (&plan, &reusable, &next, &unstarted_bytes, &failed, &first_error, &totals, &memory, &narinfos);
             scope.spawn(move || {
                 let _producer = producer;
                 let mut dumper = Dumper::default();
                 let mut contexts = Contexts::default();
                 let mut reserved = 0;
                 while !failed.load(Ordering::Relaxed) {
-                    let Some(info) = plan.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
-                    let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
-                    let wanted = compression_threads(info.nar_size, rest, settings);
-                    let need =
-                        |threads| path_need(settings.compression, settings.compression_level, info.nar_size, threads);
-                    let threads = memory.reserve(&mut reserved, wanted, need, || contexts.release());
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(info) = plan.get(index) else { break };
                     observer.path_started(worker, info);
                     let on_nar = |bytes| observer.nar_bytes(worker, bytes);
-                    let result = write_path(info, out, settings, threads, &mut dumper, &mut contexts, &on_nar);
+                    let result = if let Some(reusable) = &reusable[index] {
+                        // No compressor: nothing to reserve.
+                        write_path(info, out, settings, Source::Reuse(reusable), &mut dumper, &on_nar)
+                    } else {
+                        let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
+                        let wanted = compression_threads(info.nar_size, rest, settings);
+                        let need = |threads| {
+                            path_need(settings.compression, settings.compression_level, info.nar_size, threads)
+                        };
+                        let threads = memory.reserve(&mut reserved, wanted, need, || contexts.release());
+                        let source = Source::Compress(threads, &mut contexts);
+                        let result = write_path(info, out, settings, source, &mut dumper, &on_nar);
+                        if !contexts.holds_memory() {
+                            memory.release(&mut reserved);
+                        }
+                        result
+                    };
                     observer.path_finished(worker);
-                    if !contexts.holds_memory() {
-                        memory.release(&mut reserved);
-                    }
                     match result {
                         Ok(checked) => {
                             let mut t = totals.lock().unwrap();
@@ -244,7 +309,14 @@ pub fn write_cache_observed(
     naming?;
     synced?;
     let (nar_bytes, file_bytes) = totals.into_inner().unwrap();
-    Ok(Summary { paths: plan.len(), nar_bytes, file_bytes, elapsed: start.elapsed() })
+    Ok(Summary {
+        paths: plan.len(),
+        reused: settings.reuse.given().then_some(reused),
+        nar_bytes,
+        file_bytes,
+        elapsed: start.elapsed(),
+        notes,
+    })
 }
 
 /// Threads for compressing one NAR of `size` bytes when `rest` bytes of other
@@ -347,10 +419,13 @@ impl<'a> CacheInfo<'a> {
 }
 
 /// Creates the directories and `nix-cache-info`, or checks that an existing
-/// `nix-cache-info` agrees with `info`, before writing anything.
-fn create_layout(out: &Path, info: &CacheInfo) -> Result<()> {
+/// `nix-cache-info` agrees with `info`, before writing anything; then
+/// settles the manifest (see the module documentation), returning a line
+/// for the log when it is not written or kept.
+fn create_layout(out: &Path, info: &CacheInfo, manifest: &Manifest) -> Result<Option<String>> {
     let info_file = out.join("nix-cache-info");
     check_cache_info(&info_file, info)?;
+    let had_nars = has_nars(out)?;
     for dir in std::iter::once("nar").chain(EMPTY_DIRS) {
         let dir = out.join(dir);
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -362,7 +437,74 @@ fn create_layout(out: &Path, info: &CacheInfo) -> Result<()> {
         // Another run created it since the check above.
         check_cache_info(&info_file, info)?;
     }
-    Ok(())
+    settle_manifest(out, manifest, had_nars)
+}
+
+/// Writes, keeps or replaces the manifest of the cache in `out`, which held
+/// NARs (or narinfos) before this run if `had_nars`.
+fn settle_manifest(out: &Path, manifest: &Manifest, had_nars: bool) -> Result<Option<String>> {
+    let file = out.join(manifest::FILE_NAME);
+    let context = || format!("writing {}", file.display());
+    // Twice at most: when another run creates it between our look and ours.
+    for _ in 0..2 {
+        match fs::read_to_string(&file) {
+            Ok(theirs) if theirs == manifest::MIXED => {
+                return Ok(Some(format!(
+                    "{} says the cache holds NARs made with different settings: later runs will not reuse its NARs",
+                    file.display()
+                )));
+            }
+            Ok(theirs) => {
+                let Err(why) = manifest.compare(&theirs) else { return Ok(None) };
+                let mut mixed = AtomicFile::create(out, manifest::FILE_NAME).with_context(context)?;
+                mixed.write_all(manifest::MIXED.as_bytes()).with_context(context)?;
+                mixed.persist(manifest::FILE_NAME).with_context(context)?;
+                return Ok(Some(format!(
+                    "{} was made with other settings ({why}): the cache now holds NARs made both ways, and the \
+                     file says so instead; later runs will not reuse its NARs",
+                    file.display()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if had_nars {
+                    return Ok(Some(format!(
+                        "{} already holds NARs but no {} (written by `nix copy` or by an older version): none is \
+                         written, as it would describe NARs it knows nothing of; later runs will not reuse its NARs",
+                        out.display(),
+                        manifest::FILE_NAME
+                    )));
+                }
+                let mut new = AtomicFile::create(out, manifest::FILE_NAME).with_context(context)?;
+                new.write_all(manifest.render().as_bytes()).with_context(context)?;
+                if new.persist_new(manifest::FILE_NAME).with_context(context)?.is_none() {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        }
+    }
+    Ok(None)
+}
+
+/// Whether the cache in `out` holds a narinfo or a NAR file (not counting
+/// the temporary files of runs, whose names start with `.`).
+fn has_nars(out: &Path) -> Result<bool> {
+    let visible = |dir: &Path, narinfo_only: bool| -> Result<bool> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        for entry in entries {
+            let name = entry.with_context(|| format!("reading {}", dir.display()))?.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with('.') && (!narinfo_only || name.ends_with(".narinfo")) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    Ok(visible(out, true)? || visible(&out.join("nar"), false)?)
 }
 
 /// Fails unless the `nix-cache-info` at `file`, if there is one, agrees
@@ -393,21 +535,41 @@ struct Checked {
     written: Written,
 }
 
+/// Where a path's compressed NAR comes from.
+enum Source<'r, 'c> {
+    /// Compressed here, with this many threads.
+    Compress(u32, &'c mut Contexts),
+    /// Copied from an earlier cache.
+    Reuse(&'r Reusable),
+}
+
 /// The per-path pipeline: walk → NAR → NarHash → compress → FileHash → file,
-/// then the narinfo, left for [`NarInfoBatch`] to name.
+/// then the narinfo, left for [`NarInfoBatch`] to name. With a NAR to reuse,
+/// the walk only hashes, and the earlier cache's file is copied and checked.
 fn write_path(
     info: &PathInfo,
     out: &Path,
     settings: &Settings,
-    threads: u32,
+    source: Source,
     dumper: &mut Dumper,
-    contexts: &mut Contexts,
     on_nar: &dyn Fn(u64),
 ) -> Result<Checked> {
     let compression = settings.compression;
     let nar_dir = out.join("nar");
-    let (file, nar_hash, nar_size, file_hash, file_size, listing) =
-        compress_nar(info, &nar_dir, settings, threads, dumper, contexts, on_nar)?;
+    let reused = matches!(source, Source::Reuse(_));
+    let (file, nar_hash, nar_size, file_hash, file_size, listing) = match source {
+        Source::Compress(threads, contexts) => {
+            compress_nar(info, &nar_dir, settings, threads, dumper, contexts, on_nar)?
+        }
+        Source::Reuse(reusable) => {
+            let (nar_hash, nar_size, _, listing) = dump_nar(info, &nar_dir, settings, io::sink(), dumper, on_nar)?;
+            let context = || format!("writing the NAR of {} in {}", info.path, nar_dir.display());
+            let label = format!("{}.nar{}", info.path.hash_part(), compression.extension());
+            let mut file = AtomicFile::create(&nar_dir, &label).with_context(context)?;
+            reusable.copy_into(&mut file).with_context(|| format!("reusing the NAR of {}", info.path))?;
+            (file, nar_hash, nar_size, reusable.file_hash, reusable.file_size, listing)
+        }
+    };
     // Dropping `file` here discards it: nothing of it was ever named.
     if (nar_hash, nar_size) != (info.nar_hash, info.nar_size) {
         bail!(
@@ -445,7 +607,7 @@ fn write_path(
     let context = || format!("writing {}", out.join(&narinfo_name).display());
     let mut file = AtomicFile::create(out, &narinfo_name).with_context(context)?;
     file.write_all(text.as_bytes()).with_context(context)?;
-    Ok(Checked { narinfo: file, narinfo_name, written: Written { nar_size, file_size } })
+    Ok(Checked { narinfo: file, narinfo_name, written: Written { nar_size, file_size, reused } })
 }
 
 /// Writes the NAR listing and debug info entries of a checked path, before
@@ -508,13 +670,30 @@ fn compress_nar(
     let encoder = compression
         .encoder(nar_file, settings.compression_level, threads, info.nar_size, contexts)
         .with_context(io_context)?;
+    let (nar_hash, nar_size, encoder, listing) = dump_nar(info, nar_dir, settings, encoder, dumper, on_nar)?;
+    let nar_file = encoder.finish().with_context(io_context)?;
+    let (file, file_hash, file_size) = nar_file.finish().with_context(io_context)?;
+    Ok((file, nar_hash, nar_size, file_hash.unwrap_or(nar_hash), file_size, listing))
+}
+
+/// Walks `info.path` into `inner` as a NAR, returning its NarHash and
+/// NarSize, `inner`, and the NAR's listing when one is wanted.
+fn dump_nar<W: Write>(
+    info: &PathInfo,
+    nar_dir: &Path,
+    settings: &Settings,
+    inner: W,
+    dumper: &mut Dumper,
+    on_nar: &dyn Fn(u64),
+) -> Result<(Sha256Hash, u64, W, Option<Listing>)> {
+    let io_context = || format!("writing the NAR of {} in {}", info.path, nar_dir.display());
     // Buffer the NAR's many small tokens before they reach the hasher and the
     // compressor; large file chunks pass straight through.
     // The listing, when wanted, is read from the NAR as it is written.
     let mut listing = Listing::new();
     let wanted = settings.write_nar_listing || settings.index_debug_info;
     let reader = wanted.then(|| NarReader::new(|event| listing.event(event)));
-    let tee = Tee { inner: encoder, reader, on_nar };
+    let tee = Tee { inner, reader, on_nar };
     let mut nar = BufWriter::with_capacity(64 * 1024, HashingWriter::new(tee));
     dumper.dump(Path::new(info.path.as_str()), &mut nar).with_context(io_context)?;
     let (nar_hash, nar_size, tee) =
@@ -522,9 +701,7 @@ fn compress_nar(
     if let Some(reader) = tee.reader {
         reader.finish().map_err(|e| anyhow!("{}: listing its NAR: {e}", info.path))?;
     }
-    let nar_file = tee.inner.finish().with_context(io_context)?;
-    let (file, file_hash, file_size) = nar_file.finish().with_context(io_context)?;
-    Ok((file, nar_hash, nar_size, file_hash.unwrap_or(nar_hash), file_size, wanted.then_some(listing)))
+    Ok((nar_hash, nar_size, tee.inner, wanted.then_some(listing)))
 }
 
 /// Passes the NAR on to `inner` and, when there is one, to a [`NarReader`]
@@ -791,6 +968,7 @@ mod tests {
             want_mass_query: None,
             write_nar_listing: false,
             index_debug_info: false,
+            reuse: EarlierCaches::default(),
         }
     }
 
@@ -850,18 +1028,22 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("nix-cache-info"), "StoreDir: /gnu/store\n").unwrap();
-        let e = format!("{:#}", create_layout(&dir, &store("/nix/store")).unwrap_err());
+        let e = format!("{:#}", layout(&dir, &store("/nix/store")).unwrap_err());
         assert!(e.contains("nix-cache-info") && e.contains("/gnu/store") && e.contains("/nix/store"), "{e}");
         let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["nix-cache-info"]);
         assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), "StoreDir: /gnu/store\n");
 
         // The same store directory, or none named: the cache is added to.
-        create_layout(&dir, &store("/gnu/store")).unwrap();
+        layout(&dir, &store("/gnu/store")).unwrap();
         fs::write(dir.join("nix-cache-info"), "WantMassQuery: 1\n").unwrap();
-        create_layout(&dir, &store("/nix/store")).unwrap();
+        layout(&dir, &store("/nix/store")).unwrap();
         assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), "WantMassQuery: 1\n");
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn layout(dir: &Path, info: &CacheInfo) -> Result<Option<String>> {
+        create_layout(dir, info, &settings(Compression::Zstd, 1).manifest())
     }
 
     fn store(store_dir: &str) -> CacheInfo<'_> {
@@ -881,7 +1063,7 @@ mod tests {
             "StoreDir: /nix/store\nPriority: 30\n",
         ] {
             fs::write(dir.join("nix-cache-info"), theirs).unwrap();
-            let e = format!("{:#}", create_layout(&dir, &ours).unwrap_err());
+            let e = format!("{:#}", layout(&dir, &ours).unwrap_err());
             assert!(e.contains("nix-cache-info") && (e.contains("Priority") || e.contains("WantMassQuery")), "{e}");
             let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
             assert_eq!(names, ["nix-cache-info"], "{theirs}");
@@ -890,13 +1072,13 @@ mod tests {
         // The same settings, in any order and spacing: added to, unchanged.
         let same = "Priority:30\nStoreDir: /nix/store\nWantMassQuery: 1\n";
         fs::write(dir.join("nix-cache-info"), same).unwrap();
-        create_layout(&dir, &ours).unwrap();
+        layout(&dir, &ours).unwrap();
         assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), same);
         // Settings not given accept whatever is there.
-        create_layout(&dir, &store("/nix/store")).unwrap();
+        layout(&dir, &store("/nix/store")).unwrap();
         // A new cache gets them.
         fs::remove_file(dir.join("nix-cache-info")).unwrap();
-        create_layout(&dir, &ours).unwrap();
+        layout(&dir, &ours).unwrap();
         assert_eq!(fs::read_to_string(dir.join("nix-cache-info")).unwrap(), ours.text());
         fs::remove_dir_all(&dir).unwrap();
     }

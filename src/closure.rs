@@ -87,6 +87,8 @@ pub struct Attrs {
     /// `shard` and `shards`: write only this shard's part of the closure
     /// (see [`crate::shard`]); `None` for the whole closure.
     pub shard: Option<Shard>,
+    /// `reuse`: earlier caches whose NARs may be copied (see [`crate::reuse`]).
+    pub reuse: Vec<PathBuf>,
 }
 
 impl Attrs {
@@ -155,6 +157,19 @@ impl Attrs {
             (Some(_), None) => bail!("field `shard` is given without `shards`"),
             (None, Some(_)) => bail!("field `shards` is given without `shard`"),
         };
+        let reuse = match raw.reuse {
+            Loose::Missing | Loose::Null => Vec::new(),
+            Loose::List(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Loose::Str(dir) if !dir.is_empty() => Ok(PathBuf::from(dir.as_ref())),
+                    Loose::Str(_) => Err(anyhow!("field `reuse`: element {i} must be a directory, not empty")),
+                    other => Err(anyhow!("field `reuse`: element {i} must be a directory, not {}", other.kind())),
+                })
+                .collect::<Result<_>>()?,
+            v => bail!("field `reuse` must be a list of directories, not {}", v.kind()),
+        };
         Ok(Self {
             closure,
             out,
@@ -166,6 +181,7 @@ impl Attrs {
             write_nar_listing,
             index_debug_info,
             shard,
+            reuse,
         })
     }
 }
@@ -493,6 +509,7 @@ struct RawAttrs<'a> {
     index_debug_info: Loose<'a>,
     shard: Loose<'a>,
     shards: Loose<'a>,
+    reuse: Loose<'a>,
 }
 
 #[derive(Deserialize)]
@@ -530,6 +547,7 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
                 "indexDebugInfo" => "indexDebugInfo",
                 "shard" => "shard",
                 "shards" => "shards",
+                "reuse" => "reuse",
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -551,6 +569,7 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
                 "writeNarListing" => attrs.write_nar_listing = map.next_value().map_err(failed_in())?,
                 "indexDebugInfo" => attrs.index_debug_info = map.next_value().map_err(failed_in())?,
                 "shard" => attrs.shard = map.next_value().map_err(failed_in())?,
+                "reuse" => attrs.reuse = map.next_value().map_err(failed_in())?,
                 _ => attrs.shards = map.next_value().map_err(failed_in())?,
             }
         }
@@ -726,6 +745,22 @@ mod tests {
         ] {
             let err = format!("{:#}", parse(bad).unwrap_err());
             assert!(err.contains(expected), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn reuse_is_a_list_of_directories() {
+        let parse = |v: &str| Attrs::parse(&format!(r#"{{"closure":[],{v}}}"#), "/nix/store");
+        assert!(parse(r#""priority":null"#).unwrap().reuse.is_empty());
+        let attrs = parse(r#""reuse":["/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-cache","/srv/c"]"#).unwrap();
+        assert_eq!(attrs.reuse, [PathBuf::from("/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-cache"), "/srv/c".into()]);
+        for (bad, says) in [
+            (r#""reuse":"/srv/c""#, "field `reuse` must be a list of directories, not a string"),
+            (r#""reuse":["/srv/c",1]"#, "field `reuse`: element 1 must be a directory, not a number"),
+            (r#""reuse":[""]"#, "field `reuse`: element 0 must be a directory, not empty"),
+        ] {
+            let err = format!("{:#}", parse(bad).unwrap_err());
+            assert!(err.contains(says), "{bad}: {err}");
         }
     }
 

@@ -172,6 +172,78 @@ impl Compression {
     }
 }
 
+/// Everything besides the data that decides an encoder's output bytes, as
+/// [`Compression::describe_encoder`] reports it for the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncoderDescription {
+    /// The level in effect (the default filled in); `None` for `none`.
+    pub level: Option<i32>,
+    /// Each setting that changes the bytes, by name.
+    pub parameters: Vec<(&'static str, String)>,
+    /// The compressor libraries linked in, with their versions: a new
+    /// version may compress the same data to other bytes.
+    pub libraries: Vec<(&'static str, String)>,
+}
+
+impl Compression {
+    /// How [`Self::encoder`] sets the compressor up at `level`: what a later
+    /// run must match to get the same bytes from the same NAR (see
+    /// [`crate::format::manifest`]). It is built from the same constants and
+    /// functions the encoder uses, so a change to the encoder shows up here,
+    /// and so in the manifest, where it stops earlier caches from being
+    /// reused. Thread counts are not in it: they never change the output.
+    pub fn describe_encoder(self, level: Option<i32>) -> EncoderDescription {
+        let level = level.unwrap_or(self.default_level());
+        let owned = |pairs: &[(&'static str, &str)]| pairs.iter().map(|&(k, v)| (k, v.to_owned())).collect();
+        match self {
+            Self::None => EncoderDescription { level: None, parameters: Vec::new(), libraries: Vec::new() },
+            Self::Xz => {
+                let preset = u32::try_from(level).unwrap_or(u32::MAX);
+                let dict = xz_preset_dict_size(preset).map_or("invalid".into(), |d| d.to_string());
+                let block = xz_block_size(preset).map_or("invalid".into(), |b| b.to_string());
+                let mut parameters: Vec<(&'static str, String)> = owned(&[
+                    // Even with one thread: its format differs from the
+                    // single-threaded encoder's (sizes in block headers).
+                    ("encoder", "lzma_stream_encoder_mt"),
+                    ("filters", "lzma2"),
+                    ("preset", &level.to_string()),
+                    ("extreme", "false"),
+                    ("check", XZ_CHECK_NAME),
+                ]);
+                parameters.push(("blockSize", block));
+                parameters.push(("dictSize", format!("min({dict}, NarSize rounded up to a power of two, >= 4096)")));
+                EncoderDescription { level: Some(level), parameters, libraries: vec![("liblzma", liblzma_version())] }
+            }
+            Self::Zstd => EncoderDescription {
+                level: Some(level),
+                parameters: owned(&[
+                    // zstdmt, whose output is the same for any count >= 1
+                    // and differs from that of 0 workers.
+                    ("nbWorkers", ">= 1"),
+                    // Nothing else is set on the context: these are zstd's
+                    // defaults, written down because they show in the frame.
+                    ("checksumFlag", "0"),
+                    ("contentSize", "not pledged"),
+                    ("dictionary", "none"),
+                    ("otherParameters", "libzstd defaults for the level"),
+                ]),
+                libraries: vec![("libzstd", zstd::zstd_safe::version_string().to_owned())],
+            },
+        }
+    }
+}
+
+/// The integrity check of every xz stream: CRC64, as `xz` and Nix use.
+const XZ_CHECK: Check = Check::Crc64;
+const XZ_CHECK_NAME: &str = "crc64";
+
+/// liblzma's `lzma_version_string`: the library actually linked in.
+fn liblzma_version() -> String {
+    // SAFETY: returns a pointer to a static NUL-terminated string (lzma.h).
+    let version = unsafe { std::ffi::CStr::from_ptr(liblzma_sys::lzma_version_string()) };
+    version.to_string_lossy().into_owned()
+}
+
 /// The multi-threaded xz encoder for a stream of `input_size` bytes: the
 /// preset's filters with a dictionary no larger than the input can fill, and
 /// the preset's block size unless `block_size` says otherwise (only for
@@ -185,11 +257,7 @@ fn xz_stream_builder(level: i32, threads: u32, input_size: u64, block_size: Opti
     let mut filters = Filters::new();
     filters.lzma2(&options);
     let mut builder = MtStreamBuilder::new();
-    builder
-        .filters(filters)
-        .threads(threads)
-        .block_size(block_size.unwrap_or(xz_block_size(preset)?))
-        .check(Check::Crc64);
+    builder.filters(filters).threads(threads).block_size(block_size.unwrap_or(xz_block_size(preset)?)).check(XZ_CHECK);
     Some(builder)
 }
 
@@ -427,6 +495,34 @@ mod tests {
             eprintln!("zstd level {level} threads {threads}: holds {held}, estimate {estimate}");
             assert!(held <= estimate, "level {level}, {threads} threads: holds {held}, estimate {estimate}");
         }
+    }
+
+    #[test]
+    fn the_description_is_what_the_encoders_write() {
+        let data = sample(100_000);
+        let xz = compress(Compression::Xz, None, &data, 1);
+        let described = Compression::Xz.describe_encoder(None);
+        assert_eq!(described.level, Some(6));
+        let parameter =
+            |d: &EncoderDescription, key: &str| d.parameters.iter().find(|(k, _)| *k == key).unwrap().1.clone();
+        // The stream header's flags name the check (xz file format 2.1.1.2: 0x04 is CRC64).
+        assert_eq!((&xz[..6], xz[7]), (&b"\xfd7zXZ\0"[..], 0x04));
+        assert_eq!(parameter(&described, "check"), "crc64");
+        assert_eq!(parameter(&described, "blockSize"), (24u64 << 20).to_string());
+        assert!(described.libraries[0].1.starts_with("5."), "{:?}", described.libraries);
+
+        let zstd = compress(Compression::Zstd, Some(5), &data, 1);
+        let described = Compression::Zstd.describe_encoder(Some(5));
+        assert_eq!(described.level, Some(5));
+        // The frame header descriptor (RFC 8878 3.1.1.1.1): no content size
+        // (flag 0, not single segment), no checksum, no dictionary.
+        assert_eq!(&zstd[..4], &[0x28, 0xb5, 0x2f, 0xfd]);
+        assert_eq!(zstd[4] & 0b1110_0111, 0, "descriptor {:#010b}", zstd[4]);
+        assert_eq!(parameter(&described, "checksumFlag"), "0");
+        assert_eq!(described.libraries, [("libzstd", zstd::zstd_safe::version_string().to_owned())]);
+
+        let none = Compression::None.describe_encoder(None);
+        assert_eq!((none.level, none.parameters.len(), none.libraries.len()), (None, 0, 0));
     }
 
     #[test]

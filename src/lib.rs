@@ -6,9 +6,11 @@
 //! ([`dump`] → [`format::nar`] → [`format::hash`] → [`compression`] → file),
 //! then writes its [`format::narinfo`]. The modules under [`format`] are pure:
 //! they do no I/O of their own. [`sign`] adds signatures to a cache already
-//! written; [`verify`] checks a cache, whoever wrote it. [`shard`] splits a
-//! closure among several builds, and [`merge`] joins their caches (or any of
-//! ours) into one. [`nix`] asks the installed Nix for the closure of store
+//! written; [`verify`] checks a cache, whoever wrote it. [`reuse`] copies the
+//! compressed NARs of earlier caches made with the same settings (as their
+//! [`format::manifest`] says) instead of compressing again. [`shard`] splits
+//! a closure among several builds, and [`merge`] joins their caches (or any
+//! of ours) into one. [`nix`] asks the installed Nix for the closure of store
 //! paths named on the command line; [`progress`] shows how a run goes.
 
 pub mod atomic_file;
@@ -21,6 +23,7 @@ pub mod merge;
 pub mod nix;
 pub mod progress;
 pub mod resources;
+pub mod reuse;
 pub mod shard;
 pub mod sign;
 pub mod verify;

@@ -50,11 +50,12 @@ USAGE:
         As the builder of a derivation with __structuredAttrs = true and
         exportReferencesGraph.closure (what nix/default.nix makes): reads
         $NIX_ATTRS_JSON_FILE (or $NIX_BUILD_TOP/.attrs.json), writes to the
-        `out` output, uses $NIX_BUILD_CORES workers (0: all cores) and the
-        `maxMemory` attribute as --max-memory. With the attributes `shard`
-        and `shards` (what mkBinaryCache's `shards` makes), writes only that
-        shard's part of the closure (largest NARs first, each to the shard
-        with the fewest NAR bytes so far), for `make-binary-cache merge`.
+        `out` output, uses $NIX_BUILD_CORES workers (0: all cores), the
+        `maxMemory` attribute as --max-memory and each of `reuse` as
+        --reuse. With the attributes `shard` and `shards` (what
+        mkBinaryCache's `shards` makes), writes only that shard's part of the
+        closure (largest NARs first, each to the shard with the fewest NAR
+        bytes so far), for `make-binary-cache merge`.
 
     make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE
         Sign the narinfos of a cache; see `make-binary-cache sign --help`.
@@ -77,9 +78,10 @@ WHAT TO PUT IN THE CACHE (one of):
                               list. Its `outputs.out`, `compression`,
                               `compressionLevel`, `maxMemory`, `priority`,
                               `wantMassQuery`, `writeNarListing` and
-                              `indexDebugInfo` are used unless the options
-                              below override them (true ones add to them);
-                              `shard` and `shards` as in a build.
+                              `indexDebugInfo` and `reuse` are used unless
+                              the options below override them (true ones and
+                              --reuse add to them); `shard` and `shards` as
+                              in a build.
 
     The closure must be whole: a reference that is neither in it nor
     already in DIR is an error, unless --partial.
@@ -136,6 +138,21 @@ OPTIONAL FILES (as `nix copy` writes them when asked):
                               lib/debug/.build-id/<xx>/<38 hex>.debug file in
                               the NARs (what index-debug-info=true writes),
                               for dwarffs; an existing entry is kept.
+
+EARLIER CACHES:
+    --reuse DIR               An earlier cache (ours, e.g. last night's) whose
+                              compressed NARs may be copied instead of
+                              compressing again; may be repeated (the first
+                              that has a path wins). Only where DIR's
+                              make-binary-cache.json matches this run's
+                              settings (else the log says which field differs
+                              and everything is compressed afresh), and only
+                              for a narinfo of the same store path, NarHash
+                              and NarSize. Store paths are still read and
+                              checked; the copy is checked against the
+                              narinfo's FileSize and FileHash, and a mismatch
+                              (a damaged DIR) fails the run. The cache is
+                              byte-identical to one written without --reuse.
 
 OUTPUT:
     -q, --quiet               Print no progress: no bar, no per-path lines, no
@@ -309,7 +326,9 @@ every narinfo:
   - with --public-key: at least one of its signatures verifies under one of
     the keys given.
 
-Files in nar/ that no narinfo names, and other unknown files, are warnings.
+Files in nar/ that no narinfo names, and other unknown files, are warnings
+(make-binary-cache.json, the manifest our caches carry, is known: a warning
+only if it does not parse).
 A compression other than none, xz and zstd (bzip2, br, ...) is a problem: it
 cannot be checked. Content-addressed paths need a signature like any other
 when keys are given (Nix accepts them unsigned if their CA matches the store
@@ -504,6 +523,8 @@ struct Job {
     /// With a shard: which, and the store paths of the closure the other
     /// shards write (present as far as completeness goes).
     shard: Option<(Shard, BTreeSet<StorePath>)>,
+    /// --reuse: earlier caches, opened once the settings are known.
+    reuse: Vec<PathBuf>,
 }
 
 impl Job {
@@ -530,7 +551,7 @@ fn try_main() -> Result<()> {
     if args.first().is_some_and(|a| a == "merge") {
         return merge_main(args.into_iter().skip(1).collect()).map_err(|e| usage(e, "merge --help"));
     }
-    let job = if args.is_empty() {
+    let mut job = if args.is_empty() {
         builder_job(store_dir)?
     } else {
         match cli_job(args, store_dir).map_err(|e| usage(e, "--help"))? {
@@ -544,6 +565,11 @@ fn try_main() -> Result<()> {
         closure::check_complete(&job.closure, |path| elsewhere(path) || cache::has_narinfo(&job.out, path))
             .with_context(|| format!("writing to {}", job.out.display()))?;
     }
+    let (earlier, notes) = cache::EarlierCaches::open(&job.reuse, &job.settings.manifest(), &job.settings.store_dir)?;
+    for note in notes {
+        eprintln!("make-binary-cache: {note}");
+    }
+    job.settings.reuse = earlier;
     let settings = &job.settings;
     if !job.quiet {
         let shard = match &job.shard {
@@ -566,6 +592,9 @@ fn try_main() -> Result<()> {
         cache::write_cache_observed(&job.closure, &job.out, settings, progress)
     })?;
     if !job.quiet {
+        for note in &summary.notes {
+            eprintln!("make-binary-cache: {note}");
+        }
         eprintln!("make-binary-cache: done: {summary}");
     }
     Ok(())
@@ -617,6 +646,7 @@ fn builder_job(store_dir: String) -> Result<Job> {
         partial: false,
         quiet: false,
         shard: None,
+        reuse: attrs.reuse,
     };
     Ok(bounded(job.sharded(attrs.shard), jobs, attrs.max_memory))
 }
@@ -633,6 +663,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
     let (mut priority, mut want_mass_query) = (None::<i32>, None::<bool>);
     let (mut write_nar_listing, mut index_debug_info) = (None::<()>, None::<()>);
     let mut paths = Vec::<PathBuf>::new();
+    let mut reuse = Vec::new();
     let mut parser = lexopt::Parser::from_args(args);
     while let Some(arg) = parser.next()? {
         match arg {
@@ -659,6 +690,8 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             Long("want-mass-query") => set_once(&mut want_mass_query, "--want-mass-query", true)?,
             Long("write-nar-listing") => set_once(&mut write_nar_listing, "--write-nar-listing", ())?,
             Long("index-debug-info") => set_once(&mut index_debug_info, "--index-debug-info", ())?,
+            // Repeatable: several earlier caches may each hold some paths.
+            Long("reuse") => reuse.push(non_empty(parser.value()?, "--reuse")?),
             Value(path) => paths.push(non_empty(path, "PATH")?),
             Short('h') | Long("help") => {
                 print!("{HELP}");
@@ -688,6 +721,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
                 index_debug_info = Some(());
             }
             shard = attrs.shard;
+            reuse.splice(0..0, attrs.reuse);
             (attrs.closure, attrs.out)
         }
         (None, Some(file), true) => {
@@ -731,6 +765,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         partial: partial.is_some(),
         quiet: quiet.is_some(),
         shard: None,
+        reuse,
     };
     Ok(Some(bounded(job.sharded(shard), jobs.unwrap_or_else(all_cores), max_memory)))
 }
@@ -786,6 +821,7 @@ fn settings(store_dir: String, compression: Option<Compression>, level: Option<i
         want_mass_query: None,
         write_nar_listing: false,
         index_debug_info: false,
+        reuse: Default::default(),
     })
 }
 

@@ -236,8 +236,13 @@ impl Observer for Progress {
         self.done_paths.fetch_add(1, Ordering::Relaxed);
         if let Mode::Log { .. } = self.mode {
             // One write per line so lines from workers do not interleave.
-            let line =
-                format!("copied {} (NAR {}, file {})\n", info.path, human(written.nar_size), human(written.file_size));
+            let line = format!(
+                "copied {} (NAR {}, file {}{})\n",
+                info.path,
+                human(written.nar_size),
+                human(written.file_size),
+                if written.reused { ", reused" } else { "" }
+            );
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }

@@ -22,6 +22,8 @@
 //!
 //! Files in `nar/` that no narinfo names, and unknown files at the top of the
 //! cache, are warnings only: they do no harm to Nix, but may be leftovers.
+//! `make-binary-cache.json` (see [`crate::format::manifest`]) is known, and
+//! a warning only when it does not parse.
 //!
 //! Every problem is reported, with the store path it concerns (or the file,
 //! when there is no store path to name), not just the first; [`verify_cache`]
@@ -52,6 +54,7 @@ use crate::compression::Compression;
 use crate::format::hash::Sha256Hash;
 use crate::format::key::{PublicKey, fingerprint};
 use crate::format::listing::Listing;
+use crate::format::manifest::{self, Manifest};
 use crate::format::nar_reader::{Event, NarError, NarReader};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::check_store_dir;
@@ -299,6 +302,14 @@ fn list_top(cache: &Path) -> Result<(Vec<String>, Vec<Finding>)> {
         };
         if name.ends_with(".narinfo") {
             names.push(name.to_owned());
+        } else if name == manifest::FILE_NAME {
+            // Ours; Nix ignores it. Only `--reuse` reads it, and a garbled
+            // one only stops reuse, so it is a warning.
+            let checked =
+                fs::read_to_string(dirent.path()).map_err(|e| e.to_string()).and_then(|t| Manifest::check(&t));
+            if let Err(e) = checked {
+                findings.push(warning(shown, format!("not a make-binary-cache manifest: {e}")));
+            }
         } else if !(name == "nix-cache-info"
             || name == "nar"
             || EMPTY_DIRS.contains(&name)

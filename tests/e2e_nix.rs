@@ -212,6 +212,11 @@ fn wrong_argument_types_are_evaluation_errors() {
 
     let err = eval_error("{ }");
     assert!(err.contains("rootPaths"), "{err}");
+
+    let err = eval_error(r#"{ rootPaths = [ fixture ]; reuse = "x"; }"#);
+    assert!(err.contains("reuse must be a list of earlier caches"), "{err}");
+    let err = eval_error("{ rootPaths = [ fixture ]; reuse = [ 1 ]; }");
+    assert!(err.contains("every element of reuse"), "{err}");
 }
 
 #[test]
@@ -457,6 +462,38 @@ fn cache_of_several_roots_sharing_paths() {
     check_cache(&cache, &root, "zstd");
     copy_and_verify(&cache, &root, &tmp);
     assert_cache_untouched(&cache);
+}
+
+#[test]
+fn reuse_copies_an_earlier_caches_nars_and_nix_substitutes_from_the_result() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("reuse");
+    let root = build_fixture("", "a");
+    // The fixture stays; one extra path changes from the previous cache to
+    // this one (a new nonce each run, so that the build runs and logs).
+    let nonce = unique("reuse");
+    let expr = |reuse: &str| {
+        format!(
+            r#"let
+  stable = import (/. + root + "/tests/fixtures/closure.nix") {{ }};
+  changing = n: (import (/. + root + "/tests/fixtures/closure.nix") {{ nonce = n; }}).c;
+  previous = mkBinaryCache {{ name = "previous"; rootPaths = [ stable.a (changing "reuse-previous") ]; compression = "xz"; }};
+in
+mkBinaryCache {{ rootPaths = [ stable.a (changing nonce) ]; compression = "xz"; {reuse} }}"#
+        )
+    };
+    let (ok, cache, log) = run(&mut nix_build_expr(&builder_bin(), &nonce, &expr("reuse = [ previous ];")));
+    assert!(ok, "{log}");
+    assert!(log.contains("6 paths (5 NARs reused, 1 compressed)"), "{log}");
+    let cache = cache.trim();
+    let fresh = build_cache(&nonce, &expr(""));
+    assert_ne!(cache, fresh);
+    assert!(tree(Path::new(cache)) == tree(Path::new(&fresh)), "the reused cache differs from the fresh one");
+    copy_and_verify(cache, &root, &tmp);
+    substitute_from(cache, &root, &tmp);
+    assert_cache_untouched(cache);
 }
 
 #[test]

@@ -245,10 +245,6 @@ fn hello_cache_example_builds_and_substitutes() {
 // ---------------------------------------------------------------------------
 // doc/
 
-/// Arguments that other branches add to mkBinaryCache; the manual documents
-/// them already, so they may be missing from nix/default.nix here.
-const ARGUMENTS_ADDED_ELSEWHERE: &[&str] = &["reuse"];
-
 /// The documented inputs under the heading with anchor `anchor` in the
 /// manual page: each entry's name, whether it is marked _optional_, and its
 /// `_Default value:_` (the Nix text between backticks), if any.
@@ -305,7 +301,7 @@ fn manual_documents_every_argument_of_mk_binary_cache() {
     }
     for (name, _, _) in &documented {
         assert!(
-            args.iter().any(|(n, _)| n == name) || ARGUMENTS_ADDED_ELSEWHERE.contains(&name.as_str()),
+            args.iter().any(|(n, _)| n == name),
             "the manual documents `{name}`, which mkBinaryCache does not take"
         );
     }

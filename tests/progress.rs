@@ -75,6 +75,7 @@ fn the_observer_is_told_every_path_and_every_byte() {
             want_mass_query: None,
             write_nar_listing: false,
             index_debug_info: false,
+            reuse: Default::default(),
         };
         let observer = Counting::default();
         let out = tmp.join(format!("cache-{jobs}"));

@@ -10,6 +10,7 @@
 //! * [`nar_reader`]: a NAR read back as a stream, validated, its entries reported.
 //! * [`listing`]: the NAR listing (`<hash>.ls`) and the debug info index.
 //! * [`narinfo`]: what a binary cache says about one store path.
+//! * [`manifest`]: `make-binary-cache.json`, how a cache's NARs were made.
 //! * [`signature`]: `<key name>:<base64>` ed25519 signatures.
 //! * [`key`]: ed25519 secret and public keys, and the fingerprint they sign.
 
@@ -17,6 +18,7 @@ pub mod content_address;
 pub mod hash;
 pub mod key;
 pub mod listing;
+pub mod manifest;
 pub mod nar;
 pub mod nar_reader;
 pub mod narinfo;

@@ -1,0 +1,209 @@
+//! Reusing the compressed NARs of earlier caches (`--reuse DIR`, mkBinaryCache's
+//! `reuse`).
+//!
+//! Most of a closure rebuilt every night has not changed since the last
+//! night, and compressing it again (with xz, most of the time of a build) gives
+//! the same bytes as last time. So, for each store path of the closure, an
+//! earlier cache may supply its compressed NAR:
+//!
+//! * only a cache whose [manifest](crate::format::manifest) is the same as
+//!   this run's: same compression, level, encoder settings, tool and library
+//!   versions, so that its NARs are the bytes this run would write. A cache
+//!   with another manifest (or one saying its NARs are mixed), or none
+//!   (written by `nix copy`), supplies nothing, and [`EarlierCaches::open`] says so
+//!   once, naming the cache and the field that differs;
+//! * only for a narinfo of the same store path with the NarHash and NarSize
+//!   Nix recorded for it. The store path is still read and its NAR checked
+//!   against them as ever (cheap next to compressing); only compression is
+//!   skipped;
+//! * the NAR file is copied (`copy_file_range`, which shares the blocks where
+//!   the file system can reflink) and the copy checked against the narinfo's
+//!   FileSize and FileHash before it is named.
+//!
+//! A copy that does not match, a narinfo that does not parse or names a file
+//! outside its cache, a NAR file missing: the earlier cache is damaged, and
+//! the run fails naming the file, rather than quietly compressing afresh. A
+//! nightly cache whose predecessor (likely still served to users) rots is
+//! something to hear about; rerunning without `--reuse`, or after `make-binary-cache
+//! verify` and a repair, is the way out.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use sha2::Digest;
+
+use crate::atomic_file::AtomicFile;
+use crate::closure::PathInfo;
+use crate::compression::Compression;
+use crate::format::hash::Sha256Hash;
+use crate::format::manifest::{self, Manifest};
+use crate::format::narinfo::{ParsedNarInfo, nar_file};
+
+/// The earlier caches whose NARs may be reused: those whose manifest is
+/// this run's.
+#[derive(Debug, Clone, Default)]
+pub struct EarlierCaches {
+    caches: Vec<PathBuf>,
+    /// How many were given, usable or not.
+    given: usize,
+}
+
+/// A compressed NAR of an earlier cache that this run may copy.
+#[derive(Debug, Clone)]
+pub struct Reusable {
+    /// The narinfo that describes it, for errors.
+    pub narinfo: PathBuf,
+    /// The NAR file.
+    pub nar: PathBuf,
+    pub file_hash: Sha256Hash,
+    pub file_size: u64,
+}
+
+impl EarlierCaches {
+    /// Opens `dirs` for a run that writes NARs as `ours` says, for the store
+    /// directory `store_dir`. Returns the caches that can supply NARs and one
+    /// line for the log about each that cannot. A directory that is not a
+    /// binary cache at all is an error (a mistyped path should not silently
+    /// cost a full rebuild).
+    pub fn open(dirs: &[PathBuf], ours: &Manifest, store_dir: &str) -> Result<(Self, Vec<String>)> {
+        let mut caches = Vec::new();
+        let mut notes = Vec::new();
+        for dir in dirs {
+            let cache_info = dir.join("nix-cache-info");
+            let text = match fs::read_to_string(&cache_info) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !dir.is_dir() {
+                        bail!("--reuse {}: no such directory", dir.display());
+                    }
+                    bail!("--reuse {} is not a binary cache: it has no nix-cache-info", dir.display());
+                }
+                result => result.with_context(|| format!("reading {}", cache_info.display()))?,
+            };
+            let theirs = text.lines().filter_map(|l| l.split_once(':')).find(|(k, _)| *k == "StoreDir");
+            if let Some((_, theirs)) = theirs
+                && theirs.trim() != store_dir
+            {
+                notes.push(format!(
+                    "{} is a cache for the store directory {}, not {store_dir}: none of its NARs are reused",
+                    dir.display(),
+                    theirs.trim()
+                ));
+                continue;
+            }
+            let file = dir.join(manifest::FILE_NAME);
+            match fs::read_to_string(&file) {
+                Ok(text) => match ours.compare(&text) {
+                    Ok(()) => caches.push(dir.clone()),
+                    Err(why) => notes.push(format!(
+                        "{}: made with other settings ({why}): none of its NARs are reused, all are compressed \
+                         afresh",
+                        file.display()
+                    )),
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => notes.push(format!(
+                    "{} has no {} (written by `nix copy` or by an older version): none of its NARs are \
+                     reused, all are compressed afresh",
+                    dir.display(),
+                    manifest::FILE_NAME
+                )),
+                Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+            }
+        }
+        Ok((Self { caches, given: dirs.len() }, notes))
+    }
+
+    /// Whether any earlier cache was given, usable or not.
+    pub fn given(&self) -> bool {
+        self.given > 0
+    }
+
+    /// The NAR of `info` in the first earlier cache that has it: a narinfo
+    /// for the same store path, with its NarHash, NarSize and this run's
+    /// `compression`. `None` when no cache has it.
+    pub fn find(&self, info: &PathInfo, compression: Compression, store_dir: &str) -> Result<Option<Reusable>> {
+        for cache in &self.caches {
+            let narinfo = cache.join(format!("{}.narinfo", info.path.hash_part()));
+            let text = match fs::read_to_string(&narinfo) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                result => result.with_context(|| format!("reading {}", narinfo.display()))?,
+            };
+            let theirs = ParsedNarInfo::parse(store_dir, &text).map_err(|e| {
+                anyhow!("{}: {e}: the earlier cache {} is damaged (see --reuse)", narinfo.display(), cache.display())
+            })?;
+            // Another store path with the same hash part, or the same path
+            // built again with other contents: not this NAR.
+            if theirs.store_path != info.path || (theirs.nar_hash, theirs.nar_size) != (info.nar_hash, info.nar_size) {
+                continue;
+            }
+            if theirs.compression != compression {
+                bail!(
+                    "{} says Compression: {}, but the manifest of {} says {compression}: the earlier cache is \
+                     damaged (see --reuse)",
+                    narinfo.display(),
+                    theirs.compression,
+                    cache.display()
+                );
+            }
+            let url = nar_file(&theirs.url).map_err(|e| anyhow!("{}: {e}", narinfo.display()))?;
+            return Ok(Some(Reusable {
+                nar: cache.join(url),
+                narinfo,
+                file_hash: theirs.file_hash,
+                file_size: theirs.file_size,
+            }));
+        }
+        Ok(None)
+    }
+}
+
+impl Reusable {
+    /// Copies the NAR file into `file` (an unnamed file of the new cache)
+    /// and checks that the copy has the FileSize and FileHash the earlier
+    /// narinfo gives.
+    pub fn copy_into(&self, file: &mut AtomicFile) -> Result<()> {
+        let damaged = |what: String| {
+            anyhow!(
+                "{what}; the earlier cache is damaged: check it with `make-binary-cache verify`, or build without \
+                 reusing it"
+            )
+        };
+        let mut source = File::open(&self.nar)
+            .with_context(|| format!("opening {}, which {} names", self.nar.display(), self.narinfo.display()))?;
+        let mut target = file.as_file();
+        // std's copy between two files is copy_file_range where the kernel has it.
+        let copied = io::copy(&mut source, &mut target).with_context(|| format!("copying {}", self.nar.display()))?;
+        if copied != self.file_size {
+            return Err(damaged(format!(
+                "{} has {copied} bytes, but {} says FileSize: {}",
+                self.nar.display(),
+                self.narinfo.display(),
+                self.file_size
+            )));
+        }
+        // What is checked is the copy, what this cache will serve.
+        let mut copy = target;
+        io::Seek::rewind(&mut copy).with_context(|| format!("reading back the copy of {}", self.nar.display()))?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match copy.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => hasher.update(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).with_context(|| format!("reading back the copy of {}", self.nar.display())),
+            }
+        }
+        let hash = Sha256Hash(hasher.finalize().into());
+        if hash != self.file_hash {
+            return Err(damaged(format!(
+                "{} has hash {hash}, but {} says FileHash: {}",
+                self.nar.display(),
+                self.narinfo.display(),
+                self.file_hash
+            )));
+        }
+        Ok(())
+    }
+}
