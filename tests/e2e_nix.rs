@@ -486,7 +486,7 @@ mkBinaryCache {{ rootPaths = [ stable.a (changing nonce) ]; compression = "xz"; 
     };
     let (ok, cache, log) = run(&mut nix_build_expr(&builder_bin(), &nonce, &expr("reuse = [ previous ];")));
     assert!(ok, "{log}");
-    assert!(log.contains("6 paths (5 NARs reused, 1 compressed)"), "{log}");
+    assert!(log.contains("6 store paths (5 NARs reused, 1 compressed)"), "{log}");
     let cache = cache.trim();
     let fresh = build_cache(&nonce, &expr(""));
     assert_ne!(cache, fresh);

@@ -177,7 +177,7 @@ fn flake_package_overlay_and_formatter() {
         "--apply",
         "o: builtins.attrNames (o { } { })",
     ]));
-    assert_eq!(added, r#"["make-binary-cache","mkBinaryCache"]"#);
+    assert_eq!(added, r#"["make-binary-cache","mergeBinaryCaches","mkBinaryCache"]"#);
     let cache_drv = run_ok(&mut flakes.nix(&[
         "eval",
         "--raw",

@@ -50,7 +50,7 @@ fn reused_caches_are_byte_identical_to_fresh_ones_and_substitute() {
         let reused = tmp.join(format!("{compression}-reused"));
         let log = write(&after, &reused, &[&c[..], &reuse_arg(&earlier)].concat());
         // All of the fixture's 5 paths, not the new one.
-        assert!(log.contains("6 paths (5 NARs reused, 1 compressed)"), "{log}");
+        assert!(log.contains("6 store paths (5 NARs reused, 1 compressed)"), "{log}");
         assert_eq!(log.matches(", reused)").count(), 5, "{log}");
         let new_path = log.lines().find(|l| l.starts_with(&format!("copied {} (", roots[1]))).unwrap();
         assert!(!new_path.contains("reused") && !log.contains("afresh"), "{log}");
@@ -94,7 +94,7 @@ fn another_level_is_not_reused_and_the_log_says_why() {
         manifest.display()
     );
     assert_eq!(log.matches(&line).count(), 1, "{log}");
-    assert!(log.contains("6 paths (0 NARs reused, 6 compressed)"), "{log}");
+    assert!(log.contains("6 store paths (0 NARs reused, 6 compressed)"), "{log}");
     let fresh = tmp.join("fresh-9");
     write(&closure, &fresh, &["--compression", "xz", "--compression-level", "9"]);
     assert!(tree(&out) == tree(&fresh));
