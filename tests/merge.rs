@@ -59,25 +59,6 @@ fn disjoint_caches(tmp: &TempDir, extra: &[&str]) -> (PathBuf, PathBuf) {
     (lower, upper)
 }
 
-/// `nix copy` of `root` from `cache` into the fresh store `tmp/<store>`,
-/// checked there as Nix checks a store.
-fn copy_and_verify(cache: &Path, root: &str, tmp: &TempDir, store: &str) {
-    let store = tmp.join(store);
-    run_ok(
-        nix_cmd("nix")
-            .args(["copy", "--no-require-sigs", "--from"])
-            .arg(format!("file://{}", cache.display()))
-            .arg("--to")
-            .arg(&store)
-            .arg(root),
-    );
-    run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
-    let copied = run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["-qR", root]));
-    let mut copied: Vec<String> = copied.lines().map(str::to_string).collect();
-    copied.sort();
-    assert_eq!(copied, closure_of(root));
-}
-
 /// A writable copy of a cache, to damage.
 fn copy_tree(from: &Path, to: &Path) {
     run_ok(Command::new("cp").arg("-r").arg(from).arg(to));
@@ -100,7 +81,7 @@ fn disjoint_caches_merge_into_the_cache_of_their_union() {
         assert!(ok, "{log}");
         assert_eq!(tree(&merged), tree(&whole), "{}", extra.join(" "));
         assert!(!log.contains("not copied"), "{log}");
-        copy_and_verify(&merged, &root, &tmp, &format!("store{}", extra.join("")));
+        copy_closure_from(&merged, &tmp.join(format!("store{}", extra.join(""))), &[&root]);
         run_ok(ours().arg("verify").arg(&merged));
     }
 }
@@ -132,7 +113,7 @@ fn shards_of_a_closure_merge_into_the_cache_of_the_whole() {
         run_ok(&mut merge(&merged, &parts));
         assert_eq!(tree(&merged), tree(&whole), "{shards} shards");
     }
-    copy_and_verify(&tmp.join("merged-3"), &root, &tmp, "store");
+    copy_closure_from(&tmp.join("merged-3"), &tmp.join("store"), &[&root]);
 }
 
 /// A builder's attrs file for one shard of the closure `path_info` (the
@@ -157,7 +138,7 @@ fn overlapping_caches_must_agree() {
     assert!(ok, "{log}");
     assert_eq!(tree(&merged), tree(&whole));
     assert!(log.contains("5 narinfos (3 in more than one input)"), "{log}");
-    copy_and_verify(&merged, &root, &tmp, "store");
+    copy_closure_from(&merged, &tmp.join("store"), &[&root]);
 
     // The same store path compressed differently: an error naming it and both inputs.
     let b_closure = path_info(&tmp, "b", true, &[&build_fixture("", "b")]);
@@ -374,7 +355,7 @@ fn sharded_mk_binary_cache_is_byte_identical_to_the_unsharded_one() {
             assert_eq!(tree(&merged), tree(&whole), "{compression}, {shards} shards");
         }
         let merged = nix_build(&format!("mkBinaryCache {{ {args} shards = 2; }}"));
-        copy_and_verify(&merged, &root, &tmp, &format!("store-{compression}"));
+        copy_closure_from(&merged, &tmp.join(format!("store-{compression}")), &[&root]);
         run_ok(nix_cmd("nix-store").arg("--verify-path").arg(&merged));
         if compression == "zstd" {
             substitute_from(&merged, &root, &tmp);
@@ -401,7 +382,7 @@ fn merge_binary_caches_joins_overlapping_caches() {
     );
     assert!(merged.to_str().unwrap().ends_with("-joined"), "{}", merged.display());
     assert_eq!(tree(&merged), tree(&whole));
-    copy_and_verify(&merged, &root, &tmp, "store");
+    copy_closure_from(&merged, &tmp.join("store"), &[&root]);
 
     // Caches written with other settings conflict, and the build says where.
     let (ok, _, log) = run(&mut nix_build_expr(
@@ -530,5 +511,5 @@ fn a_cache_written_by_nix_copy_merges_with_ours() {
     fs::remove_file(whole.join("make-binary-cache.json")).unwrap();
     // Uncompressed, our cache is byte for byte what nix copy writes: so is the merge.
     assert_eq!(tree(&merged), tree(&whole));
-    copy_and_verify(&merged, &root, &tmp, "store");
+    copy_closure_from(&merged, &tmp.join("store"), &[&root]);
 }

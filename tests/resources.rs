@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{TempDir, nix_cmd, ours, run, run_fail, run_ok, skip_without_nix};
+use common::{TempDir, copy_closure_from, nix_cmd, ours, run, run_fail, run_ok, skip_without_nix};
 
 #[test]
 fn empty_out_and_repeated_flags_are_errors() {
@@ -210,21 +210,7 @@ fn incomplete_closures_fail_unless_partial_or_already_cached() {
     // Real Nix agrees both are whole.
     for dir in [overlay, cache] {
         let store = tmp.join(format!("store-{}", dir.file_name().unwrap().to_str().unwrap()));
-        run_ok(
-            nix_cmd("nix")
-                .args(["copy", "--no-require-sigs", "--from"])
-                .arg(format!("file://{}", dir.display()))
-                .arg("--to")
-                .arg(&store)
-                .arg(&root),
-        );
-        run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
-        assert_eq!(
-            run_ok(nix_cmd("nix-store").arg("--store").arg(&store).arg("-qR").arg(&root)).lines().count(),
-            5,
-            "{}: not the whole closure in the new store",
-            dir.display()
-        );
+        copy_closure_from(&dir, &store, &[&root]);
     }
 }
 
