@@ -56,8 +56,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
 use crate::atomic_file::AtomicFile;
-use crate::cache::{CacheInfo, EMPTY_DIRS, human};
+use crate::cache::{EMPTY_DIRS, human};
 use crate::compression::Compression;
+use crate::format::cache_info::{self, CacheInfo};
 use crate::format::hash::Sha256Hash;
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::{StorePath, check_store_dir};
@@ -274,7 +275,8 @@ fn read_input(dir: &Path, index: usize) -> Result<Input> {
         }
         result => result.with_context(|| format!("reading {}", info_file.display()))?,
     };
-    let store_dir = cache_info_field(&cache_info, "StoreDir").ok_or_else(|| {
+    let parsed = cache_info::parse(&cache_info).map_err(|e| anyhow!("{}: {e}", info_file.display()))?;
+    let store_dir = parsed.store_dir.map(|f| f.value).ok_or_else(|| {
         anyhow!("{} names no StoreDir: which store its narinfos are for is unknown", info_file.display())
     })?;
     check_store_dir(store_dir).map_err(|e| anyhow!("{}: StoreDir {store_dir:?}: {e}", info_file.display()))?;
@@ -337,12 +339,6 @@ fn read_narinfo(dir: &Path, name: &str, store_dir: &str, input: usize) -> Result
     Ok(Entry { input, name: name.to_owned(), text, info })
 }
 
-/// The value of `key` in a `nix-cache-info`, read as Nix reads it (see
-/// [`crate::cache::CacheInfo`]).
-fn cache_info_field<'t>(text: &'t str, key: &str) -> Option<&'t str> {
-    text.lines().filter_map(|line| line.split_once(':')).find(|(k, _)| *k == key).map(|(_, v)| v.trim())
-}
-
 /// The merged cache's `nix-cache-info`: the inputs' own when they are all
 /// the same, else the writer's text for the settings they agree on.
 fn agreed_cache_info(inputs: &[Input]) -> Result<String> {
@@ -350,27 +346,32 @@ fn agreed_cache_info(inputs: &[Input]) -> Result<String> {
     if inputs.iter().all(|input| input.cache_info == first.cache_info) {
         return Ok(first.cache_info.clone());
     }
-    for key in ["StoreDir", "WantMassQuery", "Priority"] {
-        let theirs = |input: &Input| cache_info_field(&input.cache_info, key).map(str::to_owned);
-        if let Some(other) = inputs.iter().find(|input| theirs(input) != theirs(first)) {
-            let show = |input: &Input| theirs(input).map_or(format!("no {key}"), |v| format!("{key}: {v}"));
+    let file = |input: &Input| input.dir.join(cache_info::FILE_NAME);
+    let parsed = inputs
+        .iter()
+        .map(|input| cache_info::parse(&input.cache_info).map_err(|e| anyhow!("{}: {e}", file(input).display())))
+        .collect::<Result<Vec<_>>>()?;
+    for key in cache_info::KEYS {
+        let value = |p: &cache_info::Parsed<'_>| p.field(key).map(|f| f.value.to_owned());
+        if let Some(other) = (1..inputs.len()).find(|&i| value(&parsed[i]) != value(&parsed[0])) {
+            let show = |p: &cache_info::Parsed<'_>| value(p).map_or(format!("no {key}"), |v| format!("{key}: {v}"));
             bail!(
                 "{} has {} but {} has {}: a merged cache can say only one (merge caches written with the same \
                  settings)",
-                first.dir.join("nix-cache-info").display(),
-                show(first),
-                other.dir.join("nix-cache-info").display(),
-                show(other)
+                file(first).display(),
+                show(&parsed[0]),
+                file(&inputs[other]).display(),
+                show(&parsed[other])
             );
         }
     }
-    let store_dir = cache_info_field(&first.cache_info, "StoreDir").expect("checked when read");
-    let priority = cache_info_field(&first.cache_info, "Priority");
-    let priority = priority
-        .map(|v| v.parse::<i32>().map_err(|e| anyhow!("{}: Priority {v:?}: {e}", first.dir.display())))
+    let ours = &parsed[0];
+    let store_dir = ours.store_dir.expect("checked when read").value;
+    let priority = ours
+        .priority
+        .map(|f| cache_info::parse_priority(f.value).map_err(|e| anyhow!("{}: {e}", file(first).display())))
         .transpose()?;
-    let want_mass_query = cache_info_field(&first.cache_info, "WantMassQuery").map(|v| v == "1");
-    Ok(CacheInfo { store_dir, priority, want_mass_query }.text())
+    Ok(CacheInfo { store_dir, priority, want_mass_query: ours.want_mass_query() }.text())
 }
 
 /// The input whose manifest the merged cache gets: the first, when every

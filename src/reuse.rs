@@ -37,6 +37,7 @@ use sha2::Digest;
 use crate::atomic_file::AtomicFile;
 use crate::closure::PathInfo;
 use crate::compression::Compression;
+use crate::format::cache_info;
 use crate::format::hash::Sha256Hash;
 use crate::format::manifest::{self, Manifest};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
@@ -71,24 +72,23 @@ impl EarlierCaches {
         let mut caches = Vec::new();
         let mut notes = Vec::new();
         for dir in dirs {
-            let cache_info = dir.join("nix-cache-info");
-            let text = match fs::read_to_string(&cache_info) {
+            let info_file = dir.join(cache_info::FILE_NAME);
+            let text = match fs::read_to_string(&info_file) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if !dir.is_dir() {
                         bail!("--reuse {}: no such directory", dir.display());
                     }
                     bail!("--reuse {} is not a binary cache: it has no nix-cache-info", dir.display());
                 }
-                result => result.with_context(|| format!("reading {}", cache_info.display()))?,
+                result => result.with_context(|| format!("reading {}", info_file.display()))?,
             };
-            let theirs = text.lines().filter_map(|l| l.split_once(':')).find(|(k, _)| *k == "StoreDir");
-            if let Some((_, theirs)) = theirs
-                && theirs.trim() != store_dir
+            let parsed = cache_info::parse(&text).map_err(|e| anyhow!("{}: {e}", info_file.display()))?;
+            if let Some(theirs) = parsed.store_dir.map(|f| f.value)
+                && theirs != store_dir
             {
                 notes.push(format!(
-                    "{} is a cache for the store directory {}, not {store_dir}: none of its NARs are reused",
+                    "{} is a cache for the store directory {theirs}, not {store_dir}: none of its NARs are reused",
                     dir.display(),
-                    theirs.trim()
                 ));
                 continue;
             }

@@ -51,6 +51,7 @@ use zeroize::Zeroizing;
 use crate::atomic_file::{AtomicFile, syncfs};
 use crate::cache::{count, human, per_second};
 use crate::compression::Compression;
+use crate::format::cache_info;
 use crate::format::hash::Sha256Hash;
 use crate::format::key::{SecretKey, fingerprint};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
@@ -191,17 +192,12 @@ fn cache_store_dir(cache: &Path) -> Result<Option<String>> {
         }
         result => result.with_context(|| format!("reading {}", file.display()))?,
     };
-    let mut store_dir = None;
-    for line in text.lines() {
-        if let Some(dir) = line.strip_prefix("StoreDir:") {
-            let dir = dir.trim();
-            check_store_dir(dir).map_err(|e| anyhow!("{}: StoreDir {dir:?}: {e}", file.display()))?;
-            if store_dir.replace(dir.to_owned()).is_some() {
-                bail!("{}: StoreDir appears twice", file.display());
-            }
-        }
-    }
-    Ok(store_dir)
+    let parsed = cache_info::parse(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let Some(store_dir) = parsed.store_dir.map(|f| f.value) else {
+        return Ok(None);
+    };
+    check_store_dir(store_dir).map_err(|e| anyhow!("{}: StoreDir {store_dir:?}: {e}", file.display()))?;
+    Ok(Some(store_dir.to_owned()))
 }
 
 /// Refuses to sign in place what must not or cannot be changed.
