@@ -12,6 +12,8 @@
 //! a closure among several builds, and [`merge`] joins their caches (or any
 //! of ours) into one. [`nix`] asks the installed Nix for the closure of store
 //! paths named on the command line; [`progress`] shows how a run goes.
+//! [`nar_check`] checks a NAR file against its narinfo for `merge`, `sign`
+//! and [`reuse`].
 
 pub mod atomic_file;
 pub mod cache;
@@ -20,6 +22,7 @@ pub mod compression;
 pub mod dump;
 pub mod format;
 pub mod merge;
+pub mod nar_check;
 pub mod nix;
 pub mod progress;
 pub mod resources;

@@ -48,20 +48,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use sha2::Digest;
 
 use crate::atomic_file::AtomicFile;
 use crate::cache::{EMPTY_DIRS, human};
-use crate::compression::Compression;
 use crate::format::cache_info::{self, CacheInfo};
-use crate::format::hash::Sha256Hash;
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::{StorePath, check_store_dir};
+use crate::nar_check::{self, Expected};
 use crate::sign::{run_parallel, write_narinfos};
 
 /// The manifest file the cache writer puts in a cache's root; opaque here.
@@ -224,14 +221,16 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
             let input = &read[entry.input].dir;
             let source = input.join(nar_file(&entry.info.url).expect("checked when read"));
             let file = File::open(&source).with_context(|| format!("opening {}", source.display()))?;
-            check_nar(&file, &source, &entry.info).with_context(|| {
-                format!(
-                    "checking the NAR file of {} ({}, which {} has too)",
-                    input.join(&entry.name).display(),
-                    entry.info.store_path,
-                    read[first.input].dir.display()
-                )
-            })
+            nar_check::check(&file, &source, "the narinfo", &Expected::of(&entry.info))
+                .and_then(|r| r.map_err(|why| anyhow!(why)))
+                .with_context(|| {
+                    format!(
+                        "checking the NAR file of {} ({}, which {} has too)",
+                        input.join(&entry.name).display(),
+                        entry.info.store_path,
+                        read[first.input].dir.display()
+                    )
+                })
         }
         Work::Other(rel, input) => copy_file(&read[input].dir.join(rel), out, rel),
     })?;
@@ -527,9 +526,11 @@ fn copy_nar(input: &Path, out: &Path, url: &Path, entry: &Entry) -> Result<()> {
     let source = input.join(url);
     let target = out.join(url);
     let copy = copy_unnamed(&source, &target)?;
-    check_nar(copy.as_file(), &source, &entry.info).with_context(|| {
-        format!("checking the NAR file of {} ({})", input.join(&entry.name).display(), entry.info.store_path)
-    })?;
+    nar_check::check(copy.as_file(), &source, "the narinfo", &Expected::of(&entry.info))
+        .and_then(|r| r.map_err(|why| anyhow!(why)))
+        .with_context(|| {
+            format!("checking the NAR file of {} ({})", input.join(&entry.name).display(), entry.info.store_path)
+        })?;
     let name = target.file_name().expect("a file").to_string_lossy().into_owned();
     copy.persist(&name).with_context(|| format!("naming {}", target.display()))
 }
@@ -553,41 +554,6 @@ fn copy_unnamed(source: &Path, target: &Path) -> Result<AtomicFile> {
     let mut from = File::open(source).with_context(context)?;
     io::copy(&mut from, &mut copy.as_file()).with_context(context)?;
     Ok(copy)
-}
-
-/// `file` (shown as `shown`) must have the narinfo's FileSize and FileHash,
-/// and uncompressed, be the NAR itself: NarSize and NarHash.
-fn check_nar(file: &File, shown: &Path, info: &ParsedNarInfo) -> Result<()> {
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = match file.read_at(&mut buf, size) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", shown.display())),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    let hash = Sha256Hash(hasher.finalize().into());
-    if size != info.file_size {
-        bail!("{} has {size} bytes, but the narinfo says FileSize: {}", shown.display(), info.file_size);
-    }
-    if hash != info.file_hash {
-        bail!("{} has hash {hash}, but the narinfo says FileHash: {}", shown.display(), info.file_hash);
-    }
-    if info.compression == Compression::None && (hash, size) != (info.nar_hash, info.nar_size) {
-        bail!(
-            "{} is uncompressed but has hash {hash} and size {size}, while the narinfo says NarHash: {} and \
-             NarSize: {}",
-            shown.display(),
-            info.nar_hash,
-            info.nar_size
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -28,11 +28,10 @@
 //! verify` and a repair, is the way out.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
-use sha2::Digest;
 
 use crate::atomic_file::AtomicFile;
 use crate::closure::PathInfo;
@@ -41,6 +40,7 @@ use crate::format::cache_info;
 use crate::format::hash::Sha256Hash;
 use crate::format::manifest::{self, Manifest};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
+use crate::nar_check::{self, Expected};
 
 /// The earlier caches whose NARs may be reused: those whose manifest is
 /// this run's.
@@ -171,39 +171,12 @@ impl Reusable {
         };
         let mut source = File::open(&self.nar)
             .with_context(|| format!("opening {}, which {} names", self.nar.display(), self.narinfo.display()))?;
-        let mut target = file.as_file();
         // std's copy between two files is copy_file_range where the kernel has it.
-        let copied = io::copy(&mut source, &mut target).with_context(|| format!("copying {}", self.nar.display()))?;
-        if copied != self.file_size {
-            return Err(damaged(format!(
-                "{} has {copied} bytes, but {} says FileSize: {}",
-                self.nar.display(),
-                self.narinfo.display(),
-                self.file_size
-            )));
-        }
+        io::copy(&mut source, &mut file.as_file()).with_context(|| format!("copying {}", self.nar.display()))?;
         // What is checked is the copy, what this cache will serve.
-        let mut copy = target;
-        io::Seek::rewind(&mut copy).with_context(|| format!("reading back the copy of {}", self.nar.display()))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            match copy.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => hasher.update(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e).with_context(|| format!("reading back the copy of {}", self.nar.display())),
-            }
-        }
-        let hash = Sha256Hash(hasher.finalize().into());
-        if hash != self.file_hash {
-            return Err(damaged(format!(
-                "{} has hash {hash}, but {} says FileHash: {}",
-                self.nar.display(),
-                self.narinfo.display(),
-                self.file_hash
-            )));
-        }
-        Ok(())
+        let expected = Expected { file_size: self.file_size, file_hash: self.file_hash, nar: None };
+        nar_check::check(file.as_file(), &self.nar, &self.narinfo.display().to_string(), &expected)
+            .with_context(|| format!("reading back the copy of {}", self.nar.display()))?
+            .map_err(damaged)
     }
 }

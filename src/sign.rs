@@ -45,17 +45,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use sha2::Digest;
 use zeroize::Zeroizing;
 
 use crate::atomic_file::{AtomicFile, syncfs};
 use crate::cache::{count, human, per_second};
-use crate::compression::Compression;
 use crate::format::cache_info;
-use crate::format::hash::Sha256Hash;
 use crate::format::key::{SecretKey, fingerprint};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::check_store_dir;
+use crate::nar_check::{self, Expected};
 
 /// What a run did, for the closing log line.
 #[derive(Debug, Clone)]
@@ -334,45 +332,10 @@ fn sign_one(entry: &Entry, cache: &Path, out: Option<&Path>, key: &SecretKey) ->
     signed.as_narinfo().render().map_err(|e| anyhow!("{}: {e}", narinfo_file.display()))
 }
 
-/// The NAR file must have the narinfo's FileSize and FileHash.
+/// The NAR file must be what the narinfo says (see [`nar_check`]).
 fn check_nar_file(file: &Path, info: &ParsedNarInfo) -> Result<()> {
-    let mut f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let size = f.metadata().with_context(|| format!("reading {}", file.display()))?.len();
-    // The size first: it costs nothing and catches a truncated copy.
-    if size != info.file_size {
-        bail!("{} has {size} bytes, but the narinfo says FileSize: {}; {DAMAGED}", file.display(), info.file_size);
-    }
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut read = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
-        };
-        hasher.update(&buf[..n]);
-        read += n as u64;
-    }
-    let hash = Sha256Hash(hasher.finalize().into());
-    if read != info.file_size {
-        bail!("{} changed while being read: {read} bytes read, {} expected", file.display(), info.file_size);
-    }
-    if hash != info.file_hash {
-        bail!("{} has hash {hash}, but the narinfo says FileHash: {}; {DAMAGED}", file.display(), info.file_hash);
-    }
-    // Uncompressed, the file is the NAR: what was just hashed is the NarHash.
-    if info.compression == Compression::None && (hash, read) != (info.nar_hash, info.nar_size) {
-        bail!(
-            "{} is uncompressed but has hash {hash} and size {read}, while the narinfo says NarHash: {} and \
-             NarSize: {}; {DAMAGED}",
-            file.display(),
-            info.nar_hash,
-            info.nar_size
-        );
-    }
-    Ok(())
+    let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    nar_check::check(&f, file, "the narinfo", &Expected::of(info))?.map_err(|why| anyhow!("{why}; {DAMAGED}"))
 }
 
 /// Copies everything under `cache/rel` but the narinfos and the NARs they
