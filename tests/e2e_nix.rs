@@ -14,11 +14,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-
-fn builder_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_make-binary-cache"))
-}
+use std::path::Path;
 
 /// The NAR file suffix for a compression, as Nix names them.
 fn nar_suffix(compression: &str) -> &'static str {
@@ -160,7 +156,7 @@ fn checks_accept_caches_written_by_real_nix() {
         let sub = TempDir::new(&format!("reference-{compression}"));
         copy_closure_from(Path::new(cache), &sub.join("store"), &[&root]);
         if compression == "zstd" {
-            substitute_from(cache, &root, &sub);
+            substitute_fixture(&[Path::new(cache)], &sub.join("store2"), &root);
         }
     }
 }
@@ -347,26 +343,6 @@ fn assert_cache_untouched(cache: &str) {
     run_ok(nix_cmd("nix-store").args(["--verify-path", cache]));
 }
 
-/// Substitute the fixture from the cache into another fresh chroot store
-/// with nix-build, building nothing.
-fn substitute_from(cache: &str, root: &str, tmp: &TempDir) {
-    let store = tmp.join("store2");
-    let (ok, stdout, stderr) = run(nix_cmd("nix-build")
-        .arg(repo_root().join("tests/fixtures/closure.nix"))
-        .args(["-A", "a", "--no-out-link", "--max-jobs", "0"])
-        .arg("--store")
-        .arg(&store)
-        .args(["--option", "substituters", &format!("file://{cache}")])
-        .args(["--option", "require-sigs", "false"]));
-    assert!(ok, "substitution failed:\n{stderr}");
-    assert_eq!(stdout.trim(), root, "{stderr}");
-    for path in closure_of(root) {
-        let inside = store.join(path.trim_start_matches('/'));
-        assert!(fs::symlink_metadata(&inside).is_ok(), "{} not substituted:\n{stderr}", inside.display());
-    }
-    run_ok(nix_cmd("nix").args(["store", "verify", "--no-trust", "--all", "--store"]).arg(&store));
-}
-
 #[test]
 fn cache_without_compression() {
     if skip_without_nix() {
@@ -409,7 +385,7 @@ fn cache_with_zstd_default_and_substitution() {
     let cache = build_cache("", "mkBinaryCache { rootPaths = [ fixture ]; }");
     check_cache(&cache, &root, "zstd");
     copy_closure_from(Path::new(&cache), &tmp.join("store"), &[&root]);
-    substitute_from(&cache, &root, &tmp);
+    substitute_fixture(&[Path::new(&cache)], &tmp.join("store2"), &root);
     assert_cache_untouched(&cache);
 }
 
@@ -464,7 +440,7 @@ mkBinaryCache {{ rootPaths = [ stable.a (changing nonce) ]; compression = "xz"; 
     assert_ne!(cache, fresh);
     assert!(tree(Path::new(cache)) == tree(Path::new(&fresh)), "the reused cache differs from the fresh one");
     copy_closure_from(Path::new(cache), &tmp.join("store"), &[&root]);
-    substitute_from(cache, &root, &tmp);
+    substitute_fixture(&[Path::new(cache)], &tmp.join("store2"), &root);
     assert_cache_untouched(cache);
 }
 

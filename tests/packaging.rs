@@ -11,12 +11,8 @@ mod common;
 use common::*;
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn builder_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_make-binary-cache"))
-}
 
 /// `nix` with flakes enabled, which Nix 2.8 still calls experimental.
 fn nix_flakes() -> Command {

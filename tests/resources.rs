@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{TempDir, copy_closure_from, nix_cmd, ours, run, run_fail, run_ok, skip_without_nix};
+use common::{TempDir, copy_closure_from, nix_cmd, ours, path_info, run, run_fail, run_ok, skip_without_nix};
 
 #[test]
 fn empty_out_and_repeated_flags_are_errors() {
@@ -149,18 +149,6 @@ fn workers_are_capped_at_the_cores_available() {
     let (ok, _, log) = run(ours().env("NIX_ATTRS_JSON_FILE", &attrs).env("NIX_BUILD_CORES", "10000"));
     assert!(ok, "{log}");
     assert!(log.contains("10000 workers asked for"), "{log}");
-}
-
-/// `nix path-info --json [--recursive] PATHS…` written to a file.
-fn path_info(tmp: &TempDir, name: &str, recursive: bool, paths: &[&str]) -> PathBuf {
-    let mut cmd = nix_cmd("nix");
-    cmd.args(["path-info", "--json"]);
-    if recursive {
-        cmd.arg("--recursive");
-    }
-    let file = tmp.join(name);
-    fs::write(&file, run_ok(cmd.args(paths))).unwrap();
-    file
 }
 
 fn narinfos(dir: &std::path::Path) -> Vec<String> {

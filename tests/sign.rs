@@ -43,8 +43,7 @@ fn cli_cache(tmp: &TempDir, name: &str) -> (String, PathBuf) {
     let root = build_fixture("", "a");
     let closure = tmp.join("closure.json");
     if !closure.exists() {
-        let json = run_ok(nix_cmd("nix").args(["path-info", "--json", "--recursive"]).arg(&root));
-        fs::write(&closure, json).unwrap();
+        path_info(tmp, "closure.json", true, &[&root]);
     }
     let cache = tmp.join(name);
     run_ok(ours().arg("--closure").arg(&closure).arg("--out").arg(&cache));

@@ -323,6 +323,11 @@ pub fn write_executable(path: &Path, contents: &str) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755))
 }
 
+/// Our binary, for the Nix expressions (`makeBinaryCacheBin`).
+pub fn builder_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_make-binary-cache"))
+}
+
 /// Our binary, with none of the builder's environment, so it runs in CLI mode.
 pub fn ours() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_make-binary-cache"));
@@ -330,14 +335,46 @@ pub fn ours() -> Command {
     cmd
 }
 
-/// `nix path-info --json --recursive` of the fixture closure, written to
-/// `closure.json` in `tmp`; returns the root and the file.
+/// `nix path-info --json [--recursive] PATHS…`, what our CLI reads, written
+/// to `name` in `tmp`; returns the file.
+pub fn path_info<S: AsRef<OsStr>>(tmp: &TempDir, name: &str, recursive: bool, paths: &[S]) -> PathBuf {
+    let mut cmd = nix_cmd("nix");
+    cmd.args(["path-info", "--json"]);
+    if recursive {
+        cmd.arg("--recursive");
+    }
+    let file = tmp.join(name);
+    fs::write(&file, run_ok(cmd.args(paths))).unwrap();
+    file
+}
+
+/// [`path_info`] of the fixture closure, in `closure.json` in `tmp`;
+/// returns the root and the file.
 pub fn path_info_file(tmp: &TempDir) -> (String, PathBuf) {
     let root = build_fixture("", "a");
-    let json = run_ok(nix_cmd("nix").args(["path-info", "--json", "--recursive"]).arg(&root));
-    let file = tmp.join("closure.json");
-    fs::write(&file, json).unwrap();
+    let file = path_info(tmp, "closure.json", true, &[&root]);
     (root, file)
+}
+
+/// Builds the fixture's root (tests/fixtures/closure.nix, `a`) into the
+/// chroot store `store` with `--max-jobs 0`, so that every path must come
+/// from `caches` (asked in the order Nix gives them), and asserts that the
+/// build gave `root` and that the store then holds its closure as the real
+/// store does ([`assert_store_holds`]). Returns Nix's `-v` log, which names
+/// the cache each path came from.
+pub fn substitute_fixture(caches: &[&Path], store: &Path, root: &str) -> String {
+    let substituters: Vec<String> = caches.iter().map(|c| format!("file://{}", c.display())).collect();
+    let (ok, stdout, stderr) = run(nix_cmd("nix-build")
+        .arg(repo_root().join("tests/fixtures/closure.nix"))
+        .args(["-A", "a", "--no-out-link", "--max-jobs", "0", "-v"])
+        .arg("--store")
+        .arg(store)
+        .args(["--option", "substituters", &substituters.join(" ")])
+        .args(["--option", "require-sigs", "false"]));
+    assert!(ok, "substitution from {substituters:?} failed:\n{stderr}");
+    assert_eq!(stdout.trim(), root, "{stderr}");
+    assert_store_holds(store, &[root], &substituters.join(" "));
+    stderr
 }
 
 /// Every file under `dir` with its contents, by relative path (directories
