@@ -12,7 +12,7 @@
 //! a closure among several builds, and [`merge`] joins their caches (or any
 //! of ours) into one. [`nix`] asks the installed Nix for the closure of store
 //! paths named on the command line; [`progress`] shows how a run goes.
-//! [`nar_check`] checks a NAR file against its narinfo for `merge`, `sign`
+//! [`read_cache`] reads a cache that exists, for `merge`, `sign`, `verify`
 //! and [`reuse`].
 
 pub mod atomic_file;
@@ -22,9 +22,9 @@ pub mod compression;
 pub mod dump;
 pub mod format;
 pub mod merge;
-pub mod nar_check;
 pub mod nix;
 pub mod progress;
+pub mod read_cache;
 pub mod resources;
 pub mod reuse;
 pub mod shard;

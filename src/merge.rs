@@ -58,7 +58,7 @@ use crate::cache::{EMPTY_DIRS, human};
 use crate::format::cache_info::{self, CacheInfo};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::{StorePath, check_store_dir};
-use crate::nar_check::{self, Expected};
+use crate::read_cache::{self, Expected, read_cache_info};
 use crate::sign::{run_parallel, write_narinfos};
 
 /// The manifest file the cache writer puts in a cache's root; opaque here.
@@ -221,7 +221,7 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
             let input = &read[entry.input].dir;
             let source = input.join(nar_file(&entry.info.url).expect("checked when read"));
             let file = File::open(&source).with_context(|| format!("opening {}", source.display()))?;
-            nar_check::check(&file, &source, "the narinfo", &Expected::of(&entry.info))
+            read_cache::check(&file, &source, "the narinfo", &Expected::of(&entry.info))
                 .and_then(|r| r.map_err(|why| anyhow!(why)))
                 .with_context(|| {
                     format!(
@@ -265,15 +265,7 @@ enum Work<'a> {
 /// number `index`.
 fn read_input(dir: &Path, index: usize) -> Result<Input> {
     let info_file = dir.join("nix-cache-info");
-    let cache_info = match fs::read_to_string(&info_file) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if !dir.is_dir() {
-                bail!("{}: no such directory", dir.display());
-            }
-            bail!("{} is not a binary cache: it has no nix-cache-info", dir.display());
-        }
-        result => result.with_context(|| format!("reading {}", info_file.display()))?,
-    };
+    let cache_info = read_cache_info(dir, "")?;
     let parsed = cache_info::parse(&cache_info).map_err(|e| anyhow!("{}: {e}", info_file.display()))?;
     let store_dir = parsed.store_dir.map(|f| f.value).ok_or_else(|| {
         anyhow!("{} names no StoreDir: which store its narinfos are for is unknown", info_file.display())
@@ -526,7 +518,7 @@ fn copy_nar(input: &Path, out: &Path, url: &Path, entry: &Entry) -> Result<()> {
     let source = input.join(url);
     let target = out.join(url);
     let copy = copy_unnamed(&source, &target)?;
-    nar_check::check(copy.as_file(), &source, "the narinfo", &Expected::of(&entry.info))
+    read_cache::check(copy.as_file(), &source, "the narinfo", &Expected::of(&entry.info))
         .and_then(|r| r.map_err(|why| anyhow!(why)))
         .with_context(|| {
             format!("checking the NAR file of {} ({})", input.join(&entry.name).display(), entry.info.store_path)

@@ -40,7 +40,7 @@ use crate::format::cache_info;
 use crate::format::hash::Sha256Hash;
 use crate::format::manifest::{self, Manifest};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
-use crate::nar_check::{self, Expected};
+use crate::read_cache::{self, Expected, read_cache_info};
 
 /// The earlier caches whose NARs may be reused: those whose manifest is
 /// this run's.
@@ -73,15 +73,7 @@ impl EarlierCaches {
         let mut notes = Vec::new();
         for dir in dirs {
             let info_file = dir.join(cache_info::FILE_NAME);
-            let text = match fs::read_to_string(&info_file) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if !dir.is_dir() {
-                        bail!("--reuse {}: no such directory", dir.display());
-                    }
-                    bail!("--reuse {} is not a binary cache: it has no nix-cache-info", dir.display());
-                }
-                result => result.with_context(|| format!("reading {}", info_file.display()))?,
-            };
+            let text = read_cache_info(dir, "--reuse ")?;
             let parsed = cache_info::parse(&text).map_err(|e| anyhow!("{}: {e}", info_file.display()))?;
             if let Some(theirs) = parsed.store_dir.map(|f| f.value)
                 && theirs != store_dir
@@ -175,7 +167,7 @@ impl Reusable {
         io::copy(&mut source, &mut file.as_file()).with_context(|| format!("copying {}", self.nar.display()))?;
         // What is checked is the copy, what this cache will serve.
         let expected = Expected { file_size: self.file_size, file_hash: self.file_hash, nar: None };
-        nar_check::check(file.as_file(), &self.nar, &self.narinfo.display().to_string(), &expected)
+        read_cache::check(file.as_file(), &self.nar, &self.narinfo.display().to_string(), &expected)
             .with_context(|| format!("reading back the copy of {}", self.nar.display()))?
             .map_err(damaged)
     }

@@ -53,7 +53,7 @@ use crate::format::cache_info;
 use crate::format::key::{SecretKey, fingerprint};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::check_store_dir;
-use crate::nar_check::{self, Expected};
+use crate::read_cache::{self, Expected, read_cache_info};
 
 /// What a run did, for the closing log line.
 #[derive(Debug, Clone)]
@@ -177,19 +177,7 @@ struct Entry {
 /// cache. `None` when the file names no store directory.
 fn cache_store_dir(cache: &Path) -> Result<Option<String>> {
     let file = cache.join("nix-cache-info");
-    let text = match fs::read_to_string(&file) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if !cache.is_dir() {
-                bail!("{}: no such directory", cache.display());
-            }
-            bail!(
-                "{} is not a binary cache: it has no nix-cache-info; give the directory make-binary-cache or \
-                 `nix copy --to file://DIR` wrote",
-                cache.display()
-            );
-        }
-        result => result.with_context(|| format!("reading {}", file.display()))?,
-    };
+    let text = read_cache_info(cache, "")?;
     let parsed = cache_info::parse(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     let Some(store_dir) = parsed.store_dir.map(|f| f.value) else {
         return Ok(None);
@@ -332,10 +320,10 @@ fn sign_one(entry: &Entry, cache: &Path, out: Option<&Path>, key: &SecretKey) ->
     signed.as_narinfo().render().map_err(|e| anyhow!("{}: {e}", narinfo_file.display()))
 }
 
-/// The NAR file must be what the narinfo says (see [`nar_check`]).
+/// The NAR file must be what the narinfo says (see [`read_cache`]).
 fn check_nar_file(file: &Path, info: &ParsedNarInfo) -> Result<()> {
     let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    nar_check::check(&f, file, "the narinfo", &Expected::of(info))?.map_err(|why| anyhow!("{why}; {DAMAGED}"))
+    read_cache::check(&f, file, "the narinfo", &Expected::of(info))?.map_err(|why| anyhow!("{why}; {DAMAGED}"))
 }
 
 /// Copies everything under `cache/rel` but the narinfos and the NARs they

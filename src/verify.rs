@@ -46,7 +46,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use sha2::Digest;
 
 use crate::cache::{EMPTY_DIRS, count, human, per_second};
@@ -59,6 +59,7 @@ use crate::format::manifest::{self, Manifest};
 use crate::format::nar_reader::{Event, NarError, NarReader};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::check_store_dir;
+use crate::read_cache;
 
 /// How to verify.
 pub struct Options {
@@ -234,19 +235,7 @@ fn warning(subject: impl Into<String>, message: impl Into<String>) -> Finding {
 /// other fields Nix reads (`WantMassQuery`, `Priority`) are checked too.
 fn read_cache_info(cache: &Path) -> Result<(String, Vec<Finding>)> {
     let file = cache.join("nix-cache-info");
-    let text = match fs::read_to_string(&file) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !cache.is_dir() => {
-            bail!("{}: no such directory", cache.display())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            bail!(
-                "{} is not a binary cache: it has no nix-cache-info; give the directory make-binary-cache or \
-                 `nix copy --to file://DIR` wrote",
-                cache.display()
-            )
-        }
-        result => result.with_context(|| format!("reading {}", file.display()))?,
-    };
+    let text = read_cache::read_cache_info(cache, "")?;
     let subject = file.display().to_string();
     let parsed = cache_info::parse(&text).map_err(|e| anyhow!("{subject}: {e}"))?;
     // By line, as they stand in the file.

@@ -1,17 +1,16 @@
-//! A NAR file of a cache checked against what its narinfo says of it: the
-//! `FileSize` and `FileHash` (which Nix itself never checks when it
-//! substitutes), and for an uncompressed file, which is the NAR itself, the
-//! `NarSize` and `NarHash` too.
-//!
-//! `merge` checks the copy it is about to name, `--reuse` the copy of an
-//! earlier cache's NAR, `sign` the NAR files of the cache it signs: the same
-//! check, with messages that name the file and the narinfo.
+//! Reading a binary cache that exists, ours or Nix's, as `merge`, `sign`,
+//! `verify` and `--reuse` do: what makes a directory a cache (its
+//! `nix-cache-info`, see [`read_cache_info`]), and a NAR file checked
+//! against what its narinfo says of it ([`check`]): the `FileSize` and
+//! `FileHash` (which Nix itself never checks when it substitutes), and for
+//! an uncompressed file, which is the NAR itself, the `NarSize` and
+//! `NarHash` too. Messages name the file and the narinfo.
 //!
 //! ```
-//! # use make_binary_cache::nar_check::{Expected, check};
+//! # use make_binary_cache::read_cache::{Expected, check};
 //! # use make_binary_cache::format::hash::Sha256Hash;
 //! # use sha2::Digest;
-//! # let dir = std::env::temp_dir().join(format!("mbc-nar-check-doc-{}", std::process::id()));
+//! # let dir = std::env::temp_dir().join(format!("mbc-read-cache-doc-{}", std::process::id()));
 //! # std::fs::create_dir_all(&dir).unwrap();
 //! let path = dir.join("x.nar.xz");
 //! std::fs::write(&path, b"compressed bytes").unwrap();
@@ -24,7 +23,7 @@
 //! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -33,8 +32,26 @@ use anyhow::{Context, Result, bail};
 use sha2::Digest;
 
 use crate::compression::Compression;
+use crate::format::cache_info;
 use crate::format::hash::Sha256Hash;
 use crate::format::narinfo::ParsedNarInfo;
+
+/// The text of `dir/nix-cache-info`, which makes `dir` a binary cache.
+/// `named` is how `dir` was given, for the messages (`""`, `"--reuse "`).
+pub fn read_cache_info(dir: &Path, named: &str) -> Result<String> {
+    let file = dir.join(cache_info::FILE_NAME);
+    match fs::read_to_string(&file) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
+            bail!("{named}{}: no such directory", dir.display())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
+            "{named}{} is not a binary cache: it has no nix-cache-info; give the directory make-binary-cache or \
+             `nix copy --to file://DIR` wrote",
+            dir.display()
+        ),
+        result => result.with_context(|| format!("reading {}", file.display())),
+    }
+}
 
 /// What a narinfo says its NAR file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,11 +127,23 @@ pub fn check(file: &File, shown: &Path, narinfo: &str, expected: &Expected) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs;
+
+    #[test]
+    fn a_directory_without_nix_cache_info_is_no_cache() {
+        let dir = std::env::temp_dir().join(format!("mbc-read-cache-info-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let e = read_cache_info(&dir, "--reuse ").unwrap_err().to_string();
+        assert!(e.starts_with(&format!("--reuse {} is not a binary cache", dir.display())), "{e}");
+        let e = read_cache_info(&dir.join("missing"), "").unwrap_err().to_string();
+        assert!(e.ends_with("missing: no such directory"), "{e}");
+        fs::write(dir.join("nix-cache-info"), "StoreDir: /nix/store\n").unwrap();
+        assert_eq!(read_cache_info(&dir, "").unwrap(), "StoreDir: /nix/store\n");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn size_hash_and_for_uncompressed_files_the_nar_are_checked() {
-        let dir = std::env::temp_dir().join(format!("mbc-nar-check-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("mbc-read-cache-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("x.nar");
         fs::write(&path, b"nar bytes").unwrap();
