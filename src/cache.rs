@@ -33,7 +33,7 @@
 //! at a NAR of its own; `nix-cache-info` is written only when missing, and an
 //! existing one must be for the same store directory and hold the
 //! `WantMassQuery` and `Priority` this run was given, if any (see
-//! [`CacheInfo`]).
+//! [`check_cache_info_text`]).
 //!
 //! The manifest (`make-binary-cache.json`, see [`crate::format::manifest`])
 //! says how every NAR of the cache was made, which is what lets a later run
@@ -85,6 +85,7 @@ use crate::atomic_file::{AtomicFile, syncfs};
 use crate::closure::PathInfo;
 use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
+use crate::format::cache_info::{self, CacheInfo};
 use crate::format::hash::{HashingWriter, Sha256Hash};
 use crate::format::listing::Listing;
 use crate::format::manifest::{self, Manifest};
@@ -125,6 +126,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What `nix-cache-info` says for these settings.
+    pub fn cache_info(&self) -> CacheInfo<'_> {
+        CacheInfo { store_dir: &self.store_dir, priority: self.priority, want_mass_query: self.want_mass_query }
+    }
+
     /// The manifest of the NARs these settings write.
     pub fn manifest(&self) -> Manifest {
         Manifest::new(self.compression, self.compression.describe_encoder(self.compression_level))
@@ -228,7 +234,7 @@ pub fn write_cache_observed(
         .collect::<Result<_>>()?;
     let reused = reusable.iter().filter(|r| r.is_some()).count();
 
-    let notes = create_layout(out, &CacheInfo::of(settings), &settings.manifest())?.into_iter().collect();
+    let notes = create_layout(out, &settings.cache_info(), &settings.manifest())?.into_iter().collect();
     let narinfos = NarInfoBatch::new(out, settings.sync)?;
 
     let next = AtomicUsize::new(0);
@@ -334,88 +340,51 @@ fn compression_threads(size: u64, rest: u64, settings: &Settings) -> u32 {
     settings.compression.useful_threads(size, settings.compression_level).min(jobs)
 }
 
-/// What `nix-cache-info` says: the one place that writes it and checks an
-/// existing one.
-///
-/// Nix itself only ever writes `StoreDir` (`BinaryCacheStore::init` in
-/// binary-cache-store.cc) but reads `WantMassQuery` (true when `1`) and
-/// `Priority` (an integer, lower wins) too. They are written in the order
-/// caches that set them serve them (`StoreDir`, `WantMassQuery`, `Priority`).
-///
-/// ```
-/// use make_binary_cache::cache::CacheInfo;
-/// let info = CacheInfo { store_dir: "/nix/store", priority: Some(30), want_mass_query: Some(true) };
-/// assert_eq!(info.text(), "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheInfo<'a> {
-    pub store_dir: &'a str,
-    pub priority: Option<i32>,
-    pub want_mass_query: Option<bool>,
-}
-
-impl<'a> CacheInfo<'a> {
-    pub fn of(settings: &'a Settings) -> Self {
-        Self { store_dir: &settings.store_dir, priority: settings.priority, want_mass_query: settings.want_mass_query }
+/// Fails unless an existing `nix-cache-info` holding `text` agrees: the
+/// same `StoreDir` (Nix refuses every path of a cache for another store
+/// directory, so adding to it would only spoil it for its own store) or
+/// none, and the `WantMassQuery` and `Priority` this run was given, as
+/// Nix reads them. A setting this run was not given may be anything:
+/// the cache is simply added to. A cache cannot say two things at once,
+/// and rewriting what another run wrote would change it under its users.
+fn check_cache_info_text(info: &CacheInfo, text: &str, file: &Path) -> Result<()> {
+    let parsed = cache_info::parse(text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    if let Some(theirs) = parsed.store_dir.map(|f| f.value)
+        && theirs != info.store_dir
+    {
+        bail!(
+            "{} says this cache is for the store directory {theirs}, but this run writes paths of \
+             {} ($NIX_STORE, by default /nix/store); a cache serves one store directory (Nix \
+             refuses a cache for another): write to another directory",
+            file.display(),
+            info.store_dir
+        );
     }
-
-    /// The text of a new `nix-cache-info`.
-    pub fn text(&self) -> String {
-        let mut text = format!("StoreDir: {}\n", self.store_dir);
-        if let Some(want) = self.want_mass_query {
-            text += &format!("WantMassQuery: {}\n", u8::from(want));
-        }
-        if let Some(priority) = self.priority {
-            text += &format!("Priority: {priority}\n");
-        }
-        text
-    }
-
-    /// Fails unless an existing `nix-cache-info` holding `text` agrees: the
-    /// same `StoreDir` (Nix refuses every path of a cache for another store
-    /// directory, so adding to it would only spoil it for its own store) or
-    /// none, and the `WantMassQuery` and `Priority` this run was given, as
-    /// Nix reads them. A setting this run was not given may be anything:
-    /// the cache is simply added to. A cache cannot say two things at once,
-    /// and rewriting what another run wrote would change it under its users.
-    fn check(&self, text: &str, file: &Path) -> Result<()> {
-        if let Some(theirs) = cache_info_field(text, "StoreDir")
-            && theirs != self.store_dir
-        {
+    if let Some(want) = info.want_mass_query {
+        // As Nix: any value but `1` is false.
+        let theirs = parsed.want_mass_query.map(|f| f.value);
+        if parsed.want_mass_query() != Some(want) {
             bail!(
-                "{} says this cache is for the store directory {theirs}, but this run writes paths of \
-                 {} ($NIX_STORE, by default /nix/store); a cache serves one store directory (Nix \
-                 refuses a cache for another): write to another directory",
+                "{} has {}, but this run was asked for WantMassQuery: {}: an existing cache keeps \
+                 its settings; write to another directory or drop the setting",
                 file.display(),
-                self.store_dir
+                theirs.map_or("no WantMassQuery".into(), |v| format!("WantMassQuery: {v}")),
+                u8::from(want)
             );
         }
-        if let Some(want) = self.want_mass_query {
-            // As Nix: any value but `1` is false.
-            let theirs = cache_info_field(text, "WantMassQuery");
-            if theirs.map(|v| v == "1") != Some(want) {
-                bail!(
-                    "{} has {}, but this run was asked for WantMassQuery: {}: an existing cache keeps \
-                     its settings; write to another directory or drop the setting",
-                    file.display(),
-                    theirs.map_or("no WantMassQuery".into(), |v| format!("WantMassQuery: {v}")),
-                    u8::from(want)
-                );
-            }
-        }
-        if let Some(priority) = self.priority {
-            let theirs = cache_info_field(text, "Priority");
-            if theirs.and_then(|v| v.parse::<i32>().ok()) != Some(priority) {
-                bail!(
-                    "{} has {}, but this run was asked for Priority: {priority}: an existing cache keeps \
-                     its settings; write to another directory or drop the setting",
-                    file.display(),
-                    theirs.map_or("no Priority".into(), |v| format!("Priority: {v}")),
-                );
-            }
-        }
-        Ok(())
     }
+    if let Some(priority) = info.priority {
+        let theirs = parsed.priority.map(|f| f.value);
+        if theirs.and_then(|v| cache_info::parse_priority(v).ok()) != Some(priority) {
+            bail!(
+                "{} has {}, but this run was asked for Priority: {priority}: an existing cache keeps \
+                 its settings; write to another directory or drop the setting",
+                file.display(),
+                theirs.map_or("no Priority".into(), |v| format!("Priority: {v}")),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Creates the directories and `nix-cache-info`, or checks that an existing
@@ -508,23 +477,14 @@ fn has_nars(out: &Path) -> Result<bool> {
 }
 
 /// Fails unless the `nix-cache-info` at `file`, if there is one, agrees
-/// with `info` (see [`CacheInfo::check`]).
+/// with `info` (see [`check_cache_info_text`]).
 fn check_cache_info(file: &Path, info: &CacheInfo) -> Result<()> {
     let text = match fs::read(file) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     };
-    info.check(&text, file)
-}
-
-/// The value of `key` in a `nix-cache-info`, read as Nix's
-/// `BinaryCacheStore::init` reads it: lines split at their first `:`, the
-/// key taken as is, the value trimmed, lines without `:` ignored. `None`
-/// when there is no such line (for `StoreDir`, Nix then accepts any store
-/// directory).
-fn cache_info_field<'t>(text: &'t str, key: &str) -> Option<&'t str> {
-    text.lines().filter_map(|line| line.split_once(':')).find(|(k, _)| *k == key).map(|(_, v)| v.trim())
+    check_cache_info_text(info, &text, file)
 }
 
 /// A store path whose NAR is checked and named, with its narinfo written
@@ -1008,18 +968,6 @@ mod tests {
         assert_eq!(compression_threads(MIB, 0, &xz), 1);
         assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::Xz, 1)), 1);
         assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::None, 4)), 1);
-    }
-
-    #[test]
-    fn store_dir_is_read_from_nix_cache_info_as_nix_reads_it() {
-        assert_eq!(cache_info_field("StoreDir: /nix/store\n", "StoreDir"), Some("/nix/store"));
-        assert_eq!(
-            cache_info_field("WantMassQuery: 1\nStoreDir:/gnu/store  \nPriority: 30\n", "StoreDir"),
-            Some("/gnu/store")
-        );
-        // The key is not trimmed, as in Nix: " StoreDir" is another key.
-        assert_eq!(cache_info_field(" StoreDir: /other\nno colon here\n", "StoreDir"), None);
-        assert_eq!(cache_info_field("", "StoreDir"), None);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! a closure among several builds, and [`merge`] joins their caches (or any
 //! of ours) into one. [`nix`] asks the installed Nix for the closure of store
 //! paths named on the command line; [`progress`] shows how a run goes.
+//! [`read_cache`] reads a cache that exists, for `merge`, `sign`, `verify`
+//! and [`reuse`].
 
 pub mod atomic_file;
 pub mod cache;
@@ -22,6 +24,7 @@ pub mod format;
 pub mod merge;
 pub mod nix;
 pub mod progress;
+pub mod read_cache;
 pub mod resources;
 pub mod reuse;
 pub mod shard;

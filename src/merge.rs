@@ -48,19 +48,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use sha2::Digest;
 
 use crate::atomic_file::AtomicFile;
-use crate::cache::{CacheInfo, EMPTY_DIRS, human};
-use crate::compression::Compression;
-use crate::format::hash::Sha256Hash;
+use crate::cache::{EMPTY_DIRS, human};
+use crate::format::cache_info::{self, CacheInfo};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::{StorePath, check_store_dir};
+use crate::read_cache::{self, Expected, read_cache_info};
 use crate::sign::{run_parallel, write_narinfos};
 
 /// The manifest file the cache writer puts in a cache's root; opaque here.
@@ -223,14 +221,16 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
             let input = &read[entry.input].dir;
             let source = input.join(nar_file(&entry.info.url).expect("checked when read"));
             let file = File::open(&source).with_context(|| format!("opening {}", source.display()))?;
-            check_nar(&file, &source, &entry.info).with_context(|| {
-                format!(
-                    "checking the NAR file of {} ({}, which {} has too)",
-                    input.join(&entry.name).display(),
-                    entry.info.store_path,
-                    read[first.input].dir.display()
-                )
-            })
+            read_cache::check(&file, &source, "the narinfo", &Expected::of(&entry.info))
+                .and_then(|r| r.map_err(|why| anyhow!(why)))
+                .with_context(|| {
+                    format!(
+                        "checking the NAR file of {} ({}, which {} has too)",
+                        input.join(&entry.name).display(),
+                        entry.info.store_path,
+                        read[first.input].dir.display()
+                    )
+                })
         }
         Work::Other(rel, input) => copy_file(&read[input].dir.join(rel), out, rel),
     })?;
@@ -265,16 +265,9 @@ enum Work<'a> {
 /// number `index`.
 fn read_input(dir: &Path, index: usize) -> Result<Input> {
     let info_file = dir.join("nix-cache-info");
-    let cache_info = match fs::read_to_string(&info_file) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if !dir.is_dir() {
-                bail!("{}: no such directory", dir.display());
-            }
-            bail!("{} is not a binary cache: it has no nix-cache-info", dir.display());
-        }
-        result => result.with_context(|| format!("reading {}", info_file.display()))?,
-    };
-    let store_dir = cache_info_field(&cache_info, "StoreDir").ok_or_else(|| {
+    let cache_info = read_cache_info(dir, "")?;
+    let parsed = cache_info::parse(&cache_info).map_err(|e| anyhow!("{}: {e}", info_file.display()))?;
+    let store_dir = parsed.store_dir.map(|f| f.value).ok_or_else(|| {
         anyhow!("{} names no StoreDir: which store its narinfos are for is unknown", info_file.display())
     })?;
     check_store_dir(store_dir).map_err(|e| anyhow!("{}: StoreDir {store_dir:?}: {e}", info_file.display()))?;
@@ -337,12 +330,6 @@ fn read_narinfo(dir: &Path, name: &str, store_dir: &str, input: usize) -> Result
     Ok(Entry { input, name: name.to_owned(), text, info })
 }
 
-/// The value of `key` in a `nix-cache-info`, read as Nix reads it (see
-/// [`crate::cache::CacheInfo`]).
-fn cache_info_field<'t>(text: &'t str, key: &str) -> Option<&'t str> {
-    text.lines().filter_map(|line| line.split_once(':')).find(|(k, _)| *k == key).map(|(_, v)| v.trim())
-}
-
 /// The merged cache's `nix-cache-info`: the inputs' own when they are all
 /// the same, else the writer's text for the settings they agree on.
 fn agreed_cache_info(inputs: &[Input]) -> Result<String> {
@@ -350,27 +337,32 @@ fn agreed_cache_info(inputs: &[Input]) -> Result<String> {
     if inputs.iter().all(|input| input.cache_info == first.cache_info) {
         return Ok(first.cache_info.clone());
     }
-    for key in ["StoreDir", "WantMassQuery", "Priority"] {
-        let theirs = |input: &Input| cache_info_field(&input.cache_info, key).map(str::to_owned);
-        if let Some(other) = inputs.iter().find(|input| theirs(input) != theirs(first)) {
-            let show = |input: &Input| theirs(input).map_or(format!("no {key}"), |v| format!("{key}: {v}"));
+    let file = |input: &Input| input.dir.join(cache_info::FILE_NAME);
+    let parsed = inputs
+        .iter()
+        .map(|input| cache_info::parse(&input.cache_info).map_err(|e| anyhow!("{}: {e}", file(input).display())))
+        .collect::<Result<Vec<_>>>()?;
+    for key in cache_info::KEYS {
+        let value = |p: &cache_info::Parsed<'_>| p.field(key).map(|f| f.value.to_owned());
+        if let Some(other) = (1..inputs.len()).find(|&i| value(&parsed[i]) != value(&parsed[0])) {
+            let show = |p: &cache_info::Parsed<'_>| value(p).map_or(format!("no {key}"), |v| format!("{key}: {v}"));
             bail!(
                 "{} has {} but {} has {}: a merged cache can say only one (merge caches written with the same \
                  settings)",
-                first.dir.join("nix-cache-info").display(),
-                show(first),
-                other.dir.join("nix-cache-info").display(),
-                show(other)
+                file(first).display(),
+                show(&parsed[0]),
+                file(&inputs[other]).display(),
+                show(&parsed[other])
             );
         }
     }
-    let store_dir = cache_info_field(&first.cache_info, "StoreDir").expect("checked when read");
-    let priority = cache_info_field(&first.cache_info, "Priority");
-    let priority = priority
-        .map(|v| v.parse::<i32>().map_err(|e| anyhow!("{}: Priority {v:?}: {e}", first.dir.display())))
+    let ours = &parsed[0];
+    let store_dir = ours.store_dir.expect("checked when read").value;
+    let priority = ours
+        .priority
+        .map(|f| cache_info::parse_priority(f.value).map_err(|e| anyhow!("{}: {e}", file(first).display())))
         .transpose()?;
-    let want_mass_query = cache_info_field(&first.cache_info, "WantMassQuery").map(|v| v == "1");
-    Ok(CacheInfo { store_dir, priority, want_mass_query }.text())
+    Ok(CacheInfo { store_dir, priority, want_mass_query: ours.want_mass_query() }.text())
 }
 
 /// The input whose manifest the merged cache gets: the first, when every
@@ -526,9 +518,11 @@ fn copy_nar(input: &Path, out: &Path, url: &Path, entry: &Entry) -> Result<()> {
     let source = input.join(url);
     let target = out.join(url);
     let copy = copy_unnamed(&source, &target)?;
-    check_nar(copy.as_file(), &source, &entry.info).with_context(|| {
-        format!("checking the NAR file of {} ({})", input.join(&entry.name).display(), entry.info.store_path)
-    })?;
+    read_cache::check(copy.as_file(), &source, "the narinfo", &Expected::of(&entry.info))
+        .and_then(|r| r.map_err(|why| anyhow!(why)))
+        .with_context(|| {
+            format!("checking the NAR file of {} ({})", input.join(&entry.name).display(), entry.info.store_path)
+        })?;
     let name = target.file_name().expect("a file").to_string_lossy().into_owned();
     copy.persist(&name).with_context(|| format!("naming {}", target.display()))
 }
@@ -552,41 +546,6 @@ fn copy_unnamed(source: &Path, target: &Path) -> Result<AtomicFile> {
     let mut from = File::open(source).with_context(context)?;
     io::copy(&mut from, &mut copy.as_file()).with_context(context)?;
     Ok(copy)
-}
-
-/// `file` (shown as `shown`) must have the narinfo's FileSize and FileHash,
-/// and uncompressed, be the NAR itself: NarSize and NarHash.
-fn check_nar(file: &File, shown: &Path, info: &ParsedNarInfo) -> Result<()> {
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = match file.read_at(&mut buf, size) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", shown.display())),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    let hash = Sha256Hash(hasher.finalize().into());
-    if size != info.file_size {
-        bail!("{} has {size} bytes, but the narinfo says FileSize: {}", shown.display(), info.file_size);
-    }
-    if hash != info.file_hash {
-        bail!("{} has hash {hash}, but the narinfo says FileHash: {}", shown.display(), info.file_hash);
-    }
-    if info.compression == Compression::None && (hash, size) != (info.nar_hash, info.nar_size) {
-        bail!(
-            "{} is uncompressed but has hash {hash} and size {size}, while the narinfo says NarHash: {} and \
-             NarSize: {}",
-            shown.display(),
-            info.nar_hash,
-            info.nar_size
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -28,18 +28,19 @@
 //! verify` and a repair, is the way out.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
-use sha2::Digest;
 
 use crate::atomic_file::AtomicFile;
 use crate::closure::PathInfo;
 use crate::compression::Compression;
+use crate::format::cache_info;
 use crate::format::hash::Sha256Hash;
 use crate::format::manifest::{self, Manifest};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
+use crate::read_cache::{self, Expected, read_cache_info};
 
 /// The earlier caches whose NARs may be reused: those whose manifest is
 /// this run's.
@@ -71,24 +72,15 @@ impl EarlierCaches {
         let mut caches = Vec::new();
         let mut notes = Vec::new();
         for dir in dirs {
-            let cache_info = dir.join("nix-cache-info");
-            let text = match fs::read_to_string(&cache_info) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if !dir.is_dir() {
-                        bail!("--reuse {}: no such directory", dir.display());
-                    }
-                    bail!("--reuse {} is not a binary cache: it has no nix-cache-info", dir.display());
-                }
-                result => result.with_context(|| format!("reading {}", cache_info.display()))?,
-            };
-            let theirs = text.lines().filter_map(|l| l.split_once(':')).find(|(k, _)| *k == "StoreDir");
-            if let Some((_, theirs)) = theirs
-                && theirs.trim() != store_dir
+            let info_file = dir.join(cache_info::FILE_NAME);
+            let text = read_cache_info(dir, "--reuse ")?;
+            let parsed = cache_info::parse(&text).map_err(|e| anyhow!("{}: {e}", info_file.display()))?;
+            if let Some(theirs) = parsed.store_dir.map(|f| f.value)
+                && theirs != store_dir
             {
                 notes.push(format!(
-                    "{} is a cache for the store directory {}, not {store_dir}: none of its NARs are reused",
+                    "{} is a cache for the store directory {theirs}, not {store_dir}: none of its NARs are reused",
                     dir.display(),
-                    theirs.trim()
                 ));
                 continue;
             }
@@ -171,39 +163,12 @@ impl Reusable {
         };
         let mut source = File::open(&self.nar)
             .with_context(|| format!("opening {}, which {} names", self.nar.display(), self.narinfo.display()))?;
-        let mut target = file.as_file();
         // std's copy between two files is copy_file_range where the kernel has it.
-        let copied = io::copy(&mut source, &mut target).with_context(|| format!("copying {}", self.nar.display()))?;
-        if copied != self.file_size {
-            return Err(damaged(format!(
-                "{} has {copied} bytes, but {} says FileSize: {}",
-                self.nar.display(),
-                self.narinfo.display(),
-                self.file_size
-            )));
-        }
+        io::copy(&mut source, &mut file.as_file()).with_context(|| format!("copying {}", self.nar.display()))?;
         // What is checked is the copy, what this cache will serve.
-        let mut copy = target;
-        io::Seek::rewind(&mut copy).with_context(|| format!("reading back the copy of {}", self.nar.display()))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            match copy.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => hasher.update(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e).with_context(|| format!("reading back the copy of {}", self.nar.display())),
-            }
-        }
-        let hash = Sha256Hash(hasher.finalize().into());
-        if hash != self.file_hash {
-            return Err(damaged(format!(
-                "{} has hash {hash}, but {} says FileHash: {}",
-                self.nar.display(),
-                self.narinfo.display(),
-                self.file_hash
-            )));
-        }
-        Ok(())
+        let expected = Expected { file_size: self.file_size, file_hash: self.file_hash, nar: None };
+        read_cache::check(file.as_file(), &self.nar, &self.narinfo.display().to_string(), &expected)
+            .with_context(|| format!("reading back the copy of {}", self.nar.display()))?
+            .map_err(damaged)
     }
 }

@@ -45,16 +45,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use sha2::Digest;
 use zeroize::Zeroizing;
 
 use crate::atomic_file::{AtomicFile, syncfs};
 use crate::cache::{count, human, per_second};
-use crate::compression::Compression;
-use crate::format::hash::Sha256Hash;
+use crate::format::cache_info;
 use crate::format::key::{SecretKey, fingerprint};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::check_store_dir;
+use crate::read_cache::{self, Expected, read_cache_info};
 
 /// What a run did, for the closing log line.
 #[derive(Debug, Clone)]
@@ -178,30 +177,13 @@ struct Entry {
 /// cache. `None` when the file names no store directory.
 fn cache_store_dir(cache: &Path) -> Result<Option<String>> {
     let file = cache.join("nix-cache-info");
-    let text = match fs::read_to_string(&file) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if !cache.is_dir() {
-                bail!("{}: no such directory", cache.display());
-            }
-            bail!(
-                "{} is not a binary cache: it has no nix-cache-info; give the directory make-binary-cache or \
-                 `nix copy --to file://DIR` wrote",
-                cache.display()
-            );
-        }
-        result => result.with_context(|| format!("reading {}", file.display()))?,
+    let text = read_cache_info(cache, "")?;
+    let parsed = cache_info::parse(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let Some(store_dir) = parsed.store_dir.map(|f| f.value) else {
+        return Ok(None);
     };
-    let mut store_dir = None;
-    for line in text.lines() {
-        if let Some(dir) = line.strip_prefix("StoreDir:") {
-            let dir = dir.trim();
-            check_store_dir(dir).map_err(|e| anyhow!("{}: StoreDir {dir:?}: {e}", file.display()))?;
-            if store_dir.replace(dir.to_owned()).is_some() {
-                bail!("{}: StoreDir appears twice", file.display());
-            }
-        }
-    }
-    Ok(store_dir)
+    check_store_dir(store_dir).map_err(|e| anyhow!("{}: StoreDir {store_dir:?}: {e}", file.display()))?;
+    Ok(Some(store_dir.to_owned()))
 }
 
 /// Refuses to sign in place what must not or cannot be changed.
@@ -338,45 +320,10 @@ fn sign_one(entry: &Entry, cache: &Path, out: Option<&Path>, key: &SecretKey) ->
     signed.as_narinfo().render().map_err(|e| anyhow!("{}: {e}", narinfo_file.display()))
 }
 
-/// The NAR file must have the narinfo's FileSize and FileHash.
+/// The NAR file must be what the narinfo says (see [`read_cache`]).
 fn check_nar_file(file: &Path, info: &ParsedNarInfo) -> Result<()> {
-    let mut f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let size = f.metadata().with_context(|| format!("reading {}", file.display()))?.len();
-    // The size first: it costs nothing and catches a truncated copy.
-    if size != info.file_size {
-        bail!("{} has {size} bytes, but the narinfo says FileSize: {}; {DAMAGED}", file.display(), info.file_size);
-    }
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut read = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
-        };
-        hasher.update(&buf[..n]);
-        read += n as u64;
-    }
-    let hash = Sha256Hash(hasher.finalize().into());
-    if read != info.file_size {
-        bail!("{} changed while being read: {read} bytes read, {} expected", file.display(), info.file_size);
-    }
-    if hash != info.file_hash {
-        bail!("{} has hash {hash}, but the narinfo says FileHash: {}; {DAMAGED}", file.display(), info.file_hash);
-    }
-    // Uncompressed, the file is the NAR: what was just hashed is the NarHash.
-    if info.compression == Compression::None && (hash, read) != (info.nar_hash, info.nar_size) {
-        bail!(
-            "{} is uncompressed but has hash {hash} and size {read}, while the narinfo says NarHash: {} and \
-             NarSize: {}; {DAMAGED}",
-            file.display(),
-            info.nar_hash,
-            info.nar_size
-        );
-    }
-    Ok(())
+    let f = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    read_cache::check(&f, file, "the narinfo", &Expected::of(info))?.map_err(|why| anyhow!("{why}; {DAMAGED}"))
 }
 
 /// Copies everything under `cache/rel` but the narinfos and the NARs they

@@ -46,11 +46,12 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use sha2::Digest;
 
 use crate::cache::{EMPTY_DIRS, count, human, per_second};
 use crate::compression::Compression;
+use crate::format::cache_info;
 use crate::format::hash::Sha256Hash;
 use crate::format::key::{PublicKey, fingerprint};
 use crate::format::listing::Listing;
@@ -58,6 +59,7 @@ use crate::format::manifest::{self, Manifest};
 use crate::format::nar_reader::{Event, NarError, NarReader};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::check_store_dir;
+use crate::read_cache;
 
 /// How to verify.
 pub struct Options {
@@ -233,56 +235,37 @@ fn warning(subject: impl Into<String>, message: impl Into<String>) -> Finding {
 /// other fields Nix reads (`WantMassQuery`, `Priority`) are checked too.
 fn read_cache_info(cache: &Path) -> Result<(String, Vec<Finding>)> {
     let file = cache.join("nix-cache-info");
-    let text = match fs::read_to_string(&file) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !cache.is_dir() => {
-            bail!("{}: no such directory", cache.display())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            bail!(
-                "{} is not a binary cache: it has no nix-cache-info; give the directory make-binary-cache or \
-                 `nix copy --to file://DIR` wrote",
-                cache.display()
-            )
-        }
-        result => result.with_context(|| format!("reading {}", file.display()))?,
-    };
+    let text = read_cache::read_cache_info(cache, "")?;
     let subject = file.display().to_string();
-    let mut findings = Vec::new();
-    let mut store_dir = None;
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = format!("line {}", n + 1);
-        // Nix splits at the first `:` and trims the value (BinaryCacheStore::init).
-        let Some((key, value)) = line.split_once(':') else {
-            findings.push(problem(&subject, format!("{at}: no `:` in {line:?}")));
-            continue;
-        };
-        let value = value.trim();
-        match key {
-            "StoreDir" => {
-                check_store_dir(value).map_err(|e| anyhow!("{subject}: {at}: StoreDir {value:?}: {e}"))?;
-                if store_dir.replace(value.to_owned()).is_some() {
-                    bail!("{subject}: {at}: StoreDir appears twice");
-                }
-            }
-            "WantMassQuery" if !matches!(value, "0" | "1") => {
-                findings.push(problem(&subject, format!("{at}: WantMassQuery must be 0 or 1, not {value:?}")));
-            }
-            "Priority" if value.parse::<u64>().is_err() => {
-                findings.push(problem(&subject, format!("{at}: Priority must be a number, not {value:?}")));
-            }
-            "WantMassQuery" | "Priority" => {}
-            _ => findings.push(warning(&subject, format!("{at}: unknown field {key:?}, which Nix ignores"))),
+    let parsed = cache_info::parse(&text).map_err(|e| anyhow!("{subject}: {e}"))?;
+    // By line, as they stand in the file.
+    let mut findings: Vec<(usize, Finding)> = Vec::new();
+    for &(n, line) in &parsed.malformed {
+        findings.push((n, problem(&subject, format!("line {n}: no `:` in {line:?}"))));
+    }
+    let values = [
+        parsed.want_mass_query.map(|f| (f, cache_info::parse_want_mass_query(f.value).err())),
+        parsed.priority.map(|f| (f, cache_info::parse_priority(f.value).err())),
+    ];
+    for (field, why) in values.into_iter().flatten() {
+        if let Some(why) = why {
+            findings.push((field.line, problem(&subject, format!("line {}: {why}", field.line))));
         }
     }
-    let store_dir = store_dir.ok_or_else(|| {
+    for &(n, key) in &parsed.unknown {
+        findings.push((n, warning(&subject, format!("line {n}: unknown field {key:?}, which Nix ignores"))));
+    }
+    findings.sort_by_key(|(n, _)| *n);
+    let findings = findings.into_iter().map(|(_, f)| f).collect();
+    let store_dir = parsed.store_dir.ok_or_else(|| {
         anyhow!(
             "{subject}: no StoreDir: the store directory is unknown; add the line `StoreDir: /nix/store` \
              (or the store the cache is for) and verify again"
         )
     })?;
+    check_store_dir(store_dir.value)
+        .map_err(|e| anyhow!("{subject}: line {}: StoreDir {:?}: {e}", store_dir.line, store_dir.value))?;
+    let store_dir = store_dir.value.to_owned();
     Ok((store_dir, findings))
 }
 
@@ -763,7 +746,7 @@ mod tests {
             shown,
             [
                 "Problem line 2: WantMassQuery must be 0 or 1, not \"yes\"",
-                "Problem line 3: Priority must be a number, not \"high\"",
+                "Problem line 3: Priority must be a whole number, not \"high\"",
                 "Warning line 4: unknown field \"Colour\", which Nix ignores",
             ]
         );

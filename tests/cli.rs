@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    TempDir, build_fixture, closure_of, list_dir, nix_cmd, ours, path_info_file, repo_root, run, run_fail, run_ok,
-    skip_without_nix, tree,
+    TempDir, build_fixture, closure_of, copy_closure_from, list_dir, nix_cmd, ours, path_info_file, repo_root, run,
+    run_fail, run_ok, skip_without_nix, tree,
 };
 
 #[test]
@@ -56,37 +56,7 @@ fn compressed_caches_substitute_into_a_fresh_store() {
     for compression in ["xz", "zstd"] {
         let cache = tmp.join(compression);
         run_ok(ours().arg("--closure").arg(&closure).arg("--out").arg(&cache).args(["--compression", compression]));
-        let store = tmp.join(format!("store-{compression}"));
-        run_ok(
-            nix_cmd("nix")
-                .args(["copy", "--no-require-sigs", "--from"])
-                .arg(format!("file://{}", cache.display()))
-                .arg("--to")
-                .arg(&store)
-                .arg(&root),
-        );
-        run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
-    }
-}
-
-/// `nix copy` from `cache` into a new chroot store must bring `roots` and
-/// their closure, which `nix-store --verify --check-contents` then accepts.
-fn substitutes(tmp: &TempDir, cache: &Path, store_name: &str, roots: &[&str]) {
-    let store = tmp.join(store_name);
-    run_ok(
-        nix_cmd("nix")
-            .args(["copy", "--no-require-sigs", "--from"])
-            .arg(format!("file://{}", cache.display()))
-            .arg("--to")
-            .arg(&store)
-            .args(roots),
-    );
-    run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
-    for root in roots {
-        let copied = run_ok(nix_cmd("nix-store").arg("--store").arg(&store).arg("-qR").arg(root));
-        let mut copied: Vec<&str> = copied.lines().collect();
-        copied.sort();
-        assert_eq!(copied, closure_of(root), "closure of {root} in the chroot store");
+        copy_closure_from(&cache, &tmp.join(format!("store-{compression}")), &[&root]);
     }
 }
 
@@ -116,12 +86,12 @@ fn a_cache_of_named_store_paths_and_result_symlinks() {
     assert!(log.0, "{}", log.2);
     let narinfos = list_dir(&cache).into_iter().filter(|n| n.ends_with(".narinfo")).count();
     assert_eq!(narinfos, closure_of(&root).len(), "{}", log.2);
-    substitutes(&tmp, &cache, "store", &[&root, &link]);
+    copy_closure_from(&cache, &tmp.join("store"), &[&root, &link]);
 
     // A relative `result`, as a user types it.
     let cache = tmp.join("cache-relative");
     run_ok(ours().args(["--out", "cache-relative", "result"]).current_dir(tmp.path()));
-    substitutes(&tmp, &cache, "store-relative", &[&root]);
+    copy_closure_from(&cache, &tmp.join("store-relative"), &[&root]);
 }
 
 #[test]
@@ -142,7 +112,7 @@ fn closure_from_stdin() {
             .env_remove("NIX_BUILD_TOP")
             .env_remove("NIX_ATTRS_JSON_FILE"),
     );
-    substitutes(&tmp, &cache, "store", &[&root]);
+    copy_closure_from(&cache, &tmp.join("store"), &[&root]);
 }
 
 #[test]

@@ -23,8 +23,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{
-    TempDir, closure_of, field, flat_hashes, hash_part, list_dir, nix_cmd, parse_narinfo, repo_root, run_fail, run_ok,
-    skip_without_nix,
+    TempDir, closure_of, copy_closure_from, field, flat_hashes, hash_part, list_dir, nix_cmd, parse_narinfo, repo_root,
+    run_fail, run_ok, skip_without_nix,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_make-binary-cache");
@@ -184,20 +184,7 @@ fn assert_cache_complete(cache: &Path, tmp: &TempDir, store: &str) {
     let (root, _) = closure();
     assert_eq!(assert_narinfos_consistent(cache), closure_of(root));
     assert_eq!(fs::read_to_string(cache.join("nix-cache-info")).unwrap(), "StoreDir: /nix/store\n");
-    let store = tmp.join(store);
-    run_ok(
-        nix_cmd("nix")
-            .args(["copy", "--no-require-sigs", "--from"])
-            .arg(format!("file://{}", cache.display()))
-            .arg("--to")
-            .arg(&store)
-            .arg(root),
-    );
-    run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
-    let copied = run_ok(nix_cmd("nix-store").arg("--store").arg(&store).arg("-qR").arg(root));
-    let mut copied: Vec<String> = copied.lines().map(str::to_string).collect();
-    copied.sort();
-    assert_eq!(copied, closure_of(root));
+    copy_closure_from(cache, &tmp.join(store), &[root]);
 }
 
 fn four_runs_into_a_fresh_directory(hide_proc: bool) {

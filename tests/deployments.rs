@@ -30,48 +30,6 @@ fn our_cache(tmp: &TempDir) -> (String, PathBuf) {
     (root, cache)
 }
 
-/// Assert that the chroot store `store` has none of `closure`.
-fn assert_none_in(store: &Path, closure: &[String]) {
-    for p in closure {
-        let (valid, _, err) = run(nix_cmd("nix-store").arg("--store").arg(store).args(["--check-validity", p]));
-        assert!(!valid && err.contains("is not valid"), "{p} is already in {} before copying: {err}", store.display());
-    }
-}
-
-/// Assert that the chroot store `store` has the closure of `root`, each path
-/// with the NarHash and references it has in the real store, and that
-/// `nix-store --verify --check-contents` passes there.
-fn assert_copied(store: &Path, root: &str, from: &str) {
-    let closure = closure_of(root);
-    let mut got: Vec<String> = run_ok(nix_cmd("nix-store").arg("--store").arg(store).arg("-qR").arg(root))
-        .lines()
-        .map(str::to_string)
-        .collect();
-    got.sort();
-    assert_eq!(got, closure, "closure in {} after copying from {from}", store.display());
-    for p in &closure {
-        let (ours, real) = (
-            run_ok(nix_cmd("nix-store").arg("--store").arg(store).args(["-q", "--hash", p])),
-            run_ok(nix_cmd("nix-store").args(["-q", "--hash", p])),
-        );
-        assert_eq!(ours, real, "NarHash of {p} copied from {from}");
-        let (ours, real) = (
-            run_ok(nix_cmd("nix-store").arg("--store").arg(store).args(["-q", "--references", p])),
-            run_ok(nix_cmd("nix-store").args(["-q", "--references", p])),
-        );
-        assert_eq!(ours, real, "references of {p} copied from {from}");
-    }
-    run_ok(nix_cmd("nix-store").arg("--store").arg(store).args(["--verify", "--check-contents"]));
-}
-
-/// `nix copy --from <from> --to <store> <root>` into a fresh chroot store,
-/// which must have had none of the closure, then [`assert_copied`].
-fn copy_and_verify(from: &str, root: &str, store: &Path) {
-    assert_none_in(store, &closure_of(root));
-    run_ok(nix_cmd("nix").args(["copy", "--no-require-sigs", "--from", from, "--to"]).arg(store).arg(root));
-    assert_copied(store, root, from);
-}
-
 /// The full path of a program on PATH, or in /usr/sbin (not on every user's
 /// PATH); a missing one fails the test, naming the Debian package.
 fn program(name: &str, package: &str) -> PathBuf {
@@ -229,7 +187,7 @@ fn served_by_nginx_and_copied_over_http() {
     assert!(status.contains(" 200 "), "{status}");
     assert_eq!(body, fs::read(cache.join("nix-cache-info")).unwrap());
 
-    copy_and_verify(&server.url(), &root, &tmp.join("store"));
+    copy_closure_from_url(&server.url(), &tmp.join("store"), &[&root]);
 
     // Nix fetched every narinfo and NAR of the closure from nginx.
     let log = server.access_log();
@@ -263,7 +221,7 @@ fn read_only_bind_mount() {
     // In a private mount namespace, so the mount vanishes with the shell and
     // is never seen outside. The write probe shows the mount is read-only;
     // then Nix opens the cache there and copies from it.
-    assert_none_in(&store, &closure_of(&root));
+    assert_store_lacks(&store, &[&root]);
     let script = r#"set -eu
 mount --bind "$1" "$2"
 mount -o remount,bind,ro "$2"
@@ -280,7 +238,7 @@ nix copy --no-require-sigs --from "file://$2" --to "$3" "$4"
             .arg(&root),
     );
     assert!(list_dir(&mnt).is_empty(), "the mount leaked out of its namespace");
-    assert_copied(&store, &root, "a read-only bind mount");
+    assert_store_holds(&store, &[&root], "a read-only bind mount");
 }
 
 // ---------------------------------------------------------------------------
@@ -297,7 +255,7 @@ fn copied_with_cp_r() {
     fs::create_dir_all(copy.parent().unwrap()).unwrap();
     run_ok(Command::new("cp").arg("-r").arg(&cache).arg(&copy));
     assert_eq!(tree(&copy), tree(&cache));
-    copy_and_verify(&format!("file://{}", copy.display()), &root, &tmp.join("store"));
+    copy_closure_from_url(&format!("file://{}", copy.display()), &tmp.join("store"), &[&root]);
 }
 
 #[test]
@@ -312,5 +270,5 @@ fn copied_with_rsync() {
     fs::create_dir_all(copy.parent().unwrap()).unwrap();
     run_ok(Command::new(rsync).arg("-a").arg(format!("{}/", cache.display())).arg(&copy));
     assert_eq!(tree(&copy), tree(&cache));
-    copy_and_verify(&format!("file://{}", copy.display()), &root, &tmp.join("store"));
+    copy_closure_from_url(&format!("file://{}", copy.display()), &tmp.join("store"), &[&root]);
 }

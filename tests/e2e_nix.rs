@@ -14,11 +14,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-
-fn builder_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_make-binary-cache"))
-}
+use std::path::Path;
 
 /// The NAR file suffix for a compression, as Nix names them.
 fn nar_suffix(compression: &str) -> &'static str {
@@ -158,9 +154,9 @@ fn checks_accept_caches_written_by_real_nix() {
         }
         check_cache(cache, &root, compression);
         let sub = TempDir::new(&format!("reference-{compression}"));
-        copy_and_verify(cache, &root, &sub);
+        copy_closure_from(Path::new(cache), &sub.join("store"), &[&root]);
         if compression == "zstd" {
-            substitute_from(cache, &root, &sub);
+            substitute_fixture(&[Path::new(cache)], &sub.join("store2"), &root);
         }
     }
 }
@@ -340,59 +336,11 @@ fn check_cache(cache: &str, root: &str, compression: &str) {
     assert_eq!(in_nar, urls);
 }
 
-/// `nix copy` the closure of `root` from the cache into a fresh chroot store
-/// and verify it there.
-fn copy_and_verify(cache: &str, root: &str, tmp: &TempDir) {
-    let store = tmp.join("store");
-    let store = store.to_str().unwrap();
-    run_ok(nix_cmd("nix").args([
-        "copy",
-        "--from",
-        &format!("file://{cache}"),
-        "--to",
-        store,
-        "--no-require-sigs",
-        root,
-    ]));
-    run_ok(nix_cmd("nix").args(["store", "verify", "--store", store, "--all", "--no-trust"]));
-    run_ok(nix_cmd("nix-store").args(["--store", store, "--verify", "--check-contents"]));
-
-    let mut copied: Vec<String> =
-        run_ok(nix_cmd("nix-store").args(["--store", store, "-qR", root])).lines().map(str::to_string).collect();
-    copied.sort();
-    assert_eq!(copied, closure_of(root));
-    for path in &copied {
-        let there = run_ok(nix_cmd("nix-store").args(["--store", store, "-q", "--hash", path]));
-        let here = run_ok(nix_cmd("nix-store").args(["-q", "--hash", path]));
-        assert_eq!(there, here, "{path}");
-    }
-}
-
 /// The cache is a store path, read-only for everyone but root: Nix must have
 /// found every directory it wants (it creates missing ones when it opens a
 /// `file://` cache, which as root would silently modify the store path).
 fn assert_cache_untouched(cache: &str) {
     run_ok(nix_cmd("nix-store").args(["--verify-path", cache]));
-}
-
-/// Substitute the fixture from the cache into another fresh chroot store
-/// with nix-build, building nothing.
-fn substitute_from(cache: &str, root: &str, tmp: &TempDir) {
-    let store = tmp.join("store2");
-    let (ok, stdout, stderr) = run(nix_cmd("nix-build")
-        .arg(repo_root().join("tests/fixtures/closure.nix"))
-        .args(["-A", "a", "--no-out-link", "--max-jobs", "0"])
-        .arg("--store")
-        .arg(&store)
-        .args(["--option", "substituters", &format!("file://{cache}")])
-        .args(["--option", "require-sigs", "false"]));
-    assert!(ok, "substitution failed:\n{stderr}");
-    assert_eq!(stdout.trim(), root, "{stderr}");
-    for path in closure_of(root) {
-        let inside = store.join(path.trim_start_matches('/'));
-        assert!(fs::symlink_metadata(&inside).is_ok(), "{} not substituted:\n{stderr}", inside.display());
-    }
-    run_ok(nix_cmd("nix").args(["store", "verify", "--no-trust", "--all", "--store"]).arg(&store));
 }
 
 #[test]
@@ -404,7 +352,7 @@ fn cache_without_compression() {
     let root = build_fixture("", "a");
     let cache = build_cache("", r#"mkBinaryCache { rootPaths = [ fixture ]; compression = "none"; }"#);
     check_cache(&cache, &root, "none");
-    copy_and_verify(&cache, &root, &tmp);
+    copy_closure_from(Path::new(&cache), &tmp.join("store"), &[&root]);
     assert_cache_untouched(&cache);
 }
 
@@ -423,7 +371,7 @@ fn cache_with_xz_via_override() {
            }"#,
     );
     check_cache(&cache, &root, "xz");
-    copy_and_verify(&cache, &root, &tmp);
+    copy_closure_from(Path::new(&cache), &tmp.join("store"), &[&root]);
     assert_cache_untouched(&cache);
 }
 
@@ -436,8 +384,8 @@ fn cache_with_zstd_default_and_substitution() {
     let root = build_fixture("", "a");
     let cache = build_cache("", "mkBinaryCache { rootPaths = [ fixture ]; }");
     check_cache(&cache, &root, "zstd");
-    copy_and_verify(&cache, &root, &tmp);
-    substitute_from(&cache, &root, &tmp);
+    copy_closure_from(Path::new(&cache), &tmp.join("store"), &[&root]);
+    substitute_fixture(&[Path::new(&cache)], &tmp.join("store2"), &root);
     assert_cache_untouched(&cache);
 }
 
@@ -460,7 +408,7 @@ fn cache_of_several_roots_sharing_paths() {
     );
     assert!(cache.ends_with("-two-roots"), "{cache}");
     check_cache(&cache, &root, "zstd");
-    copy_and_verify(&cache, &root, &tmp);
+    copy_closure_from(Path::new(&cache), &tmp.join("store"), &[&root]);
     assert_cache_untouched(&cache);
 }
 
@@ -491,8 +439,8 @@ mkBinaryCache {{ rootPaths = [ stable.a (changing nonce) ]; compression = "xz"; 
     let fresh = build_cache(&nonce, &expr(""));
     assert_ne!(cache, fresh);
     assert!(tree(Path::new(cache)) == tree(Path::new(&fresh)), "the reused cache differs from the fresh one");
-    copy_and_verify(cache, &root, &tmp);
-    substitute_from(cache, &root, &tmp);
+    copy_closure_from(Path::new(cache), &tmp.join("store"), &[&root]);
+    substitute_fixture(&[Path::new(cache)], &tmp.join("store2"), &root);
     assert_cache_untouched(cache);
 }
 

@@ -20,19 +20,6 @@ fn merge(out: &Path, caches: &[&Path]) -> Command {
     cmd
 }
 
-/// `nix path-info --json` of `paths` (with `--recursive` when asked) into
-/// `tmp/<name>.json`.
-fn path_info(tmp: &TempDir, name: &str, recursive: bool, paths: &[&str]) -> PathBuf {
-    let mut cmd = nix_cmd("nix");
-    cmd.args(["path-info", "--json"]);
-    if recursive {
-        cmd.arg("--recursive");
-    }
-    let file = tmp.join(format!("{name}.json"));
-    fs::write(&file, run_ok(cmd.args(paths))).unwrap();
-    file
-}
-
 /// A cache of the closure file `closure`, written by our CLI with `extra` flags.
 fn cli_cache(tmp: &TempDir, name: &str, closure: &Path, extra: &[&str]) -> PathBuf {
     let out = tmp.join(name);
@@ -50,32 +37,13 @@ fn fixture() -> (String, String, String) {
 /// the first).
 fn disjoint_caches(tmp: &TempDir, extra: &[&str]) -> (PathBuf, PathBuf) {
     let (a, b, link) = fixture();
-    let lower = path_info(tmp, "lower", true, &[&b]);
-    let upper = path_info(tmp, "upper", false, &[&a, &link]);
+    let lower = path_info(tmp, "lower.json", true, &[&b]);
+    let upper = path_info(tmp, "upper.json", false, &[&a, &link]);
     let lower = cli_cache(tmp, &format!("lower{}", extra.join("")), &lower, extra);
     let mut upper_flags = vec!["--partial"];
     upper_flags.extend_from_slice(extra);
     let upper = cli_cache(tmp, &format!("upper{}", extra.join("")), &upper, &upper_flags);
     (lower, upper)
-}
-
-/// `nix copy` of `root` from `cache` into the fresh store `tmp/<store>`,
-/// checked there as Nix checks a store.
-fn copy_and_verify(cache: &Path, root: &str, tmp: &TempDir, store: &str) {
-    let store = tmp.join(store);
-    run_ok(
-        nix_cmd("nix")
-            .args(["copy", "--no-require-sigs", "--from"])
-            .arg(format!("file://{}", cache.display()))
-            .arg("--to")
-            .arg(&store)
-            .arg(root),
-    );
-    run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
-    let copied = run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["-qR", root]));
-    let mut copied: Vec<String> = copied.lines().map(str::to_string).collect();
-    copied.sort();
-    assert_eq!(copied, closure_of(root));
 }
 
 /// A writable copy of a cache, to damage.
@@ -92,7 +60,7 @@ fn disjoint_caches_merge_into_the_cache_of_their_union() {
     let (root, _, _) = fixture();
     for extra in [&["--compression", "xz", "--write-nar-listing", "--index-debug-info"][..], &[]] {
         let (lower, upper) = disjoint_caches(&tmp, extra);
-        let whole = path_info(&tmp, "whole", true, &[&root]);
+        let whole = path_info(&tmp, "whole.json", true, &[&root]);
         let whole = cli_cache(&tmp, &format!("whole{}", extra.join("")), &whole, extra);
 
         let merged = tmp.join(format!("merged{}", extra.join("")));
@@ -100,7 +68,7 @@ fn disjoint_caches_merge_into_the_cache_of_their_union() {
         assert!(ok, "{log}");
         assert_eq!(tree(&merged), tree(&whole), "{}", extra.join(" "));
         assert!(!log.contains("not copied"), "{log}");
-        copy_and_verify(&merged, &root, &tmp, &format!("store{}", extra.join("")));
+        copy_closure_from(&merged, &tmp.join(format!("store{}", extra.join(""))), &[&root]);
         run_ok(ours().arg("verify").arg(&merged));
     }
 }
@@ -132,7 +100,7 @@ fn shards_of_a_closure_merge_into_the_cache_of_the_whole() {
         run_ok(&mut merge(&merged, &parts));
         assert_eq!(tree(&merged), tree(&whole), "{shards} shards");
     }
-    copy_and_verify(&tmp.join("merged-3"), &root, &tmp, "store");
+    copy_closure_from(&tmp.join("merged-3"), &tmp.join("store"), &[&root]);
 }
 
 /// A builder's attrs file for one shard of the closure `path_info` (the
@@ -157,10 +125,10 @@ fn overlapping_caches_must_agree() {
     assert!(ok, "{log}");
     assert_eq!(tree(&merged), tree(&whole));
     assert!(log.contains("5 narinfos (3 in more than one input)"), "{log}");
-    copy_and_verify(&merged, &root, &tmp, "store");
+    copy_closure_from(&merged, &tmp.join("store"), &[&root]);
 
     // The same store path compressed differently: an error naming it and both inputs.
-    let b_closure = path_info(&tmp, "b", true, &[&build_fixture("", "b")]);
+    let b_closure = path_info(&tmp, "b.json", true, &[&build_fixture("", "b")]);
     let xz = cli_cache(&tmp, "lower-xz", &b_closure, &["--compression", "xz"]);
     let err = run_fail(&mut merge(&tmp.join("conflict"), &[&whole, &xz]));
     assert!(err.contains("with different narinfos"), "{err}");
@@ -330,32 +298,10 @@ fn the_output_must_be_new() {
 // End to end: mkBinaryCache { shards = N; } and mergeBinaryCaches through
 // nix-build, with the stand-in nixpkgs (tests/nixpkgs-stub).
 
-fn builder_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_make-binary-cache"))
-}
-
 /// `nix-build` of a [`with_prelude`] expression with two jobs of one core,
 /// as the shards would run on a small machine; returns the output path.
 fn nix_build(body: &str) -> PathBuf {
     PathBuf::from(run_ok(nix_build_expr(&builder_bin(), "", body).args(["--max-jobs", "2", "--cores", "1"])))
-}
-
-/// Substitutes the fixture from `cache` with `nix-build --max-jobs 0` into a
-/// fresh chroot store: Nix takes every path from the cache, builds nothing.
-fn substitute_from(cache: &Path, root: &str, tmp: &TempDir) {
-    let store = tmp.join("substituted");
-    let (ok, stdout, stderr) = run(nix_cmd("nix-build")
-        .arg(repo_root().join("tests/fixtures/closure.nix"))
-        .args(["-A", "a", "--no-out-link", "--max-jobs", "0"])
-        .arg("--store")
-        .arg(&store)
-        .arg("--option")
-        .arg("substituters")
-        .arg(format!("file://{}", cache.display()))
-        .args(["--option", "require-sigs", "false"]));
-    assert!(ok, "substitution failed:\n{stderr}");
-    assert_eq!(stdout.trim(), root, "{stderr}");
-    run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
 }
 
 #[test]
@@ -374,10 +320,10 @@ fn sharded_mk_binary_cache_is_byte_identical_to_the_unsharded_one() {
             assert_eq!(tree(&merged), tree(&whole), "{compression}, {shards} shards");
         }
         let merged = nix_build(&format!("mkBinaryCache {{ {args} shards = 2; }}"));
-        copy_and_verify(&merged, &root, &tmp, &format!("store-{compression}"));
+        copy_closure_from(&merged, &tmp.join(format!("store-{compression}")), &[&root]);
         run_ok(nix_cmd("nix-store").arg("--verify-path").arg(&merged));
         if compression == "zstd" {
-            substitute_from(&merged, &root, &tmp);
+            substitute_fixture(&[&merged], &tmp.join("substituted"), &root);
         }
     }
 }
@@ -401,7 +347,7 @@ fn merge_binary_caches_joins_overlapping_caches() {
     );
     assert!(merged.to_str().unwrap().ends_with("-joined"), "{}", merged.display());
     assert_eq!(tree(&merged), tree(&whole));
-    copy_and_verify(&merged, &root, &tmp, "store");
+    copy_closure_from(&merged, &tmp.join("store"), &[&root]);
 
     // Caches written with other settings conflict, and the build says where.
     let (ok, _, log) = run(&mut nix_build_expr(
@@ -521,7 +467,7 @@ fn a_cache_written_by_nix_copy_merges_with_ours() {
     let (_, upper) = disjoint_caches(&tmp, &["--compression", "none"]);
     let theirs = tmp.join("theirs");
     run_ok(nix_cmd("nix").args(["copy", "--to"]).arg(format!("file://{}?compression=none", theirs.display())).arg(&b));
-    let whole = path_info(&tmp, "whole", true, &[&root]);
+    let whole = path_info(&tmp, "whole.json", true, &[&root]);
     let whole = cli_cache(&tmp, "whole", &whole, &["--compression", "none"]);
     let merged = tmp.join("merged");
     run_ok(&mut merge(&merged, &[&theirs, &upper]));
@@ -530,5 +476,5 @@ fn a_cache_written_by_nix_copy_merges_with_ours() {
     fs::remove_file(whole.join("make-binary-cache.json")).unwrap();
     // Uncompressed, our cache is byte for byte what nix copy writes: so is the merge.
     assert_eq!(tree(&merged), tree(&whole));
-    copy_and_verify(&merged, &root, &tmp, "store");
+    copy_closure_from(&merged, &tmp.join("store"), &[&root]);
 }

@@ -8,25 +8,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::{
-    TempDir, build_fixture, closure_of, nix_cmd, ours, path_info_file, repo_root, run, run_fail, run_ok,
-    skip_without_nix,
+    TempDir, build_fixture, closure_of, nix_cmd, ours, path_info_file, run_fail, run_ok, skip_without_nix,
+    substitute_fixture,
 };
-
-/// Substitutes the fixture closure into a fresh store from `substituters`
-/// (in that order) and returns Nix's log, which names the cache each path
-/// came from.
-fn substitute(substituters: &[&Path], store: &Path) -> String {
-    let list: Vec<String> = substituters.iter().map(|d| format!("file://{}", d.display())).collect();
-    let (ok, _, stderr) = run(nix_cmd("nix-build")
-        .arg(repo_root().join("tests/fixtures/closure.nix"))
-        .args(["-A", "a", "--no-out-link", "--max-jobs", "0", "-v"])
-        .arg("--store")
-        .arg(store)
-        .args(["--option", "substituters", &list.join(" ")])
-        .args(["--option", "require-sigs", "false"]));
-    assert!(ok, "substitution failed:\n{stderr}");
-    stderr
-}
 
 #[test]
 fn priority_and_want_mass_query_are_written_and_nix_uses_the_priority() {
@@ -53,12 +37,12 @@ fn priority_and_want_mass_query_are_written_and_nix_uses_the_priority() {
     // Nix 2.8 orders substituters by priority, lower first (a store without
     // one has 0): the late cache, though listed first, is asked last, and
     // every path comes from the plain one. Listed alone, it still serves.
-    let log = substitute(&[&late, &plain], &tmp.join("store"));
+    let log = substitute_fixture(&[&late, &plain], &tmp.join("store"), &root);
     for path in closure_of(&root) {
         let from = format!("copying path '{path}' from 'file://{}'", plain.display());
         assert!(log.contains(&from), "{from} missing from:\n{log}");
     }
-    let log = substitute(&[&late], &tmp.join("store2"));
+    let log = substitute_fixture(&[&late], &tmp.join("store2"), &root);
     for path in closure_of(&root) {
         let from = format!("copying path '{path}' from 'file://{}'", late.display());
         assert!(log.contains(&from), "{from} missing from:\n{log}");

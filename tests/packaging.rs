@@ -11,12 +11,8 @@ mod common;
 use common::*;
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn builder_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_make-binary-cache"))
-}
 
 /// `nix` with flakes enabled, which Nix 2.8 still calls experimental.
 fn nix_flakes() -> Command {
@@ -217,19 +213,7 @@ fn hello_cache_example_builds_and_substitutes() {
     assert!(Path::new(&cache).join(format!("{}.narinfo", hash_part(&hello))).is_file());
 
     let store = tmp.join("store");
-    let (valid, _, _) = run(nix_cmd("nix-store").arg("--store").arg(&store).args(["--check-validity", &hello]));
-    assert!(!valid, "{hello} in a fresh store");
-    run_ok(
-        nix_cmd("nix")
-            .args(["copy", "--no-require-sigs", "--from", &format!("file://{cache}"), "--to"])
-            .arg(&store)
-            .arg(&hello),
-    );
-    run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
-    assert_eq!(
-        run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["-q", "--hash", &hello])),
-        run_ok(nix_cmd("nix-store").args(["-q", "--hash", &hello]))
-    );
+    copy_closure_from(Path::new(&cache), &store, &[&hello]);
     let exe = format!("{}{hello}/bin/hello", store.display());
     assert_eq!(run_ok(&mut Command::new(exe)), "Hello from a binary cache");
 

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{TempDir, nix_cmd, ours, run, run_fail, run_ok, skip_without_nix};
+use common::{TempDir, copy_closure_from, nix_cmd, ours, path_info, run, run_fail, run_ok, skip_without_nix};
 
 #[test]
 fn empty_out_and_repeated_flags_are_errors() {
@@ -151,18 +151,6 @@ fn workers_are_capped_at_the_cores_available() {
     assert!(log.contains("10000 workers asked for"), "{log}");
 }
 
-/// `nix path-info --json [--recursive] PATHS…` written to a file.
-fn path_info(tmp: &TempDir, name: &str, recursive: bool, paths: &[&str]) -> PathBuf {
-    let mut cmd = nix_cmd("nix");
-    cmd.args(["path-info", "--json"]);
-    if recursive {
-        cmd.arg("--recursive");
-    }
-    let file = tmp.join(name);
-    fs::write(&file, run_ok(cmd.args(paths))).unwrap();
-    file
-}
-
 fn narinfos(dir: &std::path::Path) -> Vec<String> {
     if !dir.exists() {
         return Vec::new();
@@ -210,21 +198,7 @@ fn incomplete_closures_fail_unless_partial_or_already_cached() {
     // Real Nix agrees both are whole.
     for dir in [overlay, cache] {
         let store = tmp.join(format!("store-{}", dir.file_name().unwrap().to_str().unwrap()));
-        run_ok(
-            nix_cmd("nix")
-                .args(["copy", "--no-require-sigs", "--from"])
-                .arg(format!("file://{}", dir.display()))
-                .arg("--to")
-                .arg(&store)
-                .arg(&root),
-        );
-        run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
-        assert_eq!(
-            run_ok(nix_cmd("nix-store").arg("--store").arg(&store).arg("-qR").arg(&root)).lines().count(),
-            5,
-            "{}: not the whole closure in the new store",
-            dir.display()
-        );
+        copy_closure_from(&dir, &store, &[&root]);
     }
 }
 

@@ -12,16 +12,16 @@ use std::path::{Path, PathBuf};
 
 use make_binary_cache::format::manifest::MIXED;
 
-use common::{TempDir, build_fixture, hash_part, nix_cmd, ours, run, run_fail, run_ok, skip_without_nix, tree};
+use common::{
+    TempDir, build_fixture, copy_closure_from, hash_part, nix_cmd, ours, path_info, run, run_fail, run_ok,
+    skip_without_nix, tree,
+};
 
 /// `nix path-info --json --recursive` of the fixture and an extra path built
 /// with `nonce`, written to `name` in `tmp`; returns the file and the roots.
 fn closure_with(tmp: &TempDir, name: &str, nonce: &str) -> (PathBuf, Vec<String>) {
     let roots = vec![build_fixture("", "a"), build_fixture(nonce, "c")];
-    let json = run_ok(nix_cmd("nix").args(["path-info", "--json", "--recursive"]).args(&roots));
-    let file = tmp.join(name);
-    fs::write(&file, json).unwrap();
-    (file, roots)
+    (path_info(tmp, name, true, &roots), roots)
 }
 
 /// Runs our binary on `closure` into `out` with `args`; returns its stderr.
@@ -58,16 +58,7 @@ fn reused_caches_are_byte_identical_to_fresh_ones_and_substitute() {
         write(&after, &fresh, &c);
         assert!(tree(&reused) == tree(&fresh), "{compression}: the reused cache differs from the fresh one");
 
-        let store = tmp.join(format!("store-{compression}"));
-        run_ok(
-            nix_cmd("nix")
-                .args(["copy", "--no-require-sigs", "--from"])
-                .arg(format!("file://{}", reused.display()))
-                .arg("--to")
-                .arg(&store)
-                .args(&roots),
-        );
-        run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
+        copy_closure_from(&reused, &tmp.join(format!("store-{compression}")), &roots);
         let (ok, _, verified) = run(ours().arg("verify").arg(&reused));
         assert!(ok && !verified.contains("warning:"), "{verified}");
     }

@@ -43,8 +43,7 @@ fn cli_cache(tmp: &TempDir, name: &str) -> (String, PathBuf) {
     let root = build_fixture("", "a");
     let closure = tmp.join("closure.json");
     if !closure.exists() {
-        let json = run_ok(nix_cmd("nix").args(["path-info", "--json", "--recursive"]).arg(&root));
-        fs::write(&closure, json).unwrap();
+        path_info(tmp, "closure.json", true, &[&root]);
     }
     let cache = tmp.join(name);
     run_ok(ours().arg("--closure").arg(&closure).arg("--out").arg(&cache));
@@ -65,11 +64,7 @@ fn copy_requiring(cache: &Path, root: &str, trusted: &str, tmp: &TempDir, store:
         .arg(&store)
         .arg(root));
     if ok {
-        run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["--verify", "--check-contents"]));
-        let copied = run_ok(nix_cmd("nix-store").arg("--store").arg(&store).args(["-qR", root]));
-        let mut copied: Vec<String> = copied.lines().map(str::to_string).collect();
-        copied.sort();
-        assert_eq!(copied, closure_of(root));
+        assert_store_holds(&store, &[root], &cache.display().to_string());
     }
     (ok, stderr)
 }

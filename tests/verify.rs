@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    TempDir, build_fixture, closure_of, flat_hashes, hash_part, list_dir, nix_cmd, ours, run, run_fail, run_ok,
-    skip_without_nix,
+    TempDir, build_fixture, closure_of, copy_closure_from, flat_hashes, hash_part, list_dir, nix_cmd, ours, run,
+    run_fail, run_ok, skip_without_nix,
 };
 
 fn verify(cache: &Path) -> Command {
@@ -115,14 +115,7 @@ fn caches_written_by_us_and_by_nix_copy_pass() {
         assert!(log.contains(&format!("{paths} store paths checked")) && log.contains("0 warnings"), "{log}");
         // Real Nix agrees the cache is good: the closure substitutes from it.
         let store = tmp.join(format!("store-{}", cache.file_name().unwrap().to_string_lossy()));
-        run_ok(
-            nix_cmd("nix")
-                .args(["copy", "--no-require-sigs", "--from"])
-                .arg(format!("file://{}", cache.display()))
-                .arg("--to")
-                .arg(&store)
-                .arg(&fixture.root),
-        );
+        copy_closure_from(&cache, &store, &[&fixture.root]);
     }
 }
 

@@ -10,10 +10,12 @@
 //! * [`nar_reader`]: a NAR read back as a stream, validated, its entries reported.
 //! * [`listing`]: the NAR listing (`<hash>.ls`) and the debug info index.
 //! * [`narinfo`]: what a binary cache says about one store path.
+//! * [`cache_info`]: `nix-cache-info`, what a cache says about itself.
 //! * [`manifest`]: `make-binary-cache.json`, how a cache's NARs were made.
 //! * [`signature`]: `<key name>:<base64>` ed25519 signatures.
 //! * [`key`]: ed25519 secret and public keys, and the fingerprint they sign.
 
+pub mod cache_info;
 pub mod content_address;
 pub mod hash;
 pub mod key;

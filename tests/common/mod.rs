@@ -1,5 +1,5 @@
 //! Helpers for the end-to-end tests that drive the real `nix` commands.
-//! Only std: these tests shell out to Nix and inspect files.
+//! They shell out to Nix and inspect files (serde_json reads what Nix prints).
 
 #![allow(dead_code)]
 
@@ -323,6 +323,11 @@ pub fn write_executable(path: &Path, contents: &str) -> io::Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755))
 }
 
+/// Our binary, for the Nix expressions (`makeBinaryCacheBin`).
+pub fn builder_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_make-binary-cache"))
+}
+
 /// Our binary, with none of the builder's environment, so it runs in CLI mode.
 pub fn ours() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_make-binary-cache"));
@@ -330,14 +335,46 @@ pub fn ours() -> Command {
     cmd
 }
 
-/// `nix path-info --json --recursive` of the fixture closure, written to
-/// `closure.json` in `tmp`; returns the root and the file.
+/// `nix path-info --json [--recursive] PATHS…`, what our CLI reads, written
+/// to `name` in `tmp`; returns the file.
+pub fn path_info<S: AsRef<OsStr>>(tmp: &TempDir, name: &str, recursive: bool, paths: &[S]) -> PathBuf {
+    let mut cmd = nix_cmd("nix");
+    cmd.args(["path-info", "--json"]);
+    if recursive {
+        cmd.arg("--recursive");
+    }
+    let file = tmp.join(name);
+    fs::write(&file, run_ok(cmd.args(paths))).unwrap();
+    file
+}
+
+/// [`path_info`] of the fixture closure, in `closure.json` in `tmp`;
+/// returns the root and the file.
 pub fn path_info_file(tmp: &TempDir) -> (String, PathBuf) {
     let root = build_fixture("", "a");
-    let json = run_ok(nix_cmd("nix").args(["path-info", "--json", "--recursive"]).arg(&root));
-    let file = tmp.join("closure.json");
-    fs::write(&file, json).unwrap();
+    let file = path_info(tmp, "closure.json", true, &[&root]);
     (root, file)
+}
+
+/// Builds the fixture's root (tests/fixtures/closure.nix, `a`) into the
+/// chroot store `store` with `--max-jobs 0`, so that every path must come
+/// from `caches` (asked in the order Nix gives them), and asserts that the
+/// build gave `root` and that the store then holds its closure as the real
+/// store does ([`assert_store_holds`]). Returns Nix's `-v` log, which names
+/// the cache each path came from.
+pub fn substitute_fixture(caches: &[&Path], store: &Path, root: &str) -> String {
+    let substituters: Vec<String> = caches.iter().map(|c| format!("file://{}", c.display())).collect();
+    let (ok, stdout, stderr) = run(nix_cmd("nix-build")
+        .arg(repo_root().join("tests/fixtures/closure.nix"))
+        .args(["-A", "a", "--no-out-link", "--max-jobs", "0", "-v"])
+        .arg("--store")
+        .arg(store)
+        .args(["--option", "substituters", &substituters.join(" ")])
+        .args(["--option", "require-sigs", "false"]));
+    assert!(ok, "substitution from {substituters:?} failed:\n{stderr}");
+    assert_eq!(stdout.trim(), root, "{stderr}");
+    assert_store_holds(store, &[root], &substituters.join(" "));
+    stderr
 }
 
 /// Every file under `dir` with its contents, by relative path (directories
@@ -359,4 +396,62 @@ pub fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     }
     files.sort();
     files
+}
+
+/// Real Nix's judgement of a cache at `from` (a store URL: `file://…`,
+/// `http://…`): `nix copy --no-require-sigs` of `roots` into the chroot store
+/// `store`, which must hold none of their closure before, then
+/// [`assert_store_holds`] there.
+pub fn copy_closure_from_url<S: AsRef<str>>(from: &str, store: &Path, roots: &[S]) {
+    let roots: Vec<&str> = roots.iter().map(AsRef::as_ref).collect();
+    assert_store_lacks(store, &roots);
+    run_ok(nix_cmd("nix").args(["copy", "--no-require-sigs", "--from", from, "--to"]).arg(store).args(&roots));
+    assert_store_holds(store, &roots, from);
+}
+
+/// [`copy_closure_from_url`] from the cache directory `cache`.
+pub fn copy_closure_from<S: AsRef<str>>(cache: &Path, store: &Path, roots: &[S]) {
+    copy_closure_from_url(&format!("file://{}", cache.display()), store, roots);
+}
+
+/// Assert that the chroot store `store` holds no path of the closure of
+/// `roots` (in the real store), so that a copy into it brings them all.
+pub fn assert_store_lacks<S: AsRef<str>>(store: &Path, roots: &[S]) {
+    let roots: Vec<&str> = roots.iter().map(AsRef::as_ref).collect();
+    let closure = run_ok(nix_cmd("nix-store").arg("-qR").args(&roots));
+    let invalid = run_ok(
+        nix_cmd("nix-store")
+            .arg("--store")
+            .arg(store)
+            .args(["--check-validity", "--print-invalid"])
+            .args(closure.lines()),
+    );
+    assert_eq!(invalid, closure, "{} already holds some of the closure before copying", store.display());
+}
+
+/// Assert that the chroot store `store` passes `nix-store --verify
+/// --check-contents` and holds the closure of `roots`, each path with the
+/// NarHash, NarSize, references and content address it has in the real store
+/// (`from` names where it came from, for the message).
+pub fn assert_store_holds<S: AsRef<str>>(store: &Path, roots: &[S], from: &str) {
+    let roots: Vec<&str> = roots.iter().map(AsRef::as_ref).collect();
+    run_ok(nix_cmd("nix-store").arg("--store").arg(store).args(["--verify", "--check-contents"]));
+    // What Nix records of a path and a cache carries; not the deriver,
+    // registration time or signatures, which differ by how it was copied.
+    let recorded = |store: Option<&Path>| -> Vec<[serde_json::Value; 5]> {
+        let mut cmd = nix_cmd("nix");
+        cmd.args(["path-info", "--json", "--recursive"]);
+        if let Some(s) = store {
+            cmd.arg("--store").arg(s);
+        }
+        let json = run_ok(cmd.args(&roots));
+        let infos: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        let mut v: Vec<_> = infos
+            .into_iter()
+            .map(|i| ["path", "narHash", "narSize", "references", "ca"].map(|k| i[k].clone()))
+            .collect();
+        v.sort_by(|a, b| a[0].as_str().cmp(&b[0].as_str()));
+        v
+    };
+    assert_eq!(recorded(Some(store)), recorded(None), "{} after copying from {from}", store.display());
 }
