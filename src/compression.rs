@@ -477,7 +477,10 @@ mod tests {
                 compress_with(&mut contexts, Compression::Zstd, Some(level), data, threads);
                 let held = contexts.zstd.as_ref().unwrap().sizeof() as u64;
                 let estimate = Compression::Zstd.encoder_memory(Some(level), threads, data.len() as u64);
-                eprintln!("zstd level {level} threads {threads} {} bytes: holds {held}, estimate {estimate}", data.len());
+                eprintln!(
+                    "zstd level {level} threads {threads} {} bytes: holds {held}, estimate {estimate}",
+                    data.len()
+                );
                 assert!(held <= estimate, "level {level}, {threads} threads: holds {held}, estimate {estimate}");
             }
         }
