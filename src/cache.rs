@@ -204,18 +204,25 @@ pub fn write_cache(
 }
 
 /// Threads for compressing one NAR of `size` bytes when `rest` bytes of other
-/// paths are still to start. One, while the other workers have enough work of
-/// their own (more would only cost memory and switching); all the workers'
-/// worth when this path alone would outlast the rest of the work, as a big
-/// path does near the end or in a closure dominated by one big path. The
-/// output is the same either way (see [`Compression::encoder`]).
+/// paths are still to start: its share of the workers, in proportion to its
+/// part of the work left (rounded), and at least one. A path small next to
+/// the rest gets one thread, while the other workers have enough work of
+/// their own; a path that dominates what is left, as a big path does near the
+/// end or in a closure of one big path, gets up to all the workers' worth.
+/// Giving a path more threads than its share would only run more threads than
+/// cores while the others still work, and cost memory: xz's threads each hold
+/// ~100 MiB of match finder at level 6 and, for incompressible data, their
+/// whole input and output blocks (one 100 MiB random path given 2 threads
+/// beside a worker on text peaked at 457 MB; its share, 2 × 100 / 180,
+/// rounds to 1). The output is the same either way (see
+/// [`Compression::encoder`]).
 fn compression_threads(size: u64, rest: u64, settings: &Settings) -> u32 {
-    let others = settings.jobs.saturating_sub(1) as u64;
-    if size.saturating_mul(others) <= rest {
-        return 1;
-    }
-    let jobs = u32::try_from(settings.jobs).unwrap_or(u32::MAX);
-    settings.compression.useful_threads(size, settings.compression_level).min(jobs)
+    let jobs = settings.jobs.max(1) as u128;
+    let (size_, left) = (u128::from(size), u128::from(size) + u128::from(rest));
+    // round(size × jobs / left), in integers.
+    let share = (2 * size_ * jobs + left).checked_div(2 * left).unwrap_or(1);
+    let share = u32::try_from(share).unwrap_or(u32::MAX).max(1);
+    settings.compression.useful_threads(size, settings.compression_level).min(share)
 }
 
 /// What `nix-cache-info` says: the one place that writes it and checks an
@@ -762,6 +769,11 @@ mod tests {
         assert_eq!(compression_threads(MIB, 0, &xz), 1);
         assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::Xz, 1)), 1);
         assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::None, 4)), 1);
+        // A path of about half of what is left: its share of 2 workers is 1
+        // (one 100 MiB path beside 80 MiB of others), of 4 workers 2.
+        assert_eq!(compression_threads(100 * MIB, 80 * MIB, &settings(Compression::Xz, 2)), 1);
+        assert_eq!(compression_threads(100 * MIB, 80 * MIB, &settings(Compression::Xz, 4)), 2);
+        assert_eq!(compression_threads(300 * MIB, 100 * MIB, &settings(Compression::Xz, 2)), 2);
     }
 
     #[test]
