@@ -546,9 +546,22 @@ impl Write for NarFile {
 /// NAR on disk.
 const BATCH_AGE: Duration = Duration::from_secs(1);
 
-/// At most this many narinfos wait at once: each holds an open file, and the
-/// usual limit is 1024 per process. Workers wait when it is reached.
-const BATCH_MAX: usize = 256;
+/// At most this many narinfos wait at once: each holds an open file. Workers
+/// wait when it is reached, so it must not be small: with 256, 10,000 tiny
+/// store paths made 40 `syncfs` calls, the workers waiting on each, instead
+/// of one a second. The soft limit of open files (often 1024) is raised to
+/// the hard one for this, and [`OTHER_FILES`] are left for the rest.
+const BATCH_MAX: usize = 8192;
+
+/// Open files kept free for the rest of the run: the walk (a descriptor per
+/// directory level of each worker), NAR files, the store's files.
+const OTHER_FILES: u64 = 512;
+
+/// How many narinfos may wait at once, given the open-files limit.
+fn batch_max() -> usize {
+    let limit = crate::resources::system::raise_open_files_limit(BATCH_MAX as u64 + OTHER_FILES);
+    usize::try_from(limit.saturating_sub(OTHER_FILES)).unwrap_or(BATCH_MAX).clamp(16, BATCH_MAX)
+}
 
 /// The narinfos of checked paths, named in batches once their NARs are on
 /// disk.
@@ -556,7 +569,7 @@ const BATCH_MAX: usize = 256;
 /// Workers [`add`](Self::add) a written but unnamed narinfo as soon as its
 /// NAR is named. One thread ([`name_batches`](Self::name_batches)) takes the
 /// batch when its oldest narinfo has waited [`BATCH_AGE`] (or it holds
-/// [`BATCH_MAX`], or the run is over), calls `syncfs` once for all of it
+/// [`batch_max`] of them, or the run is over), calls `syncfs` once for all of it
 /// (which puts both the NARs and the narinfos' contents on disk) and only
 /// then names the narinfos; a last [`sync`](Self::sync) puts those names on
 /// disk. One `syncfs` a second writes back little more than the kernel soon
@@ -568,6 +581,8 @@ struct NarInfoBatch<'a> {
     /// to `syncfs`; empty without `sync`.
     file_systems: Vec<(PathBuf, File)>,
     sync: bool,
+    /// See [`batch_max`].
+    max_waiting: usize,
     state: Mutex<BatchState<'a>>,
     changed: Condvar,
 }
@@ -599,14 +614,15 @@ impl<'a> NarInfoBatch<'a> {
                 }
             }
         }
-        Ok(Self { out, file_systems, sync, state: Mutex::default(), changed: Condvar::new() })
+        let max_waiting = batch_max();
+        Ok(Self { out, file_systems, sync, max_waiting, state: Mutex::default(), changed: Condvar::new() })
     }
 
     /// Hands over the narinfo of `info`, whose NAR is named; `false` when
     /// naming has failed, and the narinfo is dropped.
     fn add(&self, info: &'a PathInfo, checked: Checked) -> bool {
         let mut state = self.state.lock().unwrap();
-        while state.waiting.len() >= BATCH_MAX && !state.broken {
+        while state.waiting.len() >= self.max_waiting && !state.broken {
             state = self.changed.wait(state).unwrap();
         }
         debug_assert!(!state.closed, "added to a closed batch");
@@ -615,7 +631,7 @@ impl<'a> NarInfoBatch<'a> {
         }
         state.oldest.get_or_insert_with(Instant::now);
         state.waiting.push((info, checked));
-        if !self.sync || state.waiting.len() == 1 || state.waiting.len() >= BATCH_MAX {
+        if !self.sync || state.waiting.len() == 1 || state.waiting.len() >= self.max_waiting {
             self.changed.notify_all();
         }
         true
@@ -637,7 +653,7 @@ impl<'a> NarInfoBatch<'a> {
         loop {
             let (batch, last) = {
                 let mut state = self.state.lock().unwrap();
-                while !state.closed && state.waiting.len() < BATCH_MAX {
+                while !state.closed && state.waiting.len() < self.max_waiting {
                     let Some(oldest) = state.oldest else {
                         state = self.changed.wait(state).unwrap();
                         continue;
@@ -650,7 +666,7 @@ impl<'a> NarInfoBatch<'a> {
                 }
                 state.oldest = None;
                 let batch = std::mem::take(&mut state.waiting);
-                // Workers held back by BATCH_MAX may go on.
+                // Workers held back by `max_waiting` may go on.
                 self.changed.notify_all();
                 (batch, state.closed)
             };
