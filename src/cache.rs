@@ -485,6 +485,12 @@ fn compress_nar(
     }
     let nar_file = tee.inner.finish().with_context(io_context)?;
     let (file, file_hash, file_size) = nar_file.finish().with_context(io_context)?;
+    if settings.sync {
+        // The disk writes this NAR while the next is compressed, instead of
+        // all at the next syncfs, which would also wait for other programs'
+        // writes to the file system.
+        file.start_writeback();
+    }
     Ok((file, nar_hash, nar_size, file_hash.unwrap_or(nar_hash), file_size, wanted.then_some(listing)))
 }
 
