@@ -16,7 +16,8 @@ Shapes:
 The contents are files of this machine (shared libraries, Python and Perl
 sources, documentation, locales from /usr), so they compress like real store
 paths do; which files go where is decided by a seeded random generator, so the
-same machine and seed always give the same closure. Each store path is the
+same machine and seed give the same closure as long as /usr does not change
+(installing a package changes it; Python's __pycache__ is left out). Each store path is the
 output of a derivation whose builder (this script, run by the system's
 python3) copies its files in; Nix builds them with `nix-build` as usual, so
 they are ordinary valid store paths with references. Needs Nix with the
@@ -72,7 +73,9 @@ def host_files():
         if not os.path.isdir(root):
             continue
         for d, dirs, files in os.walk(root):
-            dirs.sort()
+            # Python writes these as it runs (as root, into /usr): they would
+            # make the corpus change from one run to the next.
+            dirs[:] = sorted(x for x in dirs if x != "__pycache__")
             try:
                 if os.stat(d).st_mode & 0o005 != 0o005:
                     dirs[:] = []
@@ -81,7 +84,7 @@ def host_files():
                 continue
             for f in sorted(files):
                 p = os.path.join(d, f)
-                if "\n" in p or "\t" in p:
+                if "\n" in p or "\t" in p or p.endswith((".pyc", ".pyo")):
                     continue
                 try:
                     st = os.lstat(p)
