@@ -271,7 +271,7 @@ def tiny_expression(count):
   paths = builtins.genList tiny n;
 in derivation {{
   name = "tiny-root"; system = builtins.currentSystem; builder = "/bin/sh";
-  paths = builtins.concatStringsSep "\\n" paths; passAsFile = [ "paths" ];
+  paths = builtins.concatStringsSep "" (map (p: p + "\\n") paths); passAsFile = [ "paths" ];
   args = [ "-c" "while read -r p; do echo $p; done < $pathsPath > $out" ];
 }}
 """
