@@ -326,18 +326,25 @@ pub fn write_cache_observed(
 }
 
 /// Threads for compressing one NAR of `size` bytes when `rest` bytes of other
-/// paths are still to start. One, while the other workers have enough work of
-/// their own (more would only cost memory and switching); all the workers'
-/// worth when this path alone would outlast the rest of the work, as a big
-/// path does near the end or in a closure dominated by one big path. The
-/// output is the same either way (see [`Compression::encoder`]).
+/// paths are still to start: its share of the workers, in proportion to its
+/// part of the work left (rounded), and at least one. A path small next to
+/// the rest gets one thread, while the other workers have enough work of
+/// their own; a path that dominates what is left, as a big path does near the
+/// end or in a closure of one big path, gets up to all the workers' worth.
+/// Giving a path more threads than its share would only run more threads than
+/// cores while the others still work, and cost memory: xz's threads each hold
+/// ~100 MiB of match finder at level 6 and, for incompressible data, their
+/// whole input and output blocks (one 100 MiB random path given 2 threads
+/// beside a worker on text peaked at 457 MB; its share, 2 × 100 / 180,
+/// rounds to 1). The output is the same either way (see
+/// [`Compression::encoder`]).
 fn compression_threads(size: u64, rest: u64, settings: &Settings) -> u32 {
-    let others = settings.jobs.saturating_sub(1) as u64;
-    if size.saturating_mul(others) <= rest {
-        return 1;
-    }
-    let jobs = u32::try_from(settings.jobs).unwrap_or(u32::MAX);
-    settings.compression.useful_threads(size, settings.compression_level).min(jobs)
+    let jobs = settings.jobs.max(1) as u128;
+    let (size_, left) = (u128::from(size), u128::from(size) + u128::from(rest));
+    // round(size × jobs / left), in integers.
+    let share = (2 * size_ * jobs + left).checked_div(2 * left).unwrap_or(1);
+    let share = u32::try_from(share).unwrap_or(u32::MAX).max(1);
+    settings.compression.useful_threads(size, settings.compression_level).min(share)
 }
 
 /// Fails unless an existing `nix-cache-info` holding `text` agrees: the
@@ -633,6 +640,12 @@ fn compress_nar(
     let (nar_hash, nar_size, encoder, listing) = dump_nar(info, nar_dir, settings, encoder, dumper, on_nar)?;
     let nar_file = encoder.finish().with_context(io_context)?;
     let (file, file_hash, file_size) = nar_file.finish().with_context(io_context)?;
+    if settings.sync {
+        // The disk writes this NAR while the next is compressed, instead of
+        // all at the next syncfs, which would also wait for other programs'
+        // writes to the file system.
+        file.start_writeback();
+    }
     Ok((file, nar_hash, nar_size, file_hash.unwrap_or(nar_hash), file_size, listing))
 }
 
@@ -724,9 +737,22 @@ impl Write for NarFile {
 /// NAR on disk.
 const BATCH_AGE: Duration = Duration::from_secs(1);
 
-/// At most this many narinfos wait at once: each holds an open file, and the
-/// usual limit is 1024 per process. Workers wait when it is reached.
-const BATCH_MAX: usize = 256;
+/// At most this many narinfos wait at once: each holds an open file. Workers
+/// wait when it is reached, so it must not be small: with 256, 10,000 tiny
+/// store paths made 40 `syncfs` calls, the workers waiting on each, instead
+/// of one a second. The soft limit of open files (often 1024) is raised to
+/// the hard one for this, and [`OTHER_FILES`] are left for the rest.
+const BATCH_MAX: usize = 8192;
+
+/// Open files kept free for the rest of the run: the walk (a descriptor per
+/// directory level of each worker), NAR files, the store's files.
+const OTHER_FILES: u64 = 512;
+
+/// How many narinfos may wait at once, given the open-files limit.
+fn batch_max() -> usize {
+    let limit = crate::resources::system::raise_open_files_limit(BATCH_MAX as u64 + OTHER_FILES);
+    usize::try_from(limit.saturating_sub(OTHER_FILES)).unwrap_or(BATCH_MAX).clamp(16, BATCH_MAX)
+}
 
 /// The narinfos of checked paths, named in batches once their NARs are on
 /// disk.
@@ -734,7 +760,7 @@ const BATCH_MAX: usize = 256;
 /// Workers [`add`](Self::add) a written but unnamed narinfo as soon as its
 /// NAR is named. One thread ([`name_batches`](Self::name_batches)) takes the
 /// batch when its oldest narinfo has waited [`BATCH_AGE`] (or it holds
-/// [`BATCH_MAX`], or the run is over), calls `syncfs` once for all of it
+/// [`batch_max`] of them, or the run is over), calls `syncfs` once for all of it
 /// (which puts both the NARs and the narinfos' contents on disk) and only
 /// then names the narinfos; a last [`sync`](Self::sync) puts those names on
 /// disk. One `syncfs` a second writes back little more than the kernel soon
@@ -746,6 +772,8 @@ struct NarInfoBatch<'a> {
     /// to `syncfs`; empty without `sync`.
     file_systems: Vec<(PathBuf, File)>,
     sync: bool,
+    /// See [`batch_max`].
+    max_waiting: usize,
     state: Mutex<BatchState<'a>>,
     changed: Condvar,
 }
@@ -777,14 +805,15 @@ impl<'a> NarInfoBatch<'a> {
                 }
             }
         }
-        Ok(Self { out, file_systems, sync, state: Mutex::default(), changed: Condvar::new() })
+        let max_waiting = batch_max();
+        Ok(Self { out, file_systems, sync, max_waiting, state: Mutex::default(), changed: Condvar::new() })
     }
 
     /// Hands over the narinfo of `info`, whose NAR is named; `false` when
     /// naming has failed, and the narinfo is dropped.
     fn add(&self, info: &'a PathInfo, checked: Checked) -> bool {
         let mut state = self.state.lock().unwrap();
-        while state.waiting.len() >= BATCH_MAX && !state.broken {
+        while state.waiting.len() >= self.max_waiting && !state.broken {
             state = self.changed.wait(state).unwrap();
         }
         debug_assert!(!state.closed, "added to a closed batch");
@@ -793,7 +822,7 @@ impl<'a> NarInfoBatch<'a> {
         }
         state.oldest.get_or_insert_with(Instant::now);
         state.waiting.push((info, checked));
-        if !self.sync || state.waiting.len() == 1 || state.waiting.len() >= BATCH_MAX {
+        if !self.sync || state.waiting.len() == 1 || state.waiting.len() >= self.max_waiting {
             self.changed.notify_all();
         }
         true
@@ -815,7 +844,7 @@ impl<'a> NarInfoBatch<'a> {
         loop {
             let (batch, last) = {
                 let mut state = self.state.lock().unwrap();
-                while !state.closed && state.waiting.len() < BATCH_MAX {
+                while !state.closed && state.waiting.len() < self.max_waiting {
                     let Some(oldest) = state.oldest else {
                         state = self.changed.wait(state).unwrap();
                         continue;
@@ -828,7 +857,7 @@ impl<'a> NarInfoBatch<'a> {
                 }
                 state.oldest = None;
                 let batch = std::mem::take(&mut state.waiting);
-                // Workers held back by BATCH_MAX may go on.
+                // Workers held back by `max_waiting` may go on.
                 self.changed.notify_all();
                 (batch, state.closed)
             };
@@ -968,6 +997,11 @@ mod tests {
         assert_eq!(compression_threads(MIB, 0, &xz), 1);
         assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::Xz, 1)), 1);
         assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::None, 4)), 1);
+        // A path of about half of what is left: its share of 2 workers is 1
+        // (one 100 MiB path beside 80 MiB of others), of 4 workers 2.
+        assert_eq!(compression_threads(100 * MIB, 80 * MIB, &settings(Compression::Xz, 2)), 1);
+        assert_eq!(compression_threads(100 * MIB, 80 * MIB, &settings(Compression::Xz, 4)), 2);
+        assert_eq!(compression_threads(300 * MIB, 100 * MIB, &settings(Compression::Xz, 2)), 2);
     }
 
     #[test]

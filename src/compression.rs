@@ -9,9 +9,13 @@
 //!   the level (the size liblzma itself would pick for that preset), because
 //!   the multi-threaded format depends on the block size and not on the number
 //!   of threads. The check is CRC64, as `xz` and Nix use.
-//! * zstd always runs with at least one worker: zstd's output with 0 workers
-//!   (in-caller compression) differs from its output with 1 or more, which is
-//!   identical for any count.
+//! * zstd compresses a NAR of at most [`ZSTD_SINGLE_THREAD_MAX`] bytes in the
+//!   calling thread (0 workers, no zstdmt) and a larger one with at least one
+//!   worker: zstd's output with 0 workers differs from its output with 1 or
+//!   more, which is identical for any count, so the choice depends on the NAR
+//!   size alone, never on the threads available. Either way zstd is told the
+//!   NAR size as a hint ([`zstd_size_hint`]), which picks smaller tables for
+//!   small NARs as for a file of known size, but is not written to the frame.
 //!
 //! ```
 //! use make_binary_cache::compression::Compression;
@@ -85,6 +89,7 @@ impl Compression {
         let chunk = match self {
             Self::None => return 1,
             Self::Xz => u32::try_from(level.unwrap_or(self.default_level())).ok().and_then(xz_block_size),
+            Self::Zstd if size <= ZSTD_SINGLE_THREAD_MAX => return 1,
             Self::Zstd => Some(8 << 20),
         };
         chunk.map_or(1, |chunk| u32::try_from(size.div_ceil(chunk.max(1))).unwrap_or(u32::MAX).max(1))
@@ -100,13 +105,16 @@ impl Compression {
     ///   that are never written cost nothing. Level 9 on a large NAR: ~1 GiB
     ///   a thread (674 MiB of match finder and dictionary, the rest the
     ///   192 MiB block in and out).
-    /// * zstd: the size of one worker's compression context
+    /// * zstd, a NAR compressed in the calling thread: one streaming
+    ///   context (`ZSTD_estimateCStreamSize_usingCParams`) for the largest
+    ///   such NAR, since a worker's context, reused from path to path, keeps
+    ///   the tables of the largest it has seen.
+    /// * zstd with workers: the size of one worker's compression context
     ///   (`ZSTD_estimateCCtxSize_usingCParams`) for each thread, plus the
     ///   buffers zstdmt shares between them (zstdmt_compress.c: a round
     ///   buffer of the window or one job per thread, plus 3 jobs of slack,
     ///   and up to 2 × threads + 3 output buffers of `ZSTD_compressBound`
-    ///   of a job). zstd is never told the input size, so this does not
-    ///   depend on it.
+    ///   of a job), for the parameters of an unknown size (the largest).
     pub fn encoder_memory(self, level: Option<i32>, threads: u32, input_size: u64) -> u64 {
         let level = level.unwrap_or(self.default_level());
         let threads = threads.max(1);
@@ -117,6 +125,7 @@ impl Compression {
                 xz_stream_builder(level, threads, input_size, Some(block.min(input_size.max(1))))
                     .map_or(u64::MAX, |builder| builder.memusage())
             }
+            Self::Zstd if input_size <= ZSTD_SINGLE_THREAD_MAX => zstd_single_thread_memory(level),
             Self::Zstd => zstd_memory(level, threads),
         }
     }
@@ -151,17 +160,22 @@ impl Compression {
                 Encoder::Xz(liblzma::write::XzEncoder::new_stream(inner, stream))
             }
             Self::Zstd => {
+                let workers = zstd_workers(input_size, threads);
                 // A reused context keeps its worker pool and buffers; its
-                // parameters are set again for every stream.
-                // A context keeps the buffers of as many workers as it once
-                // had: start afresh when the count changes, so that what it
-                // holds is what [`Self::encoder_memory`] says.
-                if contexts.zstd_threads != threads {
+                // parameters are set again for every stream. A context keeps
+                // the buffers of as many workers as it once had: start afresh
+                // when the count changes (0 included), so that what it holds
+                // is what [`Self::encoder_memory`] says.
+                if contexts.zstd_workers != workers {
                     contexts.zstd = None;
-                    contexts.zstd_threads = threads;
+                    contexts.zstd_workers = workers;
                 }
                 let context = contexts.zstd.get_or_insert_with(zstd::zstd_safe::CCtx::create);
-                for parameter in [CParameter::CompressionLevel(level), CParameter::NbWorkers(threads)] {
+                for parameter in [
+                    CParameter::CompressionLevel(level),
+                    CParameter::NbWorkers(workers),
+                    CParameter::SrcSizeHint(zstd_size_hint(input_size)),
+                ] {
                     context
                         .set_parameter(parameter)
                         .map_err(|code| io::Error::other(format!("zstd: {}", zstd::zstd_safe::get_error_name(code))))?;
@@ -216,17 +230,23 @@ impl Compression {
             }
             Self::Zstd => EncoderDescription {
                 level: Some(level),
-                parameters: owned(&[
-                    // zstdmt, whose output is the same for any count >= 1
-                    // and differs from that of 0 workers.
-                    ("nbWorkers", ">= 1"),
+                parameters: vec![
+                    // In the calling thread up to the limit; above it zstdmt,
+                    // whose output is the same for any count >= 1 and
+                    // differs from that of 0 workers.
+                    ("nbWorkers", format!("0 up to {ZSTD_SINGLE_THREAD_MAX} bytes of NAR, >= 1 above")),
+                    ("srcSizeHint", format!("NarSize, at most {}", zstd_size_hint(u64::MAX))),
+                ]
+                .into_iter()
+                .chain(owned(&[
                     // Nothing else is set on the context: these are zstd's
                     // defaults, written down because they show in the frame.
                     ("checksumFlag", "0"),
                     ("contentSize", "not pledged"),
                     ("dictionary", "none"),
                     ("otherParameters", "libzstd defaults for the level"),
-                ]),
+                ]))
+                .collect(),
                 libraries: vec![("libzstd", zstd::zstd_safe::version_string().to_owned())],
             },
         }
@@ -242,6 +262,30 @@ fn liblzma_version() -> String {
     // SAFETY: returns a pointer to a static NUL-terminated string (lzma.h).
     let version = unsafe { std::ffi::CStr::from_ptr(liblzma_sys::lzma_version_string()) };
     version.to_string_lossy().into_owned()
+}
+
+/// The largest NAR zstd compresses in the calling thread, with no workers;
+/// larger ones go to zstdmt with one worker or more. An output-changing
+/// parameter: zstd's output with no workers differs from its output with
+/// workers (which is the same for any number of them), so this depends on
+/// the NAR size alone. 8 MiB is one zstdmt job at the default level (4 ×
+/// its 2 MiB window): zstdmt cannot spread a smaller NAR over threads
+/// anyway, and for the thousands of small store paths of a closure its job
+/// hand-off, buffer copies and thread wake-ups cost more than compressing.
+pub const ZSTD_SINGLE_THREAD_MAX: u64 = 8 << 20;
+
+/// zstd's worker count for a NAR of `size` bytes: 0 (in the calling thread)
+/// up to [`ZSTD_SINGLE_THREAD_MAX`], else `threads` (at least 1).
+pub fn zstd_workers(size: u64, threads: u32) -> u32 {
+    if size <= ZSTD_SINGLE_THREAD_MAX { 0 } else { threads.max(1) }
+}
+
+/// The size hint zstd gets (`ZSTD_c_srcSizeHint`): the NAR size, capped to
+/// what the parameter holds. An output-changing parameter: zstd picks its
+/// tables and window for that size, as for a file of known size (smaller and
+/// quicker to set up for a small NAR), without writing the size to the frame.
+pub fn zstd_size_hint(size: u64) -> u32 {
+    u32::try_from(size).unwrap_or(u32::MAX).min(i32::MAX as u32)
 }
 
 /// The multi-threaded xz encoder for a stream of `input_size` bytes: the
@@ -274,6 +318,18 @@ fn xz_preset_dict_size(preset: u32) -> Option<u32> {
 /// visibly a function of the level alone.
 fn xz_block_size(preset: u32) -> Option<u64> {
     xz_preset_dict_size(preset).map(|dict| (3 * u64::from(dict)).max(1 << 20))
+}
+
+/// See [`Compression::encoder_memory`]: the single-threaded context of a
+/// worker, for the largest NAR it compresses in the calling thread.
+fn zstd_single_thread_memory(level: i32) -> u64 {
+    use zstd::zstd_safe::zstd_sys;
+    // SAFETY: pure functions of plain values, as zstd.h documents them.
+    let bytes = unsafe {
+        let params = zstd_sys::ZSTD_getCParams(level, ZSTD_SINGLE_THREAD_MAX, 0);
+        zstd_sys::ZSTD_estimateCStreamSize_usingCParams(params)
+    };
+    bytes as u64
 }
 
 /// See [`Compression::encoder_memory`].
@@ -318,8 +374,8 @@ impl FromStr for Compression {
 #[derive(Default)]
 pub struct Contexts {
     zstd: Option<zstd::zstd_safe::CCtx<'static>>,
-    /// The worker count `zstd` was set up with.
-    zstd_threads: u32,
+    /// The worker count `zstd` was set up with (0: the calling thread).
+    zstd_workers: u32,
 }
 
 impl Contexts {
@@ -486,14 +542,37 @@ mod tests {
 
     #[test]
     fn zstd_memory_bounds_what_the_context_holds() {
-        let data = sample(40 << 20);
+        // Above and at the single-threaded limit, and a small NAR after a
+        // larger one on the same context (which keeps the larger tables).
+        let (large, limit) = (sample(40 << 20), sample(ZSTD_SINGLE_THREAD_MAX as usize));
         for (level, threads) in [(1, 1), (3, 1), (3, 2), (3, 4), (9, 2)] {
             let mut contexts = Contexts::default();
-            compress_with(&mut contexts, Compression::Zstd, Some(level), &data, threads);
-            let held = contexts.zstd.as_ref().unwrap().sizeof() as u64;
-            let estimate = Compression::Zstd.encoder_memory(Some(level), threads, data.len() as u64);
-            eprintln!("zstd level {level} threads {threads}: holds {held}, estimate {estimate}");
-            assert!(held <= estimate, "level {level}, {threads} threads: holds {held}, estimate {estimate}");
+            for data in [&large, &limit, &limit[..100_000]] {
+                compress_with(&mut contexts, Compression::Zstd, Some(level), data, threads);
+                let held = contexts.zstd.as_ref().unwrap().sizeof() as u64;
+                let estimate = Compression::Zstd.encoder_memory(Some(level), threads, data.len() as u64);
+                eprintln!(
+                    "zstd level {level} threads {threads} {} bytes: holds {held}, estimate {estimate}",
+                    data.len()
+                );
+                assert!(held <= estimate, "level {level}, {threads} threads: holds {held}, estimate {estimate}");
+            }
+        }
+    }
+
+    #[test]
+    fn zstd_threads_follow_the_nar_size_alone() {
+        assert_eq!(zstd_workers(ZSTD_SINGLE_THREAD_MAX, 4), 0);
+        assert_eq!(zstd_workers(ZSTD_SINGLE_THREAD_MAX + 1, 1), 1);
+        assert_eq!(zstd_workers(ZSTD_SINGLE_THREAD_MAX + 1, 3), 3);
+        assert_eq!(Compression::Zstd.useful_threads(ZSTD_SINGLE_THREAD_MAX, None), 1);
+        assert_eq!(zstd_size_hint(5 << 30), i32::MAX as u32);
+        // At the limit and just above it: the same output whatever the threads.
+        for len in [ZSTD_SINGLE_THREAD_MAX as usize, ZSTD_SINGLE_THREAD_MAX as usize + 1] {
+            let data = sample(len);
+            let one = compress(Compression::Zstd, None, &data, 1);
+            assert!(one == compress(Compression::Zstd, None, &data, 3), "{len} bytes");
+            assert!(zstd::decode_all(&one[..]).unwrap() == data);
         }
     }
 

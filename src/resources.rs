@@ -258,6 +258,31 @@ pub mod system {
         std::thread::available_parallelism().map_or(1, usize::from)
     }
 
+    /// Raises this process's soft limit of open files to its hard limit (at
+    /// most `wanted`), as a program holding many files open should, and
+    /// returns the soft limit then in force (1024, the usual default, when it
+    /// cannot be read).
+    pub fn raise_open_files_limit(wanted: u64) -> u64 {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: `limit` is a valid rlimit to write to.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return 1024;
+        }
+        let target = limit.rlim_max.min(wanted as libc::rlim_t);
+        if target > limit.rlim_cur {
+            let raised = libc::rlimit { rlim_cur: target, rlim_max: limit.rlim_max };
+            // SAFETY: `raised` is a valid rlimit; raising the soft limit up to
+            // the hard one needs no privilege.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                limit.rlim_cur = target;
+            }
+        }
+        // rlim_t is u64 on Linux but not everywhere.
+        #[allow(clippy::unnecessary_cast)]
+        let soft = limit.rlim_cur as u64;
+        soft
+    }
+
     /// `MemAvailable` from /proc/meminfo, in bytes.
     pub fn mem_available() -> Option<u64> {
         parse_mem_available(&fs::read_to_string("/proc/meminfo").ok()?)
