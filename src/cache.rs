@@ -126,6 +126,25 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// `compression` at its default level into a cache for `store_dir`, by
+    /// one worker with no memory limit, synced, with nothing optional and
+    /// nothing reused: the settings every other is a change of.
+    pub fn new(store_dir: String, compression: Compression) -> Self {
+        Self {
+            store_dir,
+            compression,
+            compression_level: None,
+            jobs: 1,
+            max_memory: None,
+            sync: true,
+            priority: None,
+            want_mass_query: None,
+            write_nar_listing: false,
+            index_debug_info: false,
+            reuse: EarlierCaches::default(),
+        }
+    }
+
     /// What `nix-cache-info` says for these settings.
     pub fn cache_info(&self) -> CacheInfo<'_> {
         CacheInfo { store_dir: &self.store_dir, priority: self.priority, want_mass_query: self.want_mass_query }
@@ -946,19 +965,7 @@ mod tests {
     use super::*;
 
     fn settings(compression: Compression, jobs: usize) -> Settings {
-        Settings {
-            store_dir: "/nix/store".into(),
-            compression,
-            compression_level: None,
-            jobs,
-            max_memory: None,
-            sync: true,
-            priority: None,
-            want_mass_query: None,
-            write_nar_listing: false,
-            index_debug_info: false,
-            reuse: EarlierCaches::default(),
-        }
+        Settings { jobs, ..Settings::new("/nix/store".into(), compression) }
     }
 
     #[test]

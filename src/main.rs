@@ -810,19 +810,7 @@ fn settings(store_dir: String, compression: Option<Compression>, level: Option<i
         compression.check_level(level).map_err(|e| anyhow!("compression level: {e}; see --help"))?;
     }
     // `jobs` and `max_memory` are set by `bounded`.
-    Ok(Settings {
-        store_dir,
-        compression,
-        compression_level: level,
-        jobs: 1,
-        max_memory: None,
-        sync: true,
-        priority: None,
-        want_mass_query: None,
-        write_nar_listing: false,
-        index_debug_info: false,
-        reuse: Default::default(),
-    })
+    Ok(Settings { compression_level: level, ..Settings::new(store_dir, compression) })
 }
 
 /// `$NIX_STORE`, checked: it is written into every narinfo and `nix-cache-info`.

@@ -64,19 +64,7 @@ fn the_observer_is_told_every_path_and_every_byte() {
     let closure = closure::parse_path_info_json(&fs::read_to_string(file).unwrap(), "/nix/store").unwrap();
     let total: u64 = closure.iter().map(|info| info.nar_size).sum();
     for (jobs, compression) in [(1, Compression::Xz), (3, Compression::Zstd), (2, Compression::None)] {
-        let settings = Settings {
-            store_dir: "/nix/store".into(),
-            compression,
-            compression_level: None,
-            jobs,
-            max_memory: None,
-            sync: false,
-            priority: None,
-            want_mass_query: None,
-            write_nar_listing: false,
-            index_debug_info: false,
-            reuse: Default::default(),
-        };
+        let settings = Settings { jobs, sync: false, ..Settings::new("/nix/store".into(), compression) };
         let observer = Counting::default();
         let out = tmp.join(format!("cache-{jobs}"));
         let summary = cache::write_cache_observed(&closure, &out, &settings, &observer).unwrap();
