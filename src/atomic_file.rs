@@ -87,10 +87,18 @@ impl AtomicFile {
         Ok(Self { file, dir: dir.to_owned(), temporary: Some(temporary), label })
     }
 
-    /// The file being written, open for reading and writing: to copy into
-    /// it with `copy_file_range` (`std::io::copy` from a [`File`] to a
-    /// `&File`, which shares the blocks where the file system can reflink),
-    /// or to read back what was written.
+    /// Starts a file in `dir` holding a copy of `source`, copied with
+    /// `copy_file_range` (`std::io::copy` between files), which shares the
+    /// blocks where the file system can reflink. Not yet named: the caller
+    /// checks the copy first.
+    pub fn copy_of(dir: &Path, label: &str, mut source: &File) -> io::Result<Self> {
+        let copy = Self::create(dir, label)?;
+        io::copy(&mut source, &mut copy.as_file())?;
+        Ok(copy)
+    }
+
+    /// The file being written, open for reading and writing: to write into
+    /// it as a `&File`, or to read back what was written.
     pub fn as_file(&self) -> &File {
         &self.file
     }

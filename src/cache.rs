@@ -549,10 +549,8 @@ fn write_path(
         }
         Source::Reuse(reusable) => {
             let (nar_hash, nar_size, _, listing) = dump_nar(info, &nar_dir, settings, io::sink(), dumper, on_nar)?;
-            let context = || format!("writing the NAR of {} in {}", info.path, nar_dir.display());
             let label = format!("{}.nar{}", info.path.hash_part(), compression.extension());
-            let mut file = AtomicFile::create(&nar_dir, &label).with_context(context)?;
-            reusable.copy_into(&mut file).with_context(|| format!("reusing the NAR of {}", info.path))?;
+            let file = reusable.copy(&nar_dir, &label).with_context(|| format!("reusing the NAR of {}", info.path))?;
             (file, nar_hash, nar_size, reusable.file_hash, reusable.file_size, listing)
         }
     };

@@ -542,10 +542,8 @@ fn copy_unnamed(source: &Path, target: &Path) -> Result<AtomicFile> {
     let dir = target.parent().expect("inside the cache");
     fs::create_dir_all(dir).with_context(context)?;
     let label = target.file_name().expect("a file").to_string_lossy();
-    let copy = AtomicFile::create(dir, &label).with_context(context)?;
-    let mut from = File::open(source).with_context(context)?;
-    io::copy(&mut from, &mut copy.as_file()).with_context(context)?;
-    Ok(copy)
+    let from = File::open(source).with_context(context)?;
+    AtomicFile::copy_of(dir, &label, &from).with_context(context)
 }
 
 #[cfg(test)]

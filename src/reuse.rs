@@ -29,7 +29,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 
@@ -151,24 +151,25 @@ impl EarlierCaches {
 }
 
 impl Reusable {
-    /// Copies the NAR file into `file` (an unnamed file of the new cache)
-    /// and checks that the copy has the FileSize and FileHash the earlier
-    /// narinfo gives.
-    pub fn copy_into(&self, file: &mut AtomicFile) -> Result<()> {
+    /// A copy of the NAR file in `dir` (not yet named, `label` for its
+    /// temporary name), checked to have the FileSize and FileHash the
+    /// earlier narinfo gives.
+    pub fn copy(&self, dir: &Path, label: &str) -> Result<AtomicFile> {
         let damaged = |what: String| {
             anyhow!(
                 "{what}; the earlier cache is damaged: check it with `make-binary-cache verify`, or build without \
                  reusing it"
             )
         };
-        let mut source = File::open(&self.nar)
+        let source = File::open(&self.nar)
             .with_context(|| format!("opening {}, which {} names", self.nar.display(), self.narinfo.display()))?;
-        // std's copy between two files is copy_file_range where the kernel has it.
-        io::copy(&mut source, &mut file.as_file()).with_context(|| format!("copying {}", self.nar.display()))?;
+        let file = AtomicFile::copy_of(dir, label, &source)
+            .with_context(|| format!("copying {} to {}", self.nar.display(), dir.display()))?;
         // What is checked is the copy, what this cache will serve.
         let expected = Expected { file_size: self.file_size, file_hash: self.file_hash, nar: None };
         read_cache::check(file.as_file(), &self.nar, &self.narinfo.display().to_string(), &expected)
             .with_context(|| format!("reading back the copy of {}", self.nar.display()))?
-            .map_err(damaged)
+            .map_err(damaged)?;
+        Ok(file)
     }
 }
