@@ -497,8 +497,10 @@ fn merge_main(args: Vec<OsString>) -> Result<()> {
         bail!("at least one CACHE to merge is required; see merge --help");
     }
     // In a build (mergeBinaryCaches), the cores Nix gives it.
-    let build_cores = std::env::var("NIX_BUILD_CORES").ok().and_then(|c| c.trim().parse::<usize>().ok());
-    let jobs = jobs.or(build_cores.filter(|&n| n > 0)).unwrap_or_else(all_cores);
+    let jobs = match jobs {
+        Some(n) => n,
+        None => build_cores()?,
+    };
     let options = merge::Options { partial: partial.is_some(), sync: no_sync.is_none(), jobs };
     eprintln!("make-binary-cache: merging {} into {}", cache::count(caches.len(), "cache"), out.display());
     let summary = merge::merge_caches(&caches, &out, &options, |line| {
@@ -623,14 +625,7 @@ fn builder_job(store_dir: String) -> Result<Job> {
     let out = attrs.out.ok_or_else(|| {
         anyhow!("{}: field `outputs.out` is missing: the derivation must have an `out` output", attrs_file.display())
     })?;
-    let jobs = match std::env::var("NIX_BUILD_CORES") {
-        Err(_) => all_cores(),
-        Ok(cores) => match cores.trim().parse::<usize>() {
-            Ok(0) => all_cores(),
-            Ok(n) => n,
-            Err(_) => bail!("NIX_BUILD_CORES must be a number (0 for all cores), not {cores:?}"),
-        },
-    };
+    let jobs = build_cores()?;
     let settings = Settings {
         priority: attrs.priority,
         want_mass_query: attrs.want_mass_query,
@@ -834,6 +829,17 @@ fn read(file: &Path) -> Result<String> {
 
 fn all_cores() -> usize {
     resources::system::cores()
+}
+
+/// The workers a Nix build asks for: `$NIX_BUILD_CORES`, where 0 or unset
+/// means all cores.
+fn build_cores() -> Result<usize> {
+    let Ok(cores) = std::env::var("NIX_BUILD_CORES") else { return Ok(all_cores()) };
+    match cores.trim().parse::<usize>() {
+        Ok(0) => Ok(all_cores()),
+        Ok(n) => Ok(n),
+        Err(_) => bail!("NIX_BUILD_CORES must be a number (0 for all cores), not {cores:?}"),
+    }
 }
 
 /// The value of `flag`, a whole number; `example` for the message.
