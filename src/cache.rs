@@ -201,9 +201,6 @@ impl std::fmt::Display for Summary {
 /// worker has a number below [`Settings::jobs`], and
 /// [`nar_bytes`](Self::nar_bytes) is called for every chunk of every NAR, so
 /// it must be cheap and take no lock (an atomic add will do).
-///
-/// A closure `Fn(&PathInfo, &Written)` is an observer that is told when each
-/// path is written.
 pub trait Observer: Sync {
     /// Before the first path: how many paths, and NAR bytes, there are.
     fn started(&self, _paths: usize, _nar_bytes: u64) {}
@@ -217,30 +214,8 @@ pub trait Observer: Sync {
     fn path_written(&self, _info: &PathInfo, _written: &Written) {}
 }
 
-impl<F: Fn(&PathInfo, &Written) + Sync> Observer for F {
-    fn path_written(&self, info: &PathInfo, written: &Written) {
-        self(info, written)
-    }
-}
-
-/// Writes the cache for `closure` into `out`, calling `progress` once per
-/// store path whose narinfo is named.
-pub fn write_cache(
-    closure: &[PathInfo],
-    out: &Path,
-    settings: &Settings,
-    progress: impl Fn(&PathInfo, &Written) + Sync,
-) -> Result<Summary> {
-    write_cache_observed(closure, out, settings, &progress)
-}
-
 /// Writes the cache for `closure` into `out`, telling `observer` how it goes.
-pub fn write_cache_observed(
-    closure: &[PathInfo],
-    out: &Path,
-    settings: &Settings,
-    observer: &impl Observer,
-) -> Result<Summary> {
+pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observer: &impl Observer) -> Result<Summary> {
     let start = Instant::now();
     // Largest first: the last paths to start are then the quickest to finish.
     let mut plan: Vec<&PathInfo> = closure.iter().collect();

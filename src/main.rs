@@ -591,7 +591,7 @@ fn try_main() -> Result<()> {
     }
     let compressed = settings.compression != Compression::None;
     let summary = Progress::run(Mode::for_stderr(job.quiet), settings.jobs, compressed, |progress| {
-        cache::write_cache_observed(&job.closure, &job.out, settings, progress)
+        cache::write_cache(&job.closure, &job.out, settings, progress)
     })?;
     if !job.quiet {
         for note in &summary.notes {

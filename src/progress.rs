@@ -1,5 +1,5 @@
 //! Showing how a run goes, on stderr: the [`Observer`] the binary hands to
-//! [`crate::cache::write_cache_observed`].
+//! [`crate::cache::write_cache`].
 //!
 //! Three ways ([`Mode`]):
 //!

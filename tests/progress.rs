@@ -67,7 +67,7 @@ fn the_observer_is_told_every_path_and_every_byte() {
         let settings = Settings { jobs, sync: false, ..Settings::new("/nix/store".into(), compression) };
         let observer = Counting::default();
         let out = tmp.join(format!("cache-{jobs}"));
-        let summary = cache::write_cache_observed(&closure, &out, &settings, &observer).unwrap();
+        let summary = cache::write_cache(&closure, &out, &settings, &observer).unwrap();
         assert_eq!(*observer.started.lock().unwrap(), Some((closure.len(), total)));
         assert_eq!(observer.bytes.load(Ordering::Relaxed), total, "{jobs} workers");
         assert_eq!(summary.nar_bytes, total);
