@@ -33,7 +33,7 @@
 //! at a NAR of its own; `nix-cache-info` is written only when missing, and an
 //! existing one must be for the same store directory and hold the
 //! `WantMassQuery` and `Priority` this run was given, if any (see
-//! [`check_cache_info_text`]).
+//! `check_cache_info_text`).
 //!
 //! The manifest (`make-binary-cache.json`, see [`crate::format::manifest`])
 //! says how every NAR of the cache was made, which is what lets a later run

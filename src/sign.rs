@@ -110,7 +110,7 @@ const DAMAGED: &str = "nothing was signed; `make-binary-cache verify CACHE` list
 /// Signs the cache in `cache` with `key`: in place when `out` is `None`,
 /// else into the copy `out`. `jobs` workers check NAR files side by side.
 /// `default_store_dir` is used when `nix-cache-info` names none, as Nix
-/// then takes its own. `sync`: see [`write_narinfos`].
+/// then takes its own. `sync`: see `write_narinfos`.
 pub fn sign_cache(
     cache: &Path,
     out: Option<&Path>,
