@@ -17,15 +17,24 @@ local Nix store, then for each compression runs, back to back:
   nix copy  nix copy --to 'file://D?compression=X' ROOT
   limit     the compressor alone on the whole closure's NAR concatenated into
             one file in the page cache: zstd -T<cores> -3, xz -T<cores> -6
+  floor     the disk alone: every file of the cache ours just wrote (in the
+            page cache) copied into a new directory on the same file system
+            with sendfile, then one syncfs; the least it takes to create
+            these files and put them on disk, which ours (synced) must also
+            do
 
 checks that both caches hold every store path with the same NarHash and NAR
 files of the announced size, and prints a Markdown table: wall seconds, the
-ratio ours / nix copy, ours / limit, CPU utilisation ((user+sys)/wall, in
+ratio ours / nix copy, ours / limit, ours / max(limit, floor) (both limits
+can be reached at once, as compressing and writing overlap, so the larger
+is what is left to win against), CPU utilisation ((user+sys)/wall, in
 cores), peak RSS (wait4's ru_maxrss), output size against nix copy's and
-store paths per second. CPU seconds and peak RSS are each command's wait4
-rusage, read by GNU time (/usr/bin/time); besides it, Python 3, Nix, cargo,
-zstd and xz are needed. Builds the release binary first. Wall
-times on a shared machine drift; the ratios of rows run back to back hold
+store paths per second. Before each measured command the bench calls
+sync(2), untimed: a syncfs waits for everything dirty on the file system,
+and no command should wait for what the one before it left. CPU seconds
+and peak RSS are each command's wait4 rusage, read by GNU time
+(/usr/bin/time); besides it, Python 3, Nix, cargo, zstd and xz are needed.
+Builds the release binary first. Wall times on a shared machine drift; the ratios of rows run back to back hold
 better, and --repeat N reports the median of N runs.
 """
 import argparse
@@ -75,7 +84,9 @@ GNU_TIME = "/usr/bin/time"
 
 
 def measure(cmd, stdout=None):
-    """Runs cmd under GNU time (which reads the command's wait4 rusage)."""
+    """Runs cmd under GNU time (which reads the command's wait4 rusage),
+    after putting on disk what earlier commands left in the page cache."""
+    os.sync()
     with tempfile.NamedTemporaryFile("r", prefix="mbc-bench-time-") as stats:
         start = time.monotonic()
         wrapped = [GNU_TIME, "-f", "%U %S %M", "-o", stats.name, "--"] + cmd
@@ -184,6 +195,48 @@ def concatenated_nar(closure, path, jobs, work):
             pass
 
 
+# The disk floor's copy, run as its own process: every file under SRC into
+# DST, created afresh, with sendfile (a copy in the kernel from the page
+# cache, never a reflink, so every byte is written), then one syncfs for the
+# lot: the cheapest way to make N files durable. It times itself and prints
+# wall, user and system seconds: Python's start (~0.1 s here) is no part of
+# the floor.
+FLOOR_COPY = r"""
+import ctypes, os, resource, sys, time
+src, dst = sys.argv[1], sys.argv[2]
+syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+start, usage = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
+for d, _, files in os.walk(src):
+    target = os.path.join(dst, os.path.relpath(d, src))
+    os.makedirs(target, exist_ok=True)
+    for name in files:
+        with open(os.path.join(d, name), "rb") as i, open(os.path.join(target, name), "xb") as o:
+            size, done = os.fstat(i.fileno()).st_size, 0
+            while done < size:
+                sent = os.sendfile(o.fileno(), i.fileno(), done, size - done)
+                if not sent:
+                    raise OSError(f"{i.name} shrank while copied")
+                done += sent
+if syncfs(os.open(dst, os.O_RDONLY | os.O_DIRECTORY)) != 0:
+    raise OSError(ctypes.get_errno(), "syncfs " + dst)
+wall, end = time.monotonic() - start, resource.getrusage(resource.RUSAGE_SELF)
+print(wall, end.ru_utime - usage.ru_utime, end.ru_stime - usage.ru_stime)
+"""
+
+
+def disk_floor(cache, dst):
+    """The floor for writing the files of `cache` (see FLOOR_COPY); they are
+    read first, untimed, so that the copy only writes."""
+    for d, _, files in os.walk(cache):
+        for name in files:
+            with open(os.path.join(d, name), "rb") as f:
+                while f.read(8 << 20):
+                    pass
+    os.sync()
+    wall, user, sys_ = map(float, sh(sys.executable, "-c", FLOOR_COPY, cache, dst).split())
+    return Run(wall, user, sys_, 0.0)
+
+
 def limit_cmd(compression, nar, out):
     level, threads = LIMIT_LEVEL[compression], cores()
     if compression == "zstd":
@@ -204,13 +257,14 @@ def bench_closure(label, root, closure_json, path_info_s, args, work):
     concatenated_nar(closure, nar, jobs, work)
     rows = []
     for c in args.compressions:
-        ours_runs, nix_runs, limit_runs, unsynced_runs = [], [], [], []
+        ours_runs, nix_runs, limit_runs, unsynced_runs, floor_runs = [], [], [], [], []
         for n in range(args.repeat):
             ours_dir, nix_dir = os.path.join(work, f"ours-{c}-{n}"), os.path.join(work, f"nix-{c}-{n}")
             print(f"bench: {label}, {c}, run {n + 1} of {args.repeat}…", file=sys.stderr, flush=True)
             run = measure([OURS, "--closure", closure_file, "--out", ours_dir, "--compression", c] + jobs)
             run.wall += path_info_s
             ours_runs.append(run)
+            floor_runs.append(disk_floor(ours_dir, os.path.join(work, f"floor-{c}-{n}")))
             if c != "xz":
                 # The disk's share: the same run without waiting for it
                 # (nix copy never waits). With xz it is lost in the noise.
@@ -231,10 +285,11 @@ def bench_closure(label, root, closure_json, path_info_s, args, work):
         ours, nixc = median_run(ours_runs), median_run(nix_runs)
         limit = median_run(limit_runs) if limit_runs else None
         unsynced = median_run(unsynced_runs) if unsynced_runs else None
+        floor = median_run(floor_runs)
         ours_size, nix_size = dir_size(ours_dir), dir_size(nix_dir)
         rows.append({
             "label": label, "compression": c, "paths": len(closure), "nar_mb": nar_bytes / 1e6,
-            "ours": ours, "nix": nixc, "limit": limit, "unsynced": unsynced, "limit_name": limit_cmd(c, nar, "")[0] if limit else "",
+            "ours": ours, "nix": nixc, "limit": limit, "unsynced": unsynced, "floor": floor, "limit_name": limit_cmd(c, nar, "")[0] if limit else "",
             "ours_mb": ours_size / 1e6, "nix_mb": nix_size / 1e6,
         })
         print_row(rows[-1], file=sys.stderr)
@@ -243,7 +298,7 @@ def bench_closure(label, root, closure_json, path_info_s, args, work):
 
 
 HEADER = ("| closure | compression | ours s | nix copy s | ours / nix copy | ours --no-sync s (/ nix copy) "
-          "| compressor alone s | ours / alone "
+          "| compressor alone s | ours / alone | disk floor s | ours / max(alone, floor) (ours − max) "
           "| CPU ours (user+sys, cores) | CPU nix copy | peak RSS ours MB | peak RSS nix copy MB "
           "| output vs nix copy | paths/s ours |")
 
@@ -252,11 +307,14 @@ def print_row(r, file=sys.stdout):
     o, n, lim = r["ours"], r["nix"], r["limit"]
     alone = f"{lim.wall:.2f} ({r['limit_name']})" if lim else "—"
     vs_alone = f"{o.wall / lim.wall:.2f}" if lim else "—"
+    floor = r["floor"]
+    bound = max(lim.wall if lim else 0.0, floor.wall)
+    vs_bound = f"{o.wall / bound:.2f} ({o.wall - bound:+.2f} s)"
     u = r["unsynced"]
     unsynced = f"{u.wall:.2f} ({u.wall / n.wall:.2f})" if u else "—"
     size = (r["ours_mb"] / r["nix_mb"] - 1) * 100 if r["nix_mb"] else 0.0
     print(f"| {r['label']} | {r['compression']} | {o.wall:.2f} | {n.wall:.2f} | **{o.wall / n.wall:.2f}** "
-          f"| {unsynced} | {alone} | {vs_alone} | {o.user:.2f}+{o.sys:.2f} s, {o.util:.2f} | {n.util:.2f} "
+          f"| {unsynced} | {alone} | {vs_alone} | {floor.wall:.2f} | {vs_bound} | {o.user:.2f}+{o.sys:.2f} s, {o.util:.2f} | {n.util:.2f} "
           f"| {o.rss:.0f} | {n.rss:.0f} | {r['ours_mb']:.1f} MB ({size:+.1f} %) | {r['paths'] / o.wall:.0f} |",
           file=file, flush=True)
 
@@ -339,10 +397,12 @@ def main():
         print(f"- {label}: {r['paths']} store paths, {r['nar_mb']:.1f} MB of NAR")
     print(f"\nOne run each{'' if args.repeat == 1 else f', median of {args.repeat}'}; ours includes the "
           "`nix path-info --json --recursive` query; CPU is (user+sys)/wall in cores; "
-          f"compressor alone: on the concatenated NAR in the page cache. Total {time.monotonic() - started:.0f} s, "
+          "compressor alone: on the concatenated NAR in the page cache; disk floor: ours' files copied "
+          "(sendfile, from the page cache) into a new directory, then one syncfs; sync(2) before each command. "
+          f"Total {time.monotonic() - started:.0f} s, "
           f"load average {os.getloadavg()[0]:.2f} at the end.\n")
     print(HEADER)
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print_row(r)
     system_rows = [r for r in rows if r["label"].startswith("system ")]

@@ -6,12 +6,12 @@
 # mkBinaryCache { shards = N; } uses it to join its N shards; the result is
 # then byte for byte the cache one derivation would have written.
 #
-# The builder is `make-binary-cache merge --out $out CACHE…`: it checks
-# every narinfo and every NAR file (FileSize, FileHash) as it copies them,
-# and fails, naming the store path and both caches, when a store path is in
-# two caches with different narinfos or NARs (written with other settings),
-# or when the merged cache would not be closed (a reference that no cache
-# has). `nix-cache-info` must agree; the manifest `make-binary-cache.json`
+# The builder is `make-binary-cache merge --no-sync --out $out CACHE…`: it
+# checks every narinfo and every NAR file (FileSize, FileHash) as it copies
+# them, and fails, naming the store path and both caches, when a store path
+# is in two caches with different narinfos or NARs (written with other
+# settings), or when the merged cache would not be closed (a reference that
+# no cache has). `nix-cache-info` must agree; the manifest `make-binary-cache.json`
 # is kept only when every cache has the same one.
 {
   lib,
@@ -51,10 +51,14 @@ let
       inherit name;
 
       # Our program is the whole builder; the caches are its arguments (and
-      # so the derivation's inputs), the output its --out.
+      # so the derivation's inputs), the output its --out. --no-sync: the
+      # output is a store path only once Nix registers it, and whether it is
+      # on disk first is Nix's setting, as for mkBinaryCache's builder (see
+      # "Durability" in src/cache.rs).
       realBuilder = lib.getExe make-binary-cache;
       args = [
         "merge"
+        "--no-sync"
         "--out"
         (builtins.placeholder "out")
       ]

@@ -66,9 +66,22 @@
 //! names on disk before the run ends. After a power cut a narinfo is
 //! therefore complete and points at a complete NAR, or is missing (a rerun
 //! writes it); a run that exited 0 is on disk whole. `Settings::sync = false`
-//! (`--no-sync`) skips this for throwaway caches. An existing NAR is judged
-//! by its size only: one damaged without a change of size (by a run of an
-//! older version, which did not sync, cut by a power loss) is kept.
+//! skips the waiting but not the order (a narinfo is still named only after
+//! its NAR is complete, checked and named): for throwaway caches
+//! (`--no-sync`), and in a Nix build (builder mode), where the cache is a
+//! build output like any other. There it becomes a store path only when Nix
+//! registers it, after the builder exits, so a crash before then leaves an
+//! invalid path that Nix builds again; and whether an output is on disk when
+//! it is registered is Nix's setting, off by default in every version:
+//! Nix 2.8 calls `sync()` first only with `sync-before-registering`
+//! (`LocalStore::registerValidPaths`, local-store.cc), and the
+//! `fsync-store-paths` of Nix 2.25 covers what Nix itself writes from a NAR
+//! (`LocalStore::addToStore`: substitution, `nix copy`), while
+//! `registerOutputs` (derivation-builder.cc) registers an input-addressed
+//! output such as ours without syncing it. Syncing in the builder would
+//! make every build wait for the disk to protect one output among many.
+//! An existing NAR is judged by its size only: one damaged without a change
+//! of size (by a run that did not sync, cut by a power loss) is kept.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -112,7 +125,8 @@ pub struct Settings {
     /// `None`: no limit.
     pub max_memory: Option<u64>,
     /// Whether NARs must be on disk before their narinfos are named, and
-    /// everything on disk before the run ends (see the module documentation).
+    /// everything on disk before the run ends; `false` in a Nix build and
+    /// with `--no-sync` (see the module documentation).
     pub sync: bool,
     /// What `nix-cache-info` says besides `StoreDir`; `None`: nothing.
     pub priority: Option<i32>,

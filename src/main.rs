@@ -55,7 +55,9 @@ USAGE:
         --reuse. With the attributes `shard` and `shards` (what
         mkBinaryCache's `shards` makes), writes only that shard's part of the
         closure (largest NARs first, each to the shard with the fewest NAR
-        bytes so far), for `make-binary-cache merge`.
+        bytes so far), for `make-binary-cache merge`. Does not wait for the
+        disk, as --no-sync: the output becomes a store path only when Nix
+        registers it, and Nix decides whether build outputs are synced first.
 
     make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE
         Sign the narinfos of a cache; see `make-binary-cache sign --help`.
@@ -627,6 +629,11 @@ fn builder_job(store_dir: String) -> Result<Job> {
     })?;
     let jobs = build_cores()?;
     let settings = Settings {
+        // `out` is a store path only once Nix registers it, after we exit,
+        // and whether it is on disk first is Nix's to decide, as for every
+        // build output (see "Durability" in `cache`): waiting for the disk
+        // here would only slow the build.
+        sync: false,
         priority: attrs.priority,
         want_mass_query: attrs.want_mass_query,
         write_nar_listing: attrs.write_nar_listing,

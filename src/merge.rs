@@ -38,8 +38,10 @@
 //! (`std::io::copy` between files), which shares the blocks where the file
 //! system can reflink. The narinfos come last, after a `syncfs` has put
 //! every NAR on disk, in batches as `sign` writes them (see
-//! [`crate::sign`]); `sync: false` (`--no-sync`) skips that. `out` must be
-//! missing or empty: a merge writes a new cache.
+//! [`crate::sign`]); `sync: false` (`--no-sync`) skips that, as
+//! `mergeBinaryCaches` does: in a build, syncing is Nix's (see "Durability"
+//! in [`crate::cache`]). `out` must be missing or empty: a merge writes a
+//! new cache.
 //!
 //! Merged caches of the shards of a closure are byte-identical to the cache
 //! of the whole closure with the same settings, as each store path's files

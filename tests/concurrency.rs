@@ -395,6 +395,72 @@ fn narinfos_are_named_only_after_their_nars_are_synced() {
     }
 }
 
+/// In a Nix build, whether the output is on disk before Nix registers it is
+/// Nix's setting (see "Durability" in src/cache.rs): builder mode makes no
+/// `syncfs`, `sync_file_range` or other sync call, while the CLI, given the
+/// same structured attrs with `--attrs`, makes both. The two caches are
+/// byte-identical, and real Nix substitutes the builder's. Skipped without
+/// `strace`.
+#[test]
+fn builder_mode_leaves_syncing_to_nix() {
+    if skip_without_nix() {
+        return;
+    }
+    if !common::on_path("strace") {
+        eprintln!("skipping: strace not found");
+        return;
+    }
+    let tmp = TempDir::new("builder-sync");
+    let (built, cli) = (tmp.join("built"), tmp.join("cli"));
+    let attrs = tmp.join("attrs.json");
+    let closure_json = fs::read_to_string(&closure().1).unwrap();
+    let out = serde_json::to_string(built.to_str().unwrap()).unwrap();
+    fs::write(&attrs, format!(r#"{{"closure": {}, "outputs": {{"out": {out}}}}}"#, closure_json.trim())).unwrap();
+    // Every call that waits for the disk or starts its writeback.
+    let sync_calls = |run: &mut Command, trace: &Path| -> BTreeMap<String, usize> {
+        let mut cmd = Command::new("strace");
+        cmd.args(["-f", "-qq", "-e", "trace=syncfs,sync_file_range,fsync,fdatasync,sync,msync", "-o"])
+            .arg(trace)
+            .arg(run.get_program())
+            .args(run.get_args());
+        for (key, value) in run.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        run_ok(&mut cmd);
+        let mut calls = BTreeMap::new();
+        // One line per call names it with `(`: whole, or its unfinished start.
+        for line in fs::read_to_string(trace).unwrap().lines() {
+            let call = line.split_whitespace().nth(1).and_then(|c| c.split_once('(')).map(|(name, _)| name);
+            if let Some(name) = call {
+                *calls.entry(name.to_string()).or_default() += 1;
+            }
+        }
+        calls
+    };
+
+    let mut builder = Command::new(BIN);
+    builder
+        .env("NIX_ATTRS_JSON_FILE", &attrs)
+        .env("NIX_BUILD_CORES", "2")
+        .env_remove("NIX_BUILD_TOP")
+        .env_remove("NIX_STORE")
+        .stdin(Stdio::null());
+    let in_build = sync_calls(&mut builder, &tmp.join("trace-builder"));
+    assert!(in_build.is_empty(), "builder mode made sync calls: {in_build:?}");
+
+    let mut by_hand = Command::new(BIN);
+    by_hand.arg("--attrs").arg(&attrs).arg("--out").arg(&cli).args(["--jobs", "2"]);
+    by_hand.env_remove("NIX_ATTRS_JSON_FILE").env_remove("NIX_BUILD_TOP").env_remove("NIX_STORE").stdin(Stdio::null());
+    let on_cli = sync_calls(&mut by_hand, &tmp.join("trace-cli"));
+    assert!(on_cli.get("syncfs") > Some(&0) && on_cli.get("sync_file_range") > Some(&0), "the CLI: {on_cli:?}");
+
+    assert!(common::tree(&built) == common::tree(&cli), "builder mode and the CLI wrote different caches");
+    copy_closure_from(&built, &tmp.join("store"), &[&closure().0]);
+}
+
 /// From an strace log of a run into `cache`: the number of successful
 /// `syncfs` calls, whether every narinfo was named after a `syncfs` that
 /// followed the naming of its NAR, and whether a `syncfs` followed the last

@@ -382,7 +382,8 @@ in {
   numbered = map (d: [ d.shard d.shards d.name ]) s == [ [ 0 2 "binary-cache-shard-0-of-2" ] [ 1 2 "binary-cache-shard-1-of-2" ] ];
   sameSettings = builtins.all (d: d.compression == "xz" && d.exportReferencesGraph.closure == [ fixture ] && d.__structuredAttrs) s;
   remoteOk = builtins.all (d: !d.preferLocalBuild) s && two.preferLocalBuild;
-  mergeArgs = builtins.head two.args == "merge" && builtins.length two.args == 5;
+  mergeArgs = builtins.head two.args == "merge" && builtins.elemAt two.args 1 == "--no-sync"
+    && builtins.length two.args == 6;
   named = two.name == "binary-cache";
   passthru = two.rootPaths == [ fixture ] && two ? make-binary-cache;
   exported = top ? mergeBinaryCaches && top ? mkBinaryCache;
