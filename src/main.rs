@@ -555,7 +555,8 @@ fn try_main() -> Result<()> {
     if args.first().is_some_and(|a| a == "merge") {
         return merge_main(args.into_iter().skip(1).collect()).map_err(|e| usage(e, "merge --help"));
     }
-    let mut job = if args.is_empty() {
+    let in_build = args.is_empty();
+    let mut job = if in_build {
         builder_job(store_dir)?
     } else {
         match cli_job(args, store_dir).map_err(|e| usage(e, "--help"))? {
@@ -592,7 +593,7 @@ fn try_main() -> Result<()> {
         );
     }
     let compressed = settings.compression != Compression::None;
-    let summary = Progress::run(Mode::for_stderr(job.quiet), settings.jobs, compressed, |progress| {
+    let summary = Progress::run(Mode::for_stderr(job.quiet, in_build), settings.jobs, compressed, |progress| {
         cache::write_cache(&job.closure, &job.out, settings, progress)
     })?;
     if !job.quiet {

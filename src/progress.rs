@@ -48,11 +48,16 @@ pub enum Mode {
 
 impl Mode {
     /// Quiet when asked; else a bar when stderr is a terminal, and log lines
-    /// when it is not (a build log, a pipe, a file).
-    pub fn for_stderr(quiet: bool) -> Mode {
+    /// when it is not (a pipe, a file) or when the run is a Nix build
+    /// (`in_build`). A builder's stderr *is* a terminal, but nobody watches
+    /// it: Nix hands builders the slave side of a pseudo-terminal, so that
+    /// they line-buffer, and copies what they print into the build log
+    /// (`builderOut` in Nix's local-derivation-goal.hh), where a bar would
+    /// leave a single last frame instead of a line per path.
+    pub fn for_stderr(quiet: bool, in_build: bool) -> Mode {
         if quiet {
             Mode::Quiet
-        } else if std::io::stderr().is_terminal() {
+        } else if !in_build && std::io::stderr().is_terminal() {
             Mode::Bar
         } else {
             let interval = std::env::var(LOG_INTERVAL_ENV).ok().and_then(|ms| ms.parse().ok());

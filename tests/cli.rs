@@ -497,3 +497,29 @@ fn the_cache_is_the_same_whatever_the_progress_mode() {
     assert!(quiet_tree == tree(&log), "the cache differs between --quiet and a log");
     assert!(quiet_tree == tree(&bar), "the cache differs between --quiet and a progress bar");
 }
+
+/// Regression: Nix runs a builder on a pseudo-terminal and copies what it
+/// prints into the build log, so a progress bar there left one last frame
+/// after `done:` and no line per store path. Builder mode logs lines even on
+/// a terminal.
+#[test]
+fn a_build_log_gets_a_line_per_path_although_stderr_is_a_terminal() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-builder-on-a-pty");
+    let (root, closure) = path_info_file(&tmp);
+    let attrs = tmp.join("attrs.json");
+    let out = serde_json::to_string(tmp.join("cache").to_str().unwrap()).unwrap();
+    let closure = fs::read_to_string(closure).unwrap();
+    fs::write(&attrs, format!(r#"{{"closure": {}, "outputs": {{"out": {out}}}}}"#, closure.trim())).unwrap();
+    let screen = run_ok(
+        Command::new("script")
+            .args(["-qec", env!("CARGO_BIN_EXE_make-binary-cache"), "/dev/null"])
+            .env("NIX_ATTRS_JSON_FILE", &attrs)
+            .env_remove("NIX_BUILD_TOP"),
+    );
+    assert!(screen.contains(&format!("copied {root} (NAR ")), "no line per store path: {screen}");
+    // indicatif redraws its bar with escape sequences; log lines have none.
+    assert!(!screen.contains('\x1b'), "a progress bar in the build log: {screen:?}");
+}
