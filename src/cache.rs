@@ -537,7 +537,8 @@ fn write_path(
             compress_nar(info, &nar_dir, settings, threads, dumper, contexts, on_nar)?
         }
         Source::Reuse(reusable) => {
-            let (nar_hash, nar_size, _, listing) = dump_nar(info, &nar_dir, settings, io::sink(), dumper, on_nar)?;
+            let (nar_hash, nar_size, _, listing) =
+                dump_nar(info, &nar_dir, settings, io::sink(), TOKEN_BUFFER, dumper, on_nar)?;
             let label = format!("{}.nar{}", info.path.hash_part(), compression.extension());
             let file = reusable.copy(&nar_dir, &label).with_context(|| format!("reusing the NAR of {}", info.path))?;
             (file, nar_hash, nar_size, reusable.file_hash, reusable.file_size, listing)
@@ -638,12 +639,16 @@ fn compress_nar(
     let compression = settings.compression;
     let file = AtomicFile::create(nar_dir, &format!("{}.nar{}", info.path.hash_part(), compression.extension()))
         .with_context(io_context)?;
-    // Uncompressed, the file is the NAR: hashing it twice would be waste.
-    let nar_file = NarFile::new(file, compression != Compression::None);
+    // Uncompressed, the file is the NAR: hashing it twice would be waste,
+    // and so would buffering it twice. The buffer in front of the NarHash
+    // then takes the file's size instead, so that write(2)s stay as few.
+    let compressed = compression != Compression::None;
+    let nar_file = NarFile::new(file, compressed);
+    let buffer = if compressed { TOKEN_BUFFER } else { FILE_BUFFER };
     let encoder = compression
         .encoder(nar_file, settings.compression_level, threads, info.nar_size, contexts)
         .with_context(io_context)?;
-    let (nar_hash, nar_size, encoder, listing) = dump_nar(info, nar_dir, settings, encoder, dumper, on_nar)?;
+    let (nar_hash, nar_size, encoder, listing) = dump_nar(info, nar_dir, settings, encoder, buffer, dumper, on_nar)?;
     let nar_file = encoder.finish().with_context(io_context)?;
     let (file, file_hash, file_size) = nar_file.finish().with_context(io_context)?;
     if settings.sync {
@@ -655,13 +660,22 @@ fn compress_nar(
     Ok((file, nar_hash, nar_size, file_hash.unwrap_or(nar_hash), file_size, listing))
 }
 
-/// Walks `info.path` into `inner` as a NAR, returning its NarHash and
-/// NarSize, `inner`, and the NAR's listing when one is wanted.
+/// The buffer that gathers the NAR's many small tokens (and small files)
+/// before they reach the NarHash and the compressor.
+const TOKEN_BUFFER: usize = 64 * 1024;
+
+/// The buffer in front of a NAR file: at most one write(2) per this much.
+const FILE_BUFFER: usize = 128 * 1024;
+
+/// Walks `info.path` into `inner` as a NAR, through a buffer of `buffer`
+/// bytes, returning its NarHash and NarSize, `inner`, and the NAR's listing
+/// when one is wanted.
 fn dump_nar<W: Write>(
     info: &PathInfo,
     nar_dir: &Path,
     settings: &Settings,
     inner: W,
+    buffer: usize,
     dumper: &mut Dumper,
     on_nar: &dyn Fn(u64),
 ) -> Result<(Sha256Hash, u64, W, Option<Listing>)> {
@@ -673,7 +687,7 @@ fn dump_nar<W: Write>(
     let wanted = settings.write_nar_listing || settings.index_debug_info;
     let reader = wanted.then(|| NarReader::new(|event| listing.event(event)));
     let tee = Tee { inner, reader, on_nar };
-    let mut nar = BufWriter::with_capacity(64 * 1024, HashingWriter::new(tee));
+    let mut nar = BufWriter::with_capacity(buffer, HashingWriter::new(tee));
     dumper.dump(Path::new(info.path.as_str()), &mut nar).with_context(io_context)?;
     let (nar_hash, nar_size, tee) =
         nar.into_inner().map_err(|e| anyhow!(e.into_error())).with_context(io_context)?.finish();
@@ -706,7 +720,8 @@ impl<W: Write, F: FnMut(Event)> Write for Tee<'_, W, F> {
     }
 }
 
-/// The file a NAR is written to: always counted, hashed when compressed.
+/// The file a NAR is written to: always counted; hashed and buffered when
+/// compressed (uncompressed, it comes from a buffer already).
 struct NarFile {
     file: BufWriter<AtomicFile>,
     hasher: Option<sha2::Sha256>,
@@ -715,7 +730,9 @@ struct NarFile {
 
 impl NarFile {
     fn new(file: AtomicFile, hash: bool) -> Self {
-        Self { file: BufWriter::with_capacity(128 * 1024, file), hasher: hash.then(sha2::Sha256::new), size: 0 }
+        // A BufWriter of no capacity passes every write straight through.
+        let capacity = if hash { FILE_BUFFER } else { 0 };
+        Self { file: BufWriter::with_capacity(capacity, file), hasher: hash.then(sha2::Sha256::new), size: 0 }
     }
 
     fn finish(self) -> io::Result<(AtomicFile, Option<Sha256Hash>, u64)> {
