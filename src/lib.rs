@@ -30,3 +30,4 @@ pub mod reuse;
 pub mod shard;
 pub mod sign;
 pub mod verify;
+pub mod xz;
