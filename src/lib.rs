@@ -16,6 +16,7 @@
 //! and [`reuse`].
 
 pub mod atomic_file;
+pub mod blocks;
 pub mod cache;
 pub mod closure;
 pub mod compression;
