@@ -174,6 +174,10 @@ impl<'c, W: Write> XzWriter<'c, W> {
         in_flight: usize,
     ) -> io::Result<Self> {
         inner.write_all(&xz::stream_header())?;
+        // The buffer kept from a larger stream before would hold more than
+        // this stream's memory reservation counts.
+        out.clear();
+        out.shrink_to(xz::block_bound(stream_size.min(settings.block_size())).try_into().unwrap_or(usize::MAX));
         Ok(Self {
             inner,
             settings,

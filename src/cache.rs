@@ -364,7 +364,8 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
 /// whole input and output blocks (one 100 MiB random path given 2 threads
 /// beside a worker on text peaked at 457 MB; its share, 2 × 100 / 180,
 /// rounds to 1). The output is the same either way (see
-/// [`Compression::encoder`]).
+/// [`Compression::encoder`]). Used for zstd: xz no longer fixes threads per
+/// path but shares its blocks between the workers (see [`crate::blocks`]).
 fn compression_threads(size: u64, rest: u64, settings: &Settings) -> u32 {
     let jobs = settings.jobs.max(1) as u128;
     let (size_, left) = (u128::from(size), u128::from(size) + u128::from(rest));

@@ -5,10 +5,12 @@
 //! and the level, never on how many threads run them: the cache is byte-for-byte
 //! the same on a laptop and on a 64-core builder.
 //!
-//! * xz always uses liblzma's multi-threaded encoder with a block size fixed by
-//!   the level (the size liblzma itself would pick for that preset), because
-//!   the multi-threaded format depends on the block size and not on the number
-//!   of threads. The check is CRC64, as `xz` and Nix use.
+//! * xz cuts the NAR into blocks of a size fixed by the level (the size
+//!   liblzma's multi-threaded encoder picks for that preset) and compresses
+//!   each on its own, in any worker (see [`crate::blocks`]), writing the
+//!   stream byte for byte as `lzma_stream_encoder_mt` would (see
+//!   [`crate::xz`]): its format depends on the block size and not on the
+//!   number of threads. The check is CRC64, as `xz` and Nix use.
 //! * zstd compresses a NAR of at most [`ZSTD_SINGLE_THREAD_MAX`] bytes in the
 //!   calling thread (0 workers, no zstdmt) and a larger one with at least one
 //!   worker: zstd's output with 0 workers differs from its output with 1 or
@@ -103,12 +105,17 @@ impl Compression {
     /// stream of `input_size` bytes: what the libraries themselves compute
     /// for these settings, not a guess.
     ///
-    /// * xz: liblzma's `lzma_stream_encoder_mt_memusage` for the filters
-    ///   [`Self::encoder`] uses (dictionary sized to the input), each
-    ///   thread's block buffers counted no larger than the input, since pages
-    ///   that are never written cost nothing. Level 9 on a large NAR: ~1 GiB
-    ///   a thread (674 MiB of match finder and dictionary, the rest the
-    ///   192 MiB block in and out).
+    /// * xz: `threads` is the number of blocks of the stream in flight at
+    ///   once (see [`crate::blocks`]). One block encoder
+    ///   (`lzma_raw_encoder_memusage` of the filters [`Self::encoder`] uses,
+    ///   dictionary sized to the input), the block read (no larger than the
+    ///   input, since pages never written cost nothing) and its compressed
+    ///   form (`lzma_block_buffer_bound`), and for a stream of several
+    ///   blocks one `lzma_block_buffer_bound` more for each other block in
+    ///   flight, which waits in the queue or, compressed, to be written.
+    ///   Level 9 on a large NAR: ~1 GiB (674 MiB of match finder and
+    ///   dictionary, the rest the 192 MiB block in and out), and 192 MiB more
+    ///   for each other block in flight.
     /// * zstd, a NAR compressed in the calling thread: one streaming
     ///   context (`ZSTD_estimateCStreamSize_usingCParams`) for the largest
     ///   such NAR, since a worker's context, reused from path to path, keeps
@@ -223,7 +230,8 @@ impl Compression {
                 let dict = xz_preset_dict_size(preset).map_or("invalid".into(), |d| d.to_string());
                 let block = xz_block_size(preset).map_or("invalid".into(), |b| b.to_string());
                 let mut parameters: Vec<(&'static str, String)> = owned(&[
-                    // Even with one thread: its format differs from the
+                    // What crate::xz writes, byte for byte, whoever
+                    // compresses the blocks; its format differs from the
                     // single-threaded encoder's (sizes in block headers).
                     ("encoder", "lzma_stream_encoder_mt"),
                     ("filters", "lzma2"),
