@@ -113,23 +113,35 @@ impl BlockQueue {
     /// block, again and again, until no worker is on a path. `afford` is
     /// asked, for the NarSize of the block's path, whether the memory budget
     /// allows it; when not, the block stays for its own worker and this one
-    /// stops helping.
-    pub fn help(&self, encoder: &mut BlockEncoder, mut afford: impl FnMut(u64) -> bool) {
+    /// stops helping. Before waiting for blocks, the encoder is dropped and
+    /// `rest` called to give back the memory reserved: a worker that waits
+    /// must hold none, or another waiting for memory to start its path
+    /// would wait for it forever.
+    pub fn help(
+        &self,
+        encoder: &mut Option<BlockEncoder>,
+        mut afford: impl FnMut(u64) -> bool,
+        mut rest: impl FnMut(),
+    ) {
         let mut state = self.state.lock().unwrap();
         loop {
             if let Some(job) = state.jobs.pop_front() {
                 if !afford(job.stream_size) {
                     state.jobs.push_front(job);
+                    self.changed.notify_all();
                     return;
                 }
                 drop(state);
-                job.run(encoder);
+                job.run(encoder.get_or_insert_with(BlockEncoder::new));
                 state = self.state.lock().unwrap();
                 self.changed.notify_all();
                 continue;
             }
             if state.owners == 0 {
                 return;
+            }
+            if encoder.take().is_some() {
+                rest();
             }
             state.idle += 1;
             state = self.changed.wait(state).unwrap();
@@ -379,7 +391,7 @@ mod tests {
                 .collect();
             for _ in 0..2 {
                 let queue = queue.clone();
-                scope.spawn(move || queue.help(&mut BlockEncoder::new(), |_| true));
+                scope.spawn(move || queue.help(&mut None, |_| true, || {}));
             }
             owners.into_iter().flat_map(|o| o.join().unwrap()).collect()
         });

@@ -322,11 +322,24 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
                 if let Some(queue) = blocks
                     && !failed.load(Ordering::Relaxed)
                 {
-                    // No paths left: compress other paths' blocks, within the budget.
+                    // No paths left: compress other paths' blocks, within
+                    // the budget, holding nothing while waiting for them.
+                    contexts.release();
+                    memory.release(&mut reserved);
                     let level = settings.compression_level;
-                    let afford =
-                        |nar_size| memory.try_reserve(&mut reserved, path_need(Compression::Xz, level, nar_size, 1));
-                    queue.help(contexts.xz_encoder(), afford);
+                    let reserved = std::cell::Cell::new(0);
+                    let afford = |nar_size| {
+                        let mut mine = reserved.get();
+                        let fits = memory.try_reserve(&mut mine, path_need(Compression::Xz, level, nar_size, 1));
+                        reserved.set(mine);
+                        fits
+                    };
+                    let rest = || {
+                        let mut mine = reserved.take();
+                        memory.release(&mut mine);
+                    };
+                    queue.help(contexts.xz_encoder(), afford, rest);
+                    rest();
                 }
                 contexts.release();
                 memory.release(&mut reserved);

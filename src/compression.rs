@@ -399,9 +399,10 @@ impl Contexts {
         Self { blocks: Some(queue), ..Self::default() }
     }
 
-    /// The xz block encoder, for compressing other workers' blocks.
-    pub fn xz_encoder(&mut self) -> &mut BlockEncoder {
-        self.xz.get_or_insert_with(BlockEncoder::new)
+    /// The xz block encoder, if one is kept, for compressing other
+    /// workers' blocks (see [`BlockQueue::help`]).
+    pub fn xz_encoder(&mut self) -> &mut Option<BlockEncoder> {
+        &mut self.xz
     }
 
     /// Frees what the compressors keep between streams.
