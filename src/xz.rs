@@ -22,7 +22,7 @@
 //!
 //! ```
 //! use make_binary_cache::xz::{BlockEncoder, BlockSettings, stream_end, stream_header};
-//! let settings = BlockSettings::new(6, 5).unwrap();
+//! let settings = BlockSettings::new(6, 4096).unwrap().with_block_size(1 << 20).unwrap();
 //! let mut out = stream_header().to_vec();
 //! let mut block = Vec::new();
 //! let sizes = BlockEncoder::new().encode(&settings, b"hello", &mut block).unwrap();
