@@ -88,13 +88,14 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
 use crate::atomic_file::{AtomicFile, syncfs};
+use crate::blocks::BlockQueue;
 use crate::closure::PathInfo;
 use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
@@ -255,6 +256,8 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
     let totals = Mutex::new((0u64, 0u64));
     let workers = settings.jobs.clamp(1, plan.len().max(1));
     let memory = MemoryBudget::new(settings.max_memory);
+    // xz shares its blocks between the workers (see [`crate::blocks`]).
+    let blocks = (settings.compression == Compression::Xz).then(|| Arc::new(BlockQueue::default()));
     let naming = std::thread::scope(|scope| {
         let namer = scope.spawn(|| narinfos.name_batches(observer));
         // The batch closes when the last worker stops (and not before all
@@ -262,14 +265,27 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
         let spawning = narinfos.producer();
         for worker in 0..workers {
             let producer = narinfos.producer();
-            let (plan, reusable, next, unstarted_bytes, failed, first_error, totals, memory, narinfos) =
-                (&plan, &reusable, &next, &unstarted_bytes, &failed, &first_error, &totals, &memory, &narinfos);
+            let (plan, reusable, next, unstarted_bytes, failed, first_error, totals, memory, narinfos, blocks) = (
+                &plan,
+                &reusable,
+                &next,
+                &unstarted_bytes,
+                &failed,
+                &first_error,
+                &totals,
+                &memory,
+                &narinfos,
+                &blocks,
+            );
             scope.spawn(move || {
                 let _producer = producer;
                 let mut dumper = Dumper::default();
-                let mut contexts = Contexts::default();
+                let mut contexts = blocks.clone().map_or_else(Contexts::default, Contexts::sharing);
                 let mut reserved = 0;
                 while !failed.load(Ordering::Relaxed) {
+                    // Counted before taking a path, so that helpers never
+                    // leave while a path may still queue blocks.
+                    let _owner = blocks.as_ref().map(|queue| queue.owner());
                     let index = next.fetch_add(1, Ordering::Relaxed);
                     let Some(info) = plan.get(index) else { break };
                     observer.path_started(worker, info);
@@ -279,7 +295,15 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
                         write_path(info, out, settings, Source::Reuse(reusable), &mut dumper, &on_nar)
                     } else {
                         let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
-                        let wanted = compression_threads(info.nar_size, rest, settings);
+                        let wanted = match settings.compression {
+                            // Blocks in flight, not threads: any idle worker
+                            // helps with them (see [`crate::blocks`]).
+                            Compression::Xz => settings
+                                .compression
+                                .useful_threads(info.nar_size, settings.compression_level)
+                                .min(u32::try_from(workers).unwrap_or(u32::MAX)),
+                            _ => compression_threads(info.nar_size, rest, settings),
+                        };
                         let need = |threads| {
                             path_need(settings.compression, settings.compression_level, info.nar_size, threads)
                         };
@@ -308,6 +332,28 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
                             first_error.lock().unwrap().get_or_insert(e);
                         }
                     }
+                }
+                if let Some(queue) = blocks
+                    && !failed.load(Ordering::Relaxed)
+                {
+                    // No paths left: compress other paths' blocks, within
+                    // the budget, holding nothing while waiting for them.
+                    contexts.release();
+                    memory.release(&mut reserved);
+                    let level = settings.compression_level;
+                    let reserved = std::cell::Cell::new(0);
+                    let afford = |nar_size| {
+                        let mut mine = reserved.get();
+                        let fits = memory.try_reserve(&mut mine, path_need(Compression::Xz, level, nar_size, 1));
+                        reserved.set(mine);
+                        fits
+                    };
+                    let rest = || {
+                        let mut mine = reserved.take();
+                        memory.release(&mut mine);
+                    };
+                    queue.help(contexts.xz_encoder(), afford, rest);
+                    rest();
                 }
                 contexts.release();
                 memory.release(&mut reserved);
@@ -345,7 +391,8 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
 /// whole input and output blocks (one 100 MiB random path given 2 threads
 /// beside a worker on text peaked at 457 MB; its share, 2 × 100 / 180,
 /// rounds to 1). The output is the same either way (see
-/// [`Compression::encoder`]).
+/// [`Compression::encoder`]). Used for zstd: xz no longer fixes threads per
+/// path but shares its blocks between the workers (see [`crate::blocks`]).
 fn compression_threads(size: u64, rest: u64, settings: &Settings) -> u32 {
     let jobs = settings.jobs.max(1) as u128;
     let (size_, left) = (u128::from(size), u128::from(size) + u128::from(rest));

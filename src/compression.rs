@@ -5,10 +5,12 @@
 //! and the level, never on how many threads run them: the cache is byte-for-byte
 //! the same on a laptop and on a 64-core builder.
 //!
-//! * xz always uses liblzma's multi-threaded encoder with a block size fixed by
-//!   the level (the size liblzma itself would pick for that preset), because
-//!   the multi-threaded format depends on the block size and not on the number
-//!   of threads. The check is CRC64, as `xz` and Nix use.
+//! * xz cuts the NAR into blocks of a size fixed by the level (the size
+//!   liblzma's multi-threaded encoder picks for that preset) and compresses
+//!   each on its own, in any worker (see [`crate::blocks`]), writing the
+//!   stream byte for byte as `lzma_stream_encoder_mt` would (see
+//!   [`crate::xz`]): its format depends on the block size and not on the
+//!   number of threads. The check is CRC64, as `xz` and Nix use.
 //! * zstd compresses a NAR of at most [`ZSTD_SINGLE_THREAD_MAX`] bytes in the
 //!   calling thread (0 workers, no zstdmt) and a larger one with at least one
 //!   worker: zstd's output with 0 workers differs from its output with 1 or
@@ -27,8 +29,12 @@ use std::fmt;
 use std::io::{self, Write};
 use std::str::FromStr;
 
-use liblzma::stream::{Check, Filters, LzmaOptions, MtStreamBuilder};
+use std::sync::Arc;
+
 use zstd::zstd_safe::CParameter;
+
+use crate::blocks::{BlockQueue, XzWriter};
+use crate::xz::{BlockEncoder, BlockSettings};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
@@ -99,12 +105,17 @@ impl Compression {
     /// stream of `input_size` bytes: what the libraries themselves compute
     /// for these settings, not a guess.
     ///
-    /// * xz: liblzma's `lzma_stream_encoder_mt_memusage` for the filters
-    ///   [`Self::encoder`] uses (dictionary sized to the input), each
-    ///   thread's block buffers counted no larger than the input, since pages
-    ///   that are never written cost nothing. Level 9 on a large NAR: ~1 GiB
-    ///   a thread (674 MiB of match finder and dictionary, the rest the
-    ///   192 MiB block in and out).
+    /// * xz: `threads` is the number of blocks of the stream in flight at
+    ///   once (see [`crate::blocks`]). One block encoder
+    ///   (`lzma_raw_encoder_memusage` of the filters [`Self::encoder`] uses,
+    ///   dictionary sized to the input), the block read (no larger than the
+    ///   input, since pages never written cost nothing) and its compressed
+    ///   form (`lzma_block_buffer_bound`), and for a stream of several
+    ///   blocks one `lzma_block_buffer_bound` more for each other block in
+    ///   flight, which waits in the queue or, compressed, to be written.
+    ///   Level 9 on a large NAR: ~1 GiB (674 MiB of match finder and
+    ///   dictionary, the rest the 192 MiB block in and out), and 192 MiB more
+    ///   for each other block in flight.
     /// * zstd, a NAR compressed in the calling thread: one streaming
     ///   context (`ZSTD_estimateCStreamSize_usingCParams`) for the largest
     ///   such NAR, since a worker's context, reused from path to path, keeps
@@ -121,9 +132,12 @@ impl Compression {
         match self {
             Self::None => 0,
             Self::Xz => {
-                let block = u32::try_from(level).ok().and_then(xz_block_size).unwrap_or(u64::MAX);
-                xz_stream_builder(level, threads, input_size, Some(block.min(input_size.max(1))))
-                    .map_or(u64::MAX, |builder| builder.memusage())
+                let Some(settings) = xz_block_settings(level, input_size) else { return u64::MAX };
+                let block = input_size.min(settings.block_size()).max(1);
+                let bound = crate::xz::block_bound(block);
+                // Blocks of this stream in flight besides the one compressed here.
+                let others = if input_size > settings.block_size() { u64::from(threads - 1) } else { 0 };
+                settings.encoder_memory().saturating_add(block).saturating_add(bound.saturating_mul(1 + others))
             }
             Self::Zstd if input_size <= ZSTD_SINGLE_THREAD_MAX => zstd_single_thread_memory(level),
             Self::Zstd => zstd_memory(level, threads),
@@ -153,11 +167,11 @@ impl Compression {
         Ok(match self {
             Self::None => Encoder::None(inner),
             Self::Xz => {
-                let stream = xz_stream_builder(level, threads, input_size, None)
-                    .ok_or_else(|| invalid_level(level))?
-                    .encoder()
-                    .map_err(io::Error::other)?;
-                Encoder::Xz(liblzma::write::XzEncoder::new_stream(inner, stream))
+                let settings = xz_block_settings(level, input_size).ok_or_else(|| invalid_level(level))?;
+                let Contexts { xz, xz_out, blocks, .. } = contexts;
+                let encoder = xz.get_or_insert_with(BlockEncoder::new);
+                let in_flight = usize::try_from(threads).unwrap_or(usize::MAX);
+                Encoder::Xz(XzWriter::new(inner, settings, input_size, encoder, xz_out, blocks.clone(), in_flight)?)
             }
             Self::Zstd => {
                 let workers = zstd_workers(input_size, threads);
@@ -216,7 +230,8 @@ impl Compression {
                 let dict = xz_preset_dict_size(preset).map_or("invalid".into(), |d| d.to_string());
                 let block = xz_block_size(preset).map_or("invalid".into(), |b| b.to_string());
                 let mut parameters: Vec<(&'static str, String)> = owned(&[
-                    // Even with one thread: its format differs from the
+                    // What crate::xz writes, byte for byte, whoever
+                    // compresses the blocks; its format differs from the
                     // single-threaded encoder's (sizes in block headers).
                     ("encoder", "lzma_stream_encoder_mt"),
                     ("filters", "lzma2"),
@@ -253,8 +268,7 @@ impl Compression {
     }
 }
 
-/// The integrity check of every xz stream: CRC64, as `xz` and Nix use.
-const XZ_CHECK: Check = Check::Crc64;
+/// The integrity check of every xz stream (see [`crate::xz`]).
 const XZ_CHECK_NAME: &str = "crc64";
 
 /// liblzma's `lzma_version_string`: the library actually linked in.
@@ -288,21 +302,15 @@ pub fn zstd_size_hint(size: u64) -> u32 {
     u32::try_from(size).unwrap_or(u32::MAX).min(i32::MAX as u32)
 }
 
-/// The multi-threaded xz encoder for a stream of `input_size` bytes: the
-/// preset's filters with a dictionary no larger than the input can fill, and
-/// the preset's block size unless `block_size` says otherwise (only for
-/// asking liblzma about memory). `None` for a level outside 0 to 9.
-fn xz_stream_builder(level: i32, threads: u32, input_size: u64, block_size: Option<u64>) -> Option<MtStreamBuilder> {
+/// The xz block settings for a stream of `input_size` bytes: the preset's
+/// LZMA2 filter with a dictionary no larger than the input can fill, in
+/// blocks of the preset's block size. `None` for a level outside 0 to 9.
+fn xz_block_settings(level: i32, input_size: u64) -> Option<BlockSettings> {
     let preset = u32::try_from(level).ok()?;
-    let mut options = LzmaOptions::new_preset(preset).ok()?;
     let preset_dict = xz_preset_dict_size(preset)?;
     let fitting = u32::try_from(input_size).unwrap_or(u32::MAX).max(4096).checked_next_power_of_two();
-    options.dict_size(fitting.map_or(preset_dict, |size| size.min(preset_dict)));
-    let mut filters = Filters::new();
-    filters.lzma2(&options);
-    let mut builder = MtStreamBuilder::new();
-    builder.filters(filters).threads(threads).block_size(block_size.unwrap_or(xz_block_size(preset)?)).check(XZ_CHECK);
-    Some(builder)
+    let dict = fitting.map_or(preset_dict, |size| size.min(preset_dict));
+    BlockSettings::new(preset, dict)?.with_block_size(xz_block_size(preset)?)
 }
 
 /// The dictionary sizes of xz's presets 0 to 9 (xz(1), "Presets").
@@ -376,24 +384,44 @@ pub struct Contexts {
     zstd: Option<zstd::zstd_safe::CCtx<'static>>,
     /// The worker count `zstd` was set up with (0: the calling thread).
     zstd_workers: u32,
+    /// The xz block encoder, and the buffer the blocks it compresses for
+    /// the worker's own stream go to.
+    xz: Option<BlockEncoder>,
+    xz_out: Vec<u8>,
+    /// Where xz blocks are shared with the other workers; `None`: each
+    /// stream is compressed by its own worker alone.
+    blocks: Option<Arc<BlockQueue>>,
 }
 
 impl Contexts {
+    /// Contexts whose xz streams share their blocks through `queue`.
+    pub fn sharing(queue: Arc<BlockQueue>) -> Self {
+        Self { blocks: Some(queue), ..Self::default() }
+    }
+
+    /// The xz block encoder, if one is kept, for compressing other
+    /// workers' blocks (see [`BlockQueue::help`]).
+    pub fn xz_encoder(&mut self) -> &mut Option<BlockEncoder> {
+        &mut self.xz
+    }
+
     /// Frees what the compressors keep between streams.
     pub fn release(&mut self) {
         self.zstd = None;
+        self.xz = None;
+        self.xz_out = Vec::new();
     }
 
     /// Whether anything is kept between streams.
     pub fn holds_memory(&self) -> bool {
-        self.zstd.is_some()
+        self.zstd.is_some() || self.xz.is_some() || self.xz_out.capacity() > 0
     }
 }
 
 /// A streaming encoder for one of the compressions.
 pub enum Encoder<'c, W: Write> {
     None(W),
-    Xz(liblzma::write::XzEncoder<W>),
+    Xz(XzWriter<'c, W>),
     Zstd(zstd::stream::write::Encoder<'c, W>),
 }
 
@@ -437,6 +465,7 @@ impl<W: Write> Write for Encoder<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use liblzma::stream::{Filters, LzmaOptions};
 
     fn compress(c: Compression, level: Option<i32>, data: &[u8], threads: u32) -> Vec<u8> {
         compress_with(&mut Contexts::default(), c, level, data, threads)
@@ -534,7 +563,9 @@ mod tests {
         // xz(1): "-9 … CompMem 674 MiB" for the match finder and dictionary,
         // then 192 MiB blocks in and two out.
         assert!((674 * MIB..1300 * MIB).contains(&big), "{big}");
-        assert!(Compression::Xz.encoder_memory(Some(9), 2, 1 << 30) > big + 674 * MIB);
+        // A second block in flight: one more block's worth, not another encoder.
+        let two = Compression::Xz.encoder_memory(Some(9), 2, 1 << 30);
+        assert!((big + 192 * MIB..big + 200 * MIB).contains(&two), "{two}");
         // A small NAR gets a small dictionary and small buffers.
         assert!(Compression::Xz.encoder_memory(Some(9), 1, MIB) < 64 * MIB);
         assert_eq!(Compression::None.encoder_memory(None, 4, 1 << 30), 0);

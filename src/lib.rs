@@ -16,6 +16,7 @@
 //! and [`reuse`].
 
 pub mod atomic_file;
+pub mod blocks;
 pub mod cache;
 pub mod closure;
 pub mod compression;
@@ -30,3 +31,4 @@ pub mod reuse;
 pub mod shard;
 pub mod sign;
 pub mod verify;
+pub mod xz;

@@ -227,6 +227,23 @@ impl MemoryBudget {
         }
     }
 
+    /// Raises the worker's reservation `mine` to `need` if that fits next
+    /// to what the others hold, without waiting; `false` when it does not
+    /// (`mine` is then unchanged). A reservation already as large fits.
+    pub fn try_reserve(&self, mine: &mut u64, need: u64) -> bool {
+        let Some(limit) = self.limit else { return true };
+        if *mine >= need {
+            return true;
+        }
+        let mut held = self.held.lock().unwrap();
+        if *held - *mine + need > limit {
+            return false;
+        }
+        *held = *held - *mine + need;
+        *mine = need;
+        true
+    }
+
     /// Gives back the worker's reservation once its compressors hold nothing.
     pub fn release(&self, mine: &mut u64) {
         if self.limit.is_some() && *mine > 0 {
@@ -441,6 +458,13 @@ mod tests {
         });
         assert!(peak.load(Ordering::SeqCst) <= 300 * MIB, "{}", peak.load(Ordering::SeqCst));
         assert_eq!(*budget.held.lock().unwrap(), 0);
+        // Raising a reservation without waiting: only when it fits.
+        let mut mine = 0;
+        assert!(budget.try_reserve(&mut mine, 200 * MIB) && mine == 200 * MIB);
+        let mut other = 0;
+        assert!(!budget.try_reserve(&mut other, 200 * MIB) && other == 0);
+        assert!(budget.try_reserve(&mut mine, 100 * MIB) && mine == 200 * MIB);
+        budget.release(&mut mine);
         // A path larger than the whole budget still runs.
         let mut mine = 0;
         assert_eq!(budget.reserve(&mut mine, 4, |t| u64::from(t) * GIB, || {}), 1);
