@@ -386,12 +386,9 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
 /// their own; a path that dominates what is left, as a big path does near the
 /// end or in a closure of one big path, gets up to all the workers' worth.
 /// Giving a path more threads than its share would only run more threads than
-/// cores while the others still work, and cost memory: xz's threads each hold
-/// ~100 MiB of match finder at level 6 and, for incompressible data, their
-/// whole input and output blocks (one 100 MiB random path given 2 threads
-/// beside a worker on text peaked at 457 MB; its share, 2 × 100 / 180,
-/// rounds to 1). The output is the same either way (see
-/// [`Compression::encoder`]). Used for zstd: xz no longer fixes threads per
+/// cores while the others still work, and cost memory (each zstdmt worker
+/// holds its own context and job buffers). The output is the same either way
+/// (see [`Compression::encoder`]). For zstd only: xz does not fix threads per
 /// path but shares its blocks between the workers (see [`crate::blocks`]).
 fn compression_threads(size: u64, rest: u64, settings: &Settings) -> u32 {
     let jobs = settings.jobs.max(1) as u128;
@@ -1044,22 +1041,22 @@ mod tests {
 
     #[test]
     fn compressor_threads_go_to_paths_that_would_outlast_the_rest() {
-        let xz = settings(Compression::Xz, 4);
+        let zstd = settings(Compression::Zstd, 4);
         const MIB: u64 = 1 << 20;
         // Plenty of other work: one thread each.
-        assert_eq!(compression_threads(100 * MIB, 1000 * MIB, &xz), 1);
-        // One big path and little else: as many threads as it has 24 MiB blocks, up to the jobs.
-        assert_eq!(compression_threads(1000 * MIB, 10 * MIB, &xz), 4);
-        assert_eq!(compression_threads(40 * MIB, 0, &xz), 2);
-        // A path smaller than one block cannot use a second thread.
-        assert_eq!(compression_threads(MIB, 0, &xz), 1);
-        assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::Xz, 1)), 1);
+        assert_eq!(compression_threads(100 * MIB, 1000 * MIB, &zstd), 1);
+        // One big path and little else: as many threads as it has 8 MiB jobs, up to the jobs.
+        assert_eq!(compression_threads(1000 * MIB, 10 * MIB, &zstd), 4);
+        assert_eq!(compression_threads(20 * MIB, 0, &zstd), 3);
+        // A NAR zstd compresses in the calling thread cannot use a second one.
+        assert_eq!(compression_threads(8 * MIB, 0, &zstd), 1);
+        assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::Zstd, 1)), 1);
         assert_eq!(compression_threads(1000 * MIB, 0, &settings(Compression::None, 4)), 1);
         // A path of about half of what is left: its share of 2 workers is 1
         // (one 100 MiB path beside 80 MiB of others), of 4 workers 2.
-        assert_eq!(compression_threads(100 * MIB, 80 * MIB, &settings(Compression::Xz, 2)), 1);
-        assert_eq!(compression_threads(100 * MIB, 80 * MIB, &settings(Compression::Xz, 4)), 2);
-        assert_eq!(compression_threads(300 * MIB, 100 * MIB, &settings(Compression::Xz, 2)), 2);
+        assert_eq!(compression_threads(100 * MIB, 80 * MIB, &settings(Compression::Zstd, 2)), 1);
+        assert_eq!(compression_threads(100 * MIB, 80 * MIB, &settings(Compression::Zstd, 4)), 2);
+        assert_eq!(compression_threads(300 * MIB, 100 * MIB, &settings(Compression::Zstd, 2)), 2);
     }
 
     #[test]
