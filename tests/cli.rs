@@ -10,7 +10,7 @@ use std::process::Command;
 
 use common::{
     TempDir, build_fixture, closure_of, copy_closure_from, list_dir, nix_cmd, ours, path_info_file, repo_root, run,
-    run_fail, run_ok, skip_without_nix, tree,
+    run_fail, run_ok, skip_without_nix, tree, write_attrs,
 };
 
 #[test]
@@ -337,7 +337,7 @@ fn errors_say_what_to_do() {
     fs::write(&attrs, r#"{"closure": []}"#).unwrap();
     let err = run_fail(ours().env("NIX_ATTRS_JSON_FILE", &attrs));
     assert!(err.contains("`outputs.out` is missing: the derivation must have an `out` output"), "{err}");
-    fs::write(&attrs, format!(r#"{{"closure": [], "outputs": {{"out": "{}"}}}}"#, tmp.join("out").display())).unwrap();
+    write_attrs(&attrs, "[]", &tmp.join("out"));
     let err = run_fail(ours().env("NIX_ATTRS_JSON_FILE", &attrs).env("NIX_BUILD_CORES", "many"));
     assert!(err.contains("NIX_BUILD_CORES must be a number (0 for all cores)"), "{err}");
 
@@ -510,9 +510,7 @@ fn a_build_log_gets_a_line_per_path_although_stderr_is_a_terminal() {
     let tmp = TempDir::new("cli-builder-on-a-pty");
     let (root, closure) = path_info_file(&tmp);
     let attrs = tmp.join("attrs.json");
-    let out = serde_json::to_string(tmp.join("cache").to_str().unwrap()).unwrap();
-    let closure = fs::read_to_string(closure).unwrap();
-    fs::write(&attrs, format!(r#"{{"closure": {}, "outputs": {{"out": {out}}}}}"#, closure.trim())).unwrap();
+    write_attrs(&attrs, &fs::read_to_string(closure).unwrap(), &tmp.join("cache"));
     let screen = run_ok(
         Command::new("script")
             .args(["-qec", env!("CARGO_BIN_EXE_make-binary-cache"), "/dev/null"])

@@ -413,9 +413,7 @@ fn builder_mode_leaves_syncing_to_nix() {
     let tmp = TempDir::new("builder-sync");
     let (built, cli) = (tmp.join("built"), tmp.join("cli"));
     let attrs = tmp.join("attrs.json");
-    let closure_json = fs::read_to_string(&closure().1).unwrap();
-    let out = serde_json::to_string(built.to_str().unwrap()).unwrap();
-    fs::write(&attrs, format!(r#"{{"closure": {}, "outputs": {{"out": {out}}}}}"#, closure_json.trim())).unwrap();
+    common::write_attrs(&attrs, &fs::read_to_string(&closure().1).unwrap(), &built);
     // Every call that waits for the disk or starts its writeback.
     let sync_calls = |run: &mut Command, trace: &Path| -> BTreeMap<String, usize> {
         let mut cmd = Command::new("strace");

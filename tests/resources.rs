@@ -145,7 +145,7 @@ fn workers_are_capped_at_the_cores_available() {
     // In a build, NIX_BUILD_CORES is capped the same way.
     let out = tmp.join("built");
     let attrs = tmp.join("attrs.json");
-    fs::write(&attrs, format!(r#"{{"closure": [], "outputs": {{"out": "{}"}}}}"#, out.display())).unwrap();
+    common::write_attrs(&attrs, "[]", &out);
     let (ok, _, log) = run(ours().env("NIX_ATTRS_JSON_FILE", &attrs).env("NIX_BUILD_CORES", "10000"));
     assert!(ok, "{log}");
     assert!(log.contains("10000 workers asked for"), "{log}");

@@ -455,3 +455,10 @@ pub fn assert_store_holds<S: AsRef<str>>(store: &Path, roots: &[S], from: &str) 
     };
     assert_eq!(recorded(Some(store)), recorded(None), "{} after copying from {from}", store.display());
 }
+
+/// Writes to `file` the structured attrs a Nix build of mkBinaryCache hands
+/// its builder: `closure_json` (path-info JSON text) and the output `out`.
+pub fn write_attrs(file: &Path, closure_json: &str, out: &Path) {
+    let out = serde_json::to_string(out.to_str().unwrap()).unwrap();
+    fs::write(file, format!(r#"{{"closure": {}, "outputs": {{"out": {out}}}}}"#, closure_json.trim())).unwrap();
+}
