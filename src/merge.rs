@@ -56,7 +56,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::atomic_file::AtomicFile;
-use crate::cache::{EMPTY_DIRS, human};
+use crate::cache::{EMPTY_DIRS, count, human, per_second};
 use crate::format::cache_info::{self, CacheInfo};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::{StorePath, check_store_dir};
@@ -93,19 +93,18 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let secs = self.elapsed.as_secs_f64();
         write!(
             f,
-            "{} inputs, {} narinfos ({} in more than one input), {} NAR files ({}) copied and checked, {} other \
-             files, {}, in {secs:.2} s ({:.0} MB/s)",
-            self.inputs,
-            self.narinfos,
+            "{}, {} ({} in more than one input), {} ({}) copied and checked, {}, {}, in {:.2} s ({})",
+            count(self.inputs, "input"),
+            count(self.narinfos, "narinfo"),
             self.shared,
-            self.nar_files,
+            count(self.nar_files, "NAR file"),
             human(self.nar_bytes),
-            self.other_files,
+            count(self.other_files, "other file"),
             if self.manifest { "manifest copied" } else { "no manifest" },
-            self.nar_bytes as f64 / 1e6 / secs.max(1e-9)
+            self.elapsed.as_secs_f64(),
+            per_second(self.nar_bytes, self.elapsed)
         )
     }
 }
