@@ -237,7 +237,7 @@ impl Compression {
                     ("filters", "lzma2"),
                     ("preset", &level.to_string()),
                     ("extreme", "false"),
-                    ("check", XZ_CHECK_NAME),
+                    ("check", crate::xz::CHECK_NAME),
                 ]);
                 parameters.push(("blockSize", block));
                 parameters.push(("dictSize", format!("min({dict}, NarSize rounded up to a power of two, >= 4096)")));
@@ -267,9 +267,6 @@ impl Compression {
         }
     }
 }
-
-/// The integrity check of every xz stream (see [`crate::xz`]).
-const XZ_CHECK_NAME: &str = "crc64";
 
 /// liblzma's `lzma_version_string`: the library actually linked in.
 fn liblzma_version() -> String {

@@ -44,6 +44,9 @@ use liblzma_sys::{
 
 /// The integrity check of every block: CRC64, as `xz` and Nix use.
 const CHECK: lzma_check = LZMA_CHECK_CRC64;
+/// The name of that check, for the manifest (see
+/// [`crate::compression::Compression::describe_encoder`]), kept beside it.
+pub const CHECK_NAME: &str = "crc64";
 
 /// The size of the stream header and of the stream footer.
 const STREAM_HEADER_SIZE: usize = 12;
