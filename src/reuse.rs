@@ -6,7 +6,7 @@
 //! the same bytes as last time. So, for each store path of the closure, an
 //! earlier cache may supply its compressed NAR:
 //!
-//! * only a cache whose [manifest](crate::format::manifest) is the same as
+//! * only a cache whose [manifest] is the same as
 //!   this run's: same compression, level, encoder settings, tool and library
 //!   versions, so that its NARs are the bytes this run would write. A cache
 //!   with another manifest (or one saying its NARs are mixed), or none
