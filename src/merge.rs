@@ -59,7 +59,7 @@ use crate::atomic_file::AtomicFile;
 use crate::cache::{EMPTY_DIRS, count, human, per_second};
 use crate::format::cache_info::{self, CacheInfo};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
-use crate::format::store_path::{StorePath, check_store_dir};
+use crate::format::store_path::StorePath;
 use crate::read_cache::{self, Expected, read_cache_info};
 use crate::sign::{run_parallel, write_narinfos};
 
@@ -265,13 +265,13 @@ enum Work<'a> {
 /// Reads the narinfos, `nix-cache-info` and the list of files of input
 /// number `index`.
 fn read_input(dir: &Path, index: usize) -> Result<Input> {
-    let info_file = dir.join("nix-cache-info");
     let cache_info = read_cache_info(dir, "")?;
-    let parsed = cache_info::parse(&cache_info).map_err(|e| anyhow!("{}: {e}", info_file.display()))?;
-    let store_dir = parsed.store_dir.map(|f| f.value).ok_or_else(|| {
-        anyhow!("{} names no StoreDir: which store its narinfos are for is unknown", info_file.display())
+    let store_dir = read_cache::store_dir(dir, &cache_info)?.ok_or_else(|| {
+        anyhow!(
+            "{} names no StoreDir: which store its narinfos are for is unknown",
+            dir.join(cache_info::FILE_NAME).display()
+        )
     })?;
-    check_store_dir(store_dir).map_err(|e| anyhow!("{}: StoreDir {store_dir:?}: {e}", info_file.display()))?;
 
     let mut input = Input {
         dir: dir.to_owned(),

@@ -28,13 +28,14 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
 use crate::compression::Compression;
 use crate::format::cache_info;
 use crate::format::hash::Sha256Hash;
 use crate::format::narinfo::ParsedNarInfo;
+use crate::format::store_path::check_store_dir;
 
 /// The text of `dir/nix-cache-info`, which makes `dir` a binary cache.
 /// `named` is how `dir` was given, for the messages (`""`, `"--reuse "`).
@@ -51,6 +52,16 @@ pub fn read_cache_info(dir: &Path, named: &str) -> Result<String> {
         ),
         result => result.with_context(|| format!("reading {}", file.display())),
     }
+}
+
+/// The `StoreDir` that `text`, read from `dir/nix-cache-info`, names, checked
+/// as a store directory; `None` when it names none. Messages name the file.
+pub fn store_dir<'t>(dir: &Path, text: &'t str) -> Result<Option<&'t str>> {
+    let file = dir.join(cache_info::FILE_NAME);
+    let parsed = cache_info::parse(text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let Some(store_dir) = parsed.store_dir.map(|f| f.value) else { return Ok(None) };
+    check_store_dir(store_dir).map_err(|e| anyhow!("{}: StoreDir {store_dir:?}: {e}", file.display()))?;
+    Ok(Some(store_dir))
 }
 
 /// What a narinfo says its NAR file is.

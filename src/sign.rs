@@ -49,10 +49,8 @@ use zeroize::Zeroizing;
 
 use crate::atomic_file::{AtomicFile, syncfs};
 use crate::cache::{count, human, per_second};
-use crate::format::cache_info;
 use crate::format::key::{SecretKey, fingerprint};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
-use crate::format::store_path::check_store_dir;
 use crate::read_cache::{self, Expected, read_cache_info};
 
 /// What a run did, for the closing log line.
@@ -176,14 +174,8 @@ struct Entry {
 /// The `StoreDir` of `cache/nix-cache-info`; its absence means `cache` is no
 /// cache. `None` when the file names no store directory.
 fn cache_store_dir(cache: &Path) -> Result<Option<String>> {
-    let file = cache.join("nix-cache-info");
     let text = read_cache_info(cache, "")?;
-    let parsed = cache_info::parse(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    let Some(store_dir) = parsed.store_dir.map(|f| f.value) else {
-        return Ok(None);
-    };
-    check_store_dir(store_dir).map_err(|e| anyhow!("{}: StoreDir {store_dir:?}: {e}", file.display()))?;
-    Ok(Some(store_dir.to_owned()))
+    Ok(read_cache::store_dir(cache, &text)?.map(str::to_owned))
 }
 
 /// Refuses to sign in place what must not or cannot be changed.
