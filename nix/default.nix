@@ -120,40 +120,40 @@ let
 
     let
       attrs = {
-      inherit
-        name
-        compression
-        compressionLevel
-        maxMemory
-        priority
-        wantMassQuery
-        writeNarListing
-        indexDebugInfo
-        reuse
-        ;
+        inherit
+          name
+          compression
+          compressionLevel
+          maxMemory
+          priority
+          wantMassQuery
+          writeNarListing
+          indexDebugInfo
+          reuse
+          ;
 
-      __structuredAttrs = true;
-      exportReferencesGraph.closure = rootPaths;
+        __structuredAttrs = true;
+        exportReferencesGraph.closure = rootPaths;
 
-      # Our program is the whole builder: it reads the attributes from
-      # $NIX_ATTRS_JSON_FILE and needs no arguments.
-      realBuilder = lib.getExe make-binary-cache;
-      args = [ ];
+        # Our program is the whole builder: it reads the attributes from
+        # $NIX_ATTRS_JSON_FILE and needs no arguments.
+        realBuilder = lib.getExe make-binary-cache;
+        args = [ ];
 
-      # Copying store paths around is cheaper than fetching the result.
-      preferLocalBuild = true;
-      allowSubstitutes = false;
+        # Copying store paths around is cheaper than fetching the result.
+        preferLocalBuild = true;
+        allowSubstitutes = false;
 
-      passthru = {
-        inherit rootPaths make-binary-cache;
-        tests.substitutes = callPackage ./tests.nix { mkBinaryCache = lib.makeOverridable mkBinaryCache; };
+        passthru = {
+          inherit rootPaths make-binary-cache;
+          tests.substitutes = callPackage ./tests.nix { mkBinaryCache = lib.makeOverridable mkBinaryCache; };
+        };
+
+        meta = {
+          description = "Flat-file Nix binary cache holding the closure of the given root paths";
+          license = lib.licenses.mit;
+        };
       };
-
-      meta = {
-        description = "Flat-file Nix binary cache holding the closure of the given root paths";
-        license = lib.licenses.mit;
-      };
-    };
 
       # Shard `i` (counting from 0) of `shards`: the same closure and
       # settings, and its number; it writes only its part of the closure.
