@@ -114,23 +114,9 @@ impl Attrs {
             Loose::Str(s) => Some(s.parse().map_err(|e: String| anyhow!("field `compression`: {e}"))?),
             other => bail!("field `compression` must be a string or null, not {}", other.kind()),
         };
-        let compression_level = match raw.compression_level {
-            Loose::Missing | Loose::Null => None,
-            v => Some(
-                v.integer()
-                    .and_then(|n| i32::try_from(n).ok())
-                    .ok_or_else(|| anyhow!("field `compressionLevel` must be an integer or null, not {v}"))?,
-            ),
-        };
+        let compression_level = raw.compression_level.optional_integer("compressionLevel", "an integer")?;
         let max_memory = parse_max_memory(&raw.max_memory)?;
-        let priority = match raw.priority {
-            Loose::Missing | Loose::Null => None,
-            v => Some(
-                v.integer()
-                    .and_then(|n| i32::try_from(n).ok())
-                    .ok_or_else(|| anyhow!("field `priority` must be an integer or null, not {v}"))?,
-            ),
-        };
+        let priority = raw.priority.optional_integer("priority", "an integer")?;
         let want_mass_query = match raw.want_mass_query {
             Loose::Missing | Loose::Null => None,
             Loose::Bool(b) => Some(b),
@@ -143,14 +129,7 @@ impl Attrs {
         };
         let write_nar_listing = flag(&raw.write_nar_listing, "writeNarListing")?;
         let index_debug_info = flag(&raw.index_debug_info, "indexDebugInfo")?;
-        let count = |value: &Loose, field: &str| match value {
-            Loose::Missing | Loose::Null => Ok(None),
-            v => v
-                .integer()
-                .and_then(|n| usize::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| anyhow!("field `{field}` must be a non-negative integer or null, not {v}")),
-        };
+        let count = |value: &Loose, field: &str| value.optional_integer::<usize>(field, "a non-negative integer");
         let shard = match (count(&raw.shard, "shard")?, count(&raw.shards, "shards")?) {
             (None, None) => None,
             (Some(index), Some(count)) => Some(Shard::new(index, count)?),
@@ -289,6 +268,19 @@ impl Loose<'_> {
             Self::Unsigned(n) => i64::try_from(n).ok(),
             Self::Signed(n) => Some(n),
             _ => None,
+        }
+    }
+
+    /// An optional integer field as a `T`: `None` when missing or null, an
+    /// error saying it must be `what` (or null) when it is no such `T`.
+    fn optional_integer<T: TryFrom<i64>>(&self, field: &str, what: &str) -> Result<Option<T>> {
+        match self {
+            Self::Missing | Self::Null => Ok(None),
+            v => v
+                .integer()
+                .and_then(|n| T::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| anyhow!("field `{field}` must be {what} or null, not {v}")),
         }
     }
 }
