@@ -46,6 +46,15 @@ fn disjoint_caches(tmp: &TempDir, extra: &[&str]) -> (PathBuf, PathBuf) {
     (lower, upper)
 }
 
+/// Writable copies of [`disjoint_caches`], in `tmp/a` and `tmp/b`, to change.
+fn writable_disjoint_caches(tmp: &TempDir, extra: &[&str]) -> (PathBuf, PathBuf) {
+    let (lower, upper) = disjoint_caches(tmp, extra);
+    let (a, b) = (tmp.join("a"), tmp.join("b"));
+    copy_tree(&lower, &a);
+    copy_tree(&upper, &b);
+    (a, b)
+}
+
 /// A writable copy of a cache, to damage.
 fn copy_tree(from: &Path, to: &Path) {
     run_ok(Command::new("cp").arg("-r").arg(from).arg(to));
@@ -203,10 +212,7 @@ fn the_manifest_is_copied_only_when_every_input_has_the_same() {
         return;
     }
     let tmp = TempDir::new("merge-manifest");
-    let (lower, upper) = disjoint_caches(&tmp, &[]);
-    let (a, b) = (tmp.join("a"), tmp.join("b"));
-    copy_tree(&lower, &a);
-    copy_tree(&upper, &b);
+    let (a, b) = writable_disjoint_caches(&tmp, &[]);
     let manifest = "make-binary-cache.json";
     let _ = fs::remove_file(a.join(manifest));
     let _ = fs::remove_file(b.join(manifest));
@@ -239,10 +245,7 @@ fn nix_cache_info_must_agree() {
         return;
     }
     let tmp = TempDir::new("merge-info");
-    let (lower, upper) = disjoint_caches(&tmp, &[]);
-    let (a, b) = (tmp.join("a"), tmp.join("b"));
-    copy_tree(&lower, &a);
-    copy_tree(&upper, &b);
+    let (a, b) = writable_disjoint_caches(&tmp, &[]);
     fs::write(b.join("nix-cache-info"), "StoreDir: /nix/store\nPriority: 10\n").unwrap();
     let err = run_fail(&mut merge(&tmp.join("out"), &[&a, &b]));
     assert!(err.contains("has no Priority") && err.contains("has Priority: 10"), "{err}");
@@ -428,10 +431,7 @@ fn other_files_must_agree_but_debug_info_entries_keep_the_first() {
         return;
     }
     let tmp = TempDir::new("merge-others");
-    let (lower, upper) = disjoint_caches(&tmp, &["--write-nar-listing"]);
-    let (a, b) = (tmp.join("a"), tmp.join("b"));
-    copy_tree(&lower, &a);
-    copy_tree(&upper, &b);
+    let (a, b) = writable_disjoint_caches(&tmp, &["--write-nar-listing"]);
     // Left behind by others: a NAR no narinfo names, a killed run's temporary file.
     fs::write(a.join("nar/stray.nar"), b"x").unwrap();
     fs::write(b.join("nar/.x.nar.1-2-3.tmp"), b"x").unwrap();
