@@ -585,7 +585,7 @@ fn write_path(
                 dump_nar(info, &nar_dir, settings, io::sink(), TOKEN_BUFFER, dumper, on_nar)?;
             let label = format!("{}.nar{}", info.path.hash_part(), compression.extension());
             let file = reusable.copy(&nar_dir, &label).with_context(|| format!("reusing the NAR of {}", info.path))?;
-            (file, nar_hash, nar_size, reusable.file_hash, reusable.file_size, listing)
+            (file, nar_hash, nar_size, reusable.expected.file_hash, reusable.expected.file_size, listing)
         }
     };
     // Dropping `file` here discards it: nothing of it was ever named.

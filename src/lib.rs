@@ -18,6 +18,7 @@
 pub mod atomic_file;
 pub mod blocks;
 pub mod cache;
+pub mod cache_dir;
 pub mod closure;
 pub mod compression;
 pub mod dump;

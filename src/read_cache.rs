@@ -2,55 +2,80 @@
 //! `verify` and `--reuse` do: what makes a directory a cache (its
 //! `nix-cache-info`, see [`read_cache_info`]), and a NAR file checked
 //! against what its narinfo says of it ([`check`]): the `FileSize` and
-//! `FileHash` (which Nix itself never checks when it substitutes), and for
-//! an uncompressed file, which is the NAR itself, the `NarSize` and
-//! `NarHash` too. Messages name the file and the narinfo.
+//! `FileHash` (which Nix itself never checks when it substitutes), and what
+//! it decompresses to, in bounded memory ([`MAX_DECODER_MEMORY`]): exactly
+//! `NarSize` bytes with the `NarHash`, a well-formed NAR. Compressed data
+//! may come in several xz streams or zstd frames, as Nix reads them.
+//! Messages name the file and the narinfo. Files are opened through
+//! [`CacheDir`], never outside the cache.
 //!
 //! ```
 //! # use make_binary_cache::read_cache::{Expected, check};
-//! # use make_binary_cache::format::hash::Sha256Hash;
+//! # use make_binary_cache::compression::Compression;
+//! # use make_binary_cache::format::{hash::Sha256Hash, nar};
 //! # use sha2::Digest;
+//! # use std::io::Write;
 //! # let dir = std::env::temp_dir().join(format!("mbc-read-cache-doc-{}", std::process::id()));
 //! # std::fs::create_dir_all(&dir).unwrap();
-//! let path = dir.join("x.nar.xz");
-//! std::fs::write(&path, b"compressed bytes").unwrap();
-//! let file_hash = Sha256Hash(sha2::Sha256::digest(b"compressed bytes").into());
-//! let file = std::fs::File::open(&path).unwrap();
-//! check(&file, &path, "x.narinfo", &Expected { file_size: 16, file_hash, nar: None }).unwrap().unwrap();
-//! let wrong = Expected { file_size: 17, file_hash, nar: None };
-//! let e = check(&file, &path, "x.narinfo", &wrong).unwrap().unwrap_err();
-//! assert!(e.ends_with("has 16 bytes, but x.narinfo says FileSize: 17"), "{e}");
+//! let mut bytes = Vec::new();
+//! let mut file = nar::open(&mut bytes)?.file(false, 5)?;
+//! file.write_all(b"hello")?;
+//! file.close()?;
+//! let path = dir.join("x.nar");
+//! std::fs::write(&path, &bytes)?;
+//! let hash = Sha256Hash(sha2::Sha256::digest(&bytes).into());
+//! let size = bytes.len() as u64;
+//! let expected = Expected {
+//!     file_size: size, file_hash: hash, compression: Compression::None, nar_hash: hash, nar_size: size,
+//! };
+//! let file = std::fs::File::open(&path)?;
+//! check(&file, &path, "x.narinfo", &expected)?.unwrap();
+//! let wrong = Expected { file_size: size + 1, ..expected };
+//! let e = check(&file, &path, "x.narinfo", &wrong)?.unwrap_err();
+//! assert!(e.ends_with(&format!("has {size} bytes, but x.narinfo says FileSize: {}", size + 1)), "{e}");
 //! # std::fs::remove_dir_all(&dir).unwrap();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::fs::{self, File};
-use std::io;
+use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::rc::Rc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
+use crate::cache_dir::{CacheDir, MAX_SMALL_FILE};
 use crate::compression::Compression;
 use crate::format::cache_info;
 use crate::format::hash::Sha256Hash;
+use crate::format::listing::Listing;
+use crate::format::nar_reader::{Event, NarError, NarReader};
 use crate::format::narinfo::ParsedNarInfo;
 use crate::format::store_path::check_store_dir;
 
 /// The text of `dir/nix-cache-info`, which makes `dir` a binary cache.
 /// `named` is how `dir` was given, for the messages (`""`, `"--reuse "`).
 pub fn read_cache_info(dir: &Path, named: &str) -> Result<String> {
-    let file = dir.join(cache_info::FILE_NAME);
-    match fs::read_to_string(&file) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
-            bail!("{named}{}: no such directory", dir.display())
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!(
+    let cache = match CacheDir::open(dir) {
+        Ok(cache) => cache,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("{named}{}: no such directory", dir.display()),
+        Err(e) => return Err(e).with_context(|| format!("{named}{}: opening the cache", dir.display())),
+    };
+    read_cache_info_in(&cache, named)
+}
+
+/// [`read_cache_info`] of a cache already open.
+pub fn read_cache_info_in(cache: &CacheDir, named: &str) -> Result<String> {
+    match cache.read_text(Path::new(cache_info::FILE_NAME), MAX_SMALL_FILE) {
+        Err(e) if e.is_missing() => bail!(
             "{named}{} is not a binary cache: it has no nix-cache-info; give the directory make-binary-cache or \
              `nix copy --to file://DIR` wrote",
-            dir.display()
+            cache.path().display()
         ),
-        result => result.with_context(|| format!("reading {}", file.display())),
+        result => Ok(result?),
     }
 }
 
@@ -64,32 +89,43 @@ pub fn store_dir<'t>(dir: &Path, text: &'t str) -> Result<Option<&'t str>> {
     Ok(Some(store_dir))
 }
 
-/// What a narinfo says its NAR file is.
+/// What a narinfo says its NAR file is, and the NAR in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Expected {
     pub file_size: u64,
     pub file_hash: Sha256Hash,
-    /// `NarHash` and `NarSize`, when the file is the NAR itself
-    /// (`Compression: none`).
-    pub nar: Option<(Sha256Hash, u64)>,
+    pub compression: Compression,
+    pub nar_hash: Sha256Hash,
+    pub nar_size: u64,
 }
 
 impl Expected {
     pub fn of(info: &ParsedNarInfo) -> Self {
-        let uncompressed = info.compression == Compression::None;
         Self {
             file_size: info.file_size,
             file_hash: info.file_hash,
-            nar: uncompressed.then_some((info.nar_hash, info.nar_size)),
+            compression: info.compression,
+            nar_hash: info.nar_hash,
+            nar_size: info.nar_size,
         }
     }
 }
 
+/// The most memory one decompressor may take. zstd's decoders refuse a
+/// window over 2^27 bytes by default (`ZSTD_WINDOWLOG_LIMIT_DEFAULT`; an
+/// encoder needs `--long` or `--ultra -22` to go past it), and xz's largest
+/// preset (`-9e`) needs 65 MiB to decode: a file that needs more is no
+/// cache's, and a decompression bomb (a tiny xz file declaring a 1.5 GiB
+/// dictionary) is refused at its header.
+pub const MAX_DECODER_MEMORY: u64 = 160 << 20;
+
 /// Whether `file` (shown as `shown`), read from its start whatever its
 /// position, is what `narinfo` (a file name, or words like "the narinfo")
-/// says: `Ok(Err(why))` when it is not, `Err` when it cannot be read (or
-/// changes while it is). The size is compared first: it costs nothing and
-/// catches a truncated file before it is read.
+/// says: its size and FileHash, and what it decompresses to, the NarSize,
+/// NarHash and a well-formed NAR. `Ok(Err(why))` with the first thing
+/// wrong, `Err` when it cannot be read (or changes while it is). The size
+/// is compared first: it costs nothing and catches a truncated file before
+/// it is read.
 pub fn check(file: &File, shown: &Path, narinfo: &str, expected: &Expected) -> Result<Result<(), String>> {
     let size = file.metadata().with_context(|| format!("reading {}", shown.display()))?.len();
     if size != expected.file_size {
@@ -99,85 +135,399 @@ pub fn check(file: &File, shown: &Path, narinfo: &str, expected: &Expected) -> R
             expected.file_size
         )));
     }
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut read = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    let found = examine(file, expected.compression, expected.nar_size, None, &mut buf);
+    if let Err(e) = &found.read {
+        bail!("reading {}: {e}", shown.display());
+    }
+    if found.file_size != expected.file_size {
+        bail!("{} changed while being read: {} bytes read, {} expected", shown.display(), found.file_size, size);
+    }
+    let shown = shown.display();
+    let compression = expected.compression;
+    let why = if found.file_hash != expected.file_hash {
+        format!("{shown} has hash {}, but {narinfo} says FileHash: {}", found.file_hash, expected.file_hash)
+    } else if let Err(e) = &found.decoded {
+        format!("decompressing {shown} ({compression}): {}", decoding_error(e))
+    } else if found.too_long {
+        format!("{shown} decompresses to more than the NarSize {narinfo} gives, {}", expected.nar_size)
+    } else if let Err(e) = &found.structure {
+        format!("{shown} does not hold a valid NAR: {e}")
+    } else if found.trailing > 0 {
+        format!("{shown} has {} bytes after the end of its {compression} data", found.trailing)
+    } else if (found.nar_hash, found.nar_size) != (expected.nar_hash, expected.nar_size) {
+        format!(
+            "{shown} holds a NAR with hash {} and size {}, while {narinfo} says NarHash: {} and NarSize: {}",
+            found.nar_hash, found.nar_size, expected.nar_hash, expected.nar_size
+        )
+    } else {
+        return Ok(Ok(()));
+    };
+    Ok(Err(why))
+}
+
+/// What a decompressor's error means for a user.
+pub fn decoding_error(e: &io::Error) -> String {
+    let inner = e.get_ref().and_then(|e| e.downcast_ref::<liblzma::stream::Error>());
+    if matches!(inner, Some(liblzma::stream::Error::MemLimit)) {
+        return format!(
+            "it needs more than {} MiB of memory to decompress (a dictionary larger than any xz preset's)",
+            MAX_DECODER_MEMORY >> 20
+        );
+    }
+    let text = e.to_string();
+    if text.contains("Frame requires too much memory") {
+        return format!("{text} (a window larger than {} MiB, which zstd refuses by default)", 1 << (27 - 20));
+    }
+    text
+}
+
+/// Bytes read from a NAR file at a time.
+pub const CHUNK: usize = 256 * 1024;
+
+/// What a NAR file holds, as read by [`examine`].
+pub struct Examined {
+    /// Whether the file could be read; when not, the rest is partial.
+    pub read: io::Result<()>,
+    pub file_size: u64,
+    pub file_hash: Sha256Hash,
+    /// Whether it decompressed; its error when not.
+    pub decoded: io::Result<()>,
+    /// It decompressed to more than the NarSize allowed, and was cut there.
+    pub too_long: bool,
+    /// Bytes after the end of the compressed data.
+    pub trailing: u64,
+    /// The NAR's size and hash, as far as it was read.
+    pub nar_size: u64,
+    pub nar_hash: Sha256Hash,
+    /// Whether it is a well-formed NAR; decompression stops at its first
+    /// bad byte.
+    pub structure: Result<(), NarError>,
+}
+
+/// Reads all of `file` from its start (whatever its position), hashing it,
+/// decompressing it with `compression` in bounded memory, and feeding the
+/// NAR, at most `nar_size` bytes of it, to the NAR validator and to
+/// `listing`, if given. `buf` is the decompressor's output buffer.
+pub fn examine(
+    file: &File,
+    compression: Compression,
+    nar_size: u64,
+    listing: Option<Rc<RefCell<Listing>>>,
+    buf: &mut [u8],
+) -> Examined {
+    // Uncompressed, the file is the NAR: one hash serves for both.
+    let mut sink = NarSink::new(nar_size, compression != Compression::None, listing);
+    let mut source = BufReader::with_capacity(CHUNK, HashingReader::new(PositionalReader { file, offset: 0 }));
+    let decoded = match compression {
+        Compression::None => pump(&mut source, &mut sink, buf),
+        Compression::Xz => {
+            match liblzma::stream::Stream::new_stream_decoder(MAX_DECODER_MEMORY, liblzma::stream::CONCATENATED) {
+                Ok(stream) => pump(&mut liblzma::bufread::XzDecoder::new_stream(&mut source, stream), &mut sink, buf),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Compression::Zstd => zstd::stream::read::Decoder::with_buffer(&mut source)
+            .and_then(|mut decoder| {
+                decoder.window_log_max(27)?;
+                Ok(decoder)
+            })
+            .and_then(|mut decoder| pump(&mut decoder, &mut sink, buf)),
+    };
+    // The rest of the file, for FileSize and FileHash, and to see whether
+    // anything follows the compressed data.
+    let mut trailing = 0u64;
+    let read = loop {
+        match source.fill_buf() {
+            Ok([]) => break Ok(()),
+            Ok(bytes) => {
+                let n = bytes.len();
+                trailing += n as u64;
+                source.consume(n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let (file_hash, file_size) = source.into_inner().finish();
+    // A read error of the file itself is the file's, not the decoder's.
+    let (read, decoded) = match (read, decoded) {
+        (Err(e), _) => (Err(e), Ok(())),
+        (Ok(()), Err(e)) if e.get_ref().is_some_and(|inner| inner.is::<ReadError>()) => (Err(e), Ok(())),
+        (Ok(()), decoded) => (Ok(()), decoded),
+    };
+    let (nar_hash, nar_size, too_long, structure) = sink.finish();
+    Examined {
+        read,
+        file_size,
+        file_hash,
+        decoded,
+        too_long,
+        trailing: if compression == Compression::None { 0 } else { trailing },
+        nar_size,
+        nar_hash: nar_hash.unwrap_or(file_hash),
+        structure,
+    }
+}
+
+/// Copies everything `from` gives into `sink`, until the end, or until the
+/// sink has more than it wants or sees a NAR that is not one.
+fn pump(from: &mut impl Read, sink: &mut NarSink, buf: &mut [u8]) -> io::Result<()> {
     loop {
-        let n = match file.read_at(&mut buf, read) {
-            Ok(0) => break,
+        let n = match from.read(buf) {
+            Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).with_context(|| format!("reading {}", shown.display())),
+            Err(e) => return Err(e),
         };
-        hasher.update(&buf[..n]);
-        read += n as u64;
+        if !sink.take(&buf[..n]) {
+            return Ok(());
+        }
     }
-    if read != expected.file_size {
-        bail!("{} changed while being read: {read} bytes read, {} expected", shown.display(), expected.file_size);
+}
+
+/// What the NAR validator does with what it reads: build the listing, or
+/// nothing.
+type OnEvent = Box<dyn FnMut(Event<'_>)>;
+
+/// Where the NAR goes: counted, hashed (unless the file's hash is the NAR's),
+/// and read by the NAR validator, up to the NarSize the narinfo announces.
+struct NarSink {
+    hasher: Option<sha2::Sha256>,
+    size: u64,
+    limit: u64,
+    too_long: bool,
+    reader: NarReader<OnEvent>,
+    error: Option<NarError>,
+}
+
+impl NarSink {
+    fn new(limit: u64, hash: bool, listing: Option<Rc<RefCell<Listing>>>) -> Self {
+        let on_event: OnEvent = match listing {
+            Some(listing) => Box::new(move |event| listing.borrow_mut().event(event)),
+            None => Box::new(|_| {}),
+        };
+        Self {
+            hasher: hash.then(sha2::Sha256::new),
+            size: 0,
+            limit,
+            too_long: false,
+            reader: NarReader::new(on_event),
+            error: None,
+        }
     }
-    let hash = Sha256Hash(hasher.finalize().into());
-    if hash != expected.file_hash {
-        return Ok(Err(format!(
-            "{} has hash {hash}, but {narinfo} says FileHash: {}",
-            shown.display(),
-            expected.file_hash
-        )));
+
+    /// Takes the next bytes; `false` once there are more than the limit or
+    /// the NAR is invalid, which bounds the work a decompression bomb or a
+    /// garbage NAR can cause.
+    fn take(&mut self, bytes: &[u8]) -> bool {
+        self.size += bytes.len() as u64;
+        if self.size > self.limit {
+            self.too_long = true;
+            return false;
+        }
+        if let Some(h) = &mut self.hasher {
+            h.update(bytes);
+        }
+        if let Err(e) = self.reader.feed(bytes) {
+            self.error = Some(e);
+            return false;
+        }
+        true
     }
-    if let Some((nar_hash, nar_size)) = expected.nar
-        && (hash, read) != (nar_hash, nar_size)
-    {
-        return Ok(Err(format!(
-            "{} is uncompressed but has hash {hash} and size {read}, while {narinfo} says NarHash: {nar_hash} and \
-             NarSize: {nar_size}",
-            shown.display(),
-        )));
+
+    /// (NarHash if hashed, NarSize, whether it went over the limit, the
+    /// NAR's structure).
+    fn finish(self) -> (Option<Sha256Hash>, u64, bool, Result<(), NarError>) {
+        let structure = match self.error {
+            Some(e) => Err(e),
+            None if self.too_long => Ok(()),
+            None => self.reader.finish().map(drop),
+        };
+        (self.hasher.map(|h| Sha256Hash(h.finalize().into())), self.size, self.too_long, structure)
     }
-    Ok(Ok(()))
+}
+
+/// Reads a file from an offset of its own, whatever the file's position.
+struct PositionalReader<'f> {
+    file: &'f File,
+    offset: u64,
+}
+
+/// A read error of the file, told apart from the decoder's errors.
+#[derive(Debug)]
+struct ReadError(io::Error);
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl Read for PositionalReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.file.read_at(buf, self.offset) {
+                Ok(n) => {
+                    self.offset += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io::Error::new(e.kind(), ReadError(e))),
+            }
+        }
+    }
+}
+
+/// Hashes and counts what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl<R> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        Self { inner, hasher: sha2::Sha256::new(), size: 0 }
+    }
+
+    fn finish(self) -> (Sha256Hash, u64) {
+        (Sha256Hash(self.hasher.finalize().into()), self.size)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::nar;
+    use std::fs;
+    use std::io::Write;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("mbc-read-cache-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
 
     #[test]
     fn a_directory_without_nix_cache_info_is_no_cache() {
-        let dir = std::env::temp_dir().join(format!("mbc-read-cache-info-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("info");
         let e = read_cache_info(&dir, "--reuse ").unwrap_err().to_string();
         assert!(e.starts_with(&format!("--reuse {} is not a binary cache", dir.display())), "{e}");
         let e = read_cache_info(&dir.join("missing"), "").unwrap_err().to_string();
         assert!(e.ends_with("missing: no such directory"), "{e}");
         fs::write(dir.join("nix-cache-info"), "StoreDir: /nix/store\n").unwrap();
         assert_eq!(read_cache_info(&dir, "").unwrap(), "StoreDir: /nix/store\n");
+        // Not read through a symlink.
+        fs::remove_file(dir.join("nix-cache-info")).unwrap();
+        fs::write(dir.join("elsewhere"), "StoreDir: /nix/store\n").unwrap();
+        std::os::unix::fs::symlink(dir.join("elsewhere"), dir.join("nix-cache-info")).unwrap();
+        let e = format!("{:#}", read_cache_info(&dir, "").unwrap_err());
+        assert!(e.contains("nix-cache-info is a symlink"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn size_hash_and_for_uncompressed_files_the_nar_are_checked() {
-        let dir = std::env::temp_dir().join(format!("mbc-read-cache-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("x.nar");
-        fs::write(&path, b"nar bytes").unwrap();
-        let file = File::open(&path).unwrap();
-        let hash = Sha256Hash(sha2::Sha256::digest(b"nar bytes").into());
-        let other = Sha256Hash(sha2::Sha256::digest(b"other").into());
-        let good = Expected { file_size: 9, file_hash: hash, nar: Some((hash, 9)) };
-        check(&file, &path, "the narinfo", &good).unwrap().unwrap();
-        let err = |expected: Expected| check(&file, &path, "the narinfo", &expected).unwrap().unwrap_err();
-        let shown = path.display().to_string();
-        let e = err(Expected { file_size: 8, ..good });
-        assert!(e.starts_with(&shown) && e.contains("9 bytes, but the narinfo says FileSize: 8"), "{e}");
-        let e = err(Expected { file_hash: other, ..good });
-        assert!(e.starts_with(&shown) && e.contains(&format!("but the narinfo says FileHash: {other}")), "{e}");
-        let e = err(Expected { nar: Some((other, 9)), ..good });
-        assert!(e.contains("is uncompressed") && e.contains(&format!("NarHash: {other}")), "{e}");
-        let e = err(Expected { nar: Some((hash, 10)), ..good });
-        assert!(e.contains("NarSize: 10"), "{e}");
-        // A file that cannot be read is another matter than a wrong one.
-        let dir_file = File::open(&dir).unwrap();
-        let dir_size = dir_file.metadata().unwrap().len();
-        let e = check(&dir_file, &dir, "the narinfo", &Expected { file_size: dir_size, ..good }).unwrap_err();
-        assert!(format!("{e:#}").starts_with(&format!("reading {}", dir.display())), "{e:#}");
+    fn nar_of(contents: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut file = nar::open(&mut bytes).unwrap().file(false, contents.len() as u64).unwrap();
+        file.write_all(contents).unwrap();
+        file.close().unwrap();
+        bytes
+    }
+
+    fn sha(bytes: &[u8]) -> Sha256Hash {
+        Sha256Hash(sha2::Sha256::digest(bytes).into())
+    }
+
+    /// `check` of `file_bytes` as a NAR file of `compression` holding `nar`.
+    fn check_bytes(file_bytes: &[u8], compression: Compression, nar: &[u8]) -> Result<(), String> {
+        let dir = scratch(&format!("check-{}", sha(file_bytes).nix32()));
+        let path = dir.join("f");
+        fs::write(&path, file_bytes).unwrap();
+        let expected = Expected {
+            file_size: file_bytes.len() as u64,
+            file_hash: sha(file_bytes),
+            compression,
+            nar_hash: sha(nar),
+            nar_size: nar.len() as u64,
+        };
+        let result = check(&File::open(&path).unwrap(), &path, "the narinfo", &expected).unwrap();
         fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    fn xz(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        io::copy(&mut liblzma::read::XzEncoder::new(bytes, 6), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_field_and_the_nar_inside_are_checked() {
+        let good = nar_of(b"hello");
+        let other = nar_of(b"other");
+        check_bytes(&good, Compression::None, &good).unwrap();
+        check_bytes(&xz(&good), Compression::Xz, &good).unwrap();
+        check_bytes(&zstd::encode_all(&good[..], 3).unwrap(), Compression::Zstd, &good).unwrap();
+        // FileHash right, NarHash wrong: what `--reuse` and `sign` used to pass.
+        let e = check_bytes(&xz(&other), Compression::Xz, &good).unwrap_err();
+        assert!(e.contains("holds a NAR with hash") && e.contains(&format!("NarHash: {}", sha(&good))), "{e}");
+        let e = check_bytes(&other, Compression::None, &good).unwrap_err();
+        assert!(e.contains("holds a NAR with hash"), "{e}");
+        let e = check_bytes(b"not xz at all", Compression::Xz, &good).unwrap_err();
+        assert!(e.contains("decompressing") && e.contains("(xz)"), "{e}");
+        let e = check_bytes(&xz(b"nix-archive-2 garbage"), Compression::Xz, &good).unwrap_err();
+        assert!(e.contains("does not hold a valid NAR"), "{e}");
+        let longer = nar_of(b"hello, and more");
+        let e = check_bytes(&xz(&longer), Compression::Xz, &good).unwrap_err();
+        assert!(e.contains("decompresses to more than the NarSize"), "{e}");
+        let mut trailing = xz(&good);
+        trailing.extend_from_slice(b"junk");
+        let e = check_bytes(&trailing, Compression::Xz, &good).unwrap_err();
+        assert!(e.contains("decompressing"), "{e}");
+        let mut trailing = zstd::encode_all(&good[..], 3).unwrap();
+        trailing.extend_from_slice(b"junk");
+        assert!(check_bytes(&trailing, Compression::Zstd, &good).is_err());
+    }
+
+    /// Nix reads concatenated xz streams and zstd frames; so do we.
+    #[test]
+    fn several_streams_and_frames_are_one_nar() {
+        let good = nar_of(b"hello, in two parts");
+        let (a, b) = good.split_at(21);
+        let two_xz = [xz(a), xz(b)].concat();
+        check_bytes(&two_xz, Compression::Xz, &good).unwrap();
+        let two_zstd = [zstd::encode_all(a, 3).unwrap(), zstd::encode_all(b, 19).unwrap()].concat();
+        check_bytes(&two_zstd, Compression::Zstd, &good).unwrap();
+    }
+
+    /// A tiny xz file that declares a 1.5 GiB dictionary is refused at its
+    /// header, not decompressed into memory.
+    #[test]
+    fn a_decompression_bomb_is_refused_at_its_header() {
+        let mut options = liblzma::stream::LzmaOptions::new_preset(6).unwrap();
+        options.dict_size(1536 << 20);
+        let stream = liblzma::stream::Stream::new_lzma_encoder(&options).map(drop);
+        let _ = stream;
+        let mut filters = liblzma::stream::Filters::new();
+        filters.lzma2(&options);
+        let encoder = liblzma::stream::Stream::new_stream_encoder(&filters, liblzma::stream::Check::Crc64).unwrap();
+        let mut bomb = Vec::new();
+        io::copy(&mut liblzma::read::XzEncoder::new_stream(&vec![0u8; 1 << 16][..], encoder), &mut bomb).unwrap();
+        let good = nar_of(b"hello");
+        let e = check_bytes(&bomb, Compression::Xz, &good).unwrap_err();
+        assert!(e.contains("needs more than 160 MiB of memory to decompress"), "{e}");
     }
 }

@@ -17,8 +17,12 @@
 //!   against them as ever (cheap next to compressing); only compression is
 //!   skipped;
 //! * the NAR file is copied (`copy_file_range`, which shares the blocks where
-//!   the file system can reflink) and the copy checked against the narinfo's
-//!   FileSize and FileHash before it is named.
+//!   the file system can reflink) and the copy checked before it is named:
+//!   its FileSize and FileHash, and what it decompresses to, the NarHash and
+//!   NarSize this run computed from the store ([`read_cache::check`]). So a
+//!   reused NAR is the bytes a fresh run would write, or the run says why;
+//!   decompressing costs a fraction of compressing. Every file of an
+//!   earlier cache is opened through [`CacheDir`], never outside it.
 //!
 //! A copy that does not match, a narinfo that does not parse or names a file
 //! outside its cache, a NAR file missing: the earlier cache is damaged, and
@@ -27,26 +31,25 @@
 //! something to hear about; rerunning without `--reuse`, or after `make-binary-cache
 //! verify` and a repair, is the way out.
 
-use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::atomic_file::AtomicFile;
+use crate::cache_dir::{CacheDir, MAX_NARINFO, MAX_SMALL_FILE};
 use crate::closure::PathInfo;
 use crate::compression::Compression;
 use crate::format::cache_info;
-use crate::format::hash::Sha256Hash;
 use crate::format::manifest::{self, Manifest};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
-use crate::read_cache::{self, Expected, read_cache_info};
+use crate::read_cache::{self, Expected, read_cache_info_in};
 
 /// The earlier caches whose NARs may be reused: those whose manifest is
 /// this run's.
 #[derive(Debug, Clone, Default)]
 pub struct EarlierCaches {
-    caches: Vec<PathBuf>,
+    caches: Vec<Arc<CacheDir>>,
     /// How many were given, usable or not.
     given: usize,
 }
@@ -54,12 +57,14 @@ pub struct EarlierCaches {
 /// A compressed NAR of an earlier cache that this run may copy.
 #[derive(Debug, Clone)]
 pub struct Reusable {
+    cache: Arc<CacheDir>,
     /// The narinfo that describes it, for errors.
     pub narinfo: PathBuf,
-    /// The NAR file.
-    pub nar: PathBuf,
-    pub file_hash: Sha256Hash,
-    pub file_size: u64,
+    /// The NAR file, relative to the cache.
+    nar: PathBuf,
+    /// What the narinfo says of it, with the NarHash and NarSize this run
+    /// computes.
+    pub expected: Expected,
 }
 
 impl EarlierCaches {
@@ -73,7 +78,8 @@ impl EarlierCaches {
         let mut notes = Vec::new();
         for dir in dirs {
             let info_file = dir.join(cache_info::FILE_NAME);
-            let text = read_cache_info(dir, "--reuse ")?;
+            let cache = CacheDir::open(dir).with_context(|| format!("--reuse {}: opening the cache", dir.display()))?;
+            let text = read_cache_info_in(&cache, "--reuse ")?;
             let parsed = cache_info::parse(&text).map_err(|e| anyhow!("{}: {e}", info_file.display()))?;
             if let Some(theirs) = parsed.store_dir.map(|f| f.value)
                 && theirs != store_dir
@@ -85,22 +91,22 @@ impl EarlierCaches {
                 continue;
             }
             let file = dir.join(manifest::FILE_NAME);
-            match fs::read_to_string(&file) {
+            match cache.read_text(Path::new(manifest::FILE_NAME), MAX_SMALL_FILE) {
                 Ok(text) => match ours.compare(&text) {
-                    Ok(()) => caches.push(dir.clone()),
+                    Ok(()) => caches.push(Arc::new(cache)),
                     Err(why) => notes.push(format!(
                         "{}: made with other settings ({why}): none of its NARs are reused, all are compressed \
                          afresh",
                         file.display()
                     )),
                 },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => notes.push(format!(
+                Err(e) if e.is_missing() => notes.push(format!(
                     "{} has no {} (written by `nix copy` or by an older version): none of its NARs are \
                      reused, all are compressed afresh",
                     dir.display(),
                     manifest::FILE_NAME
                 )),
-                Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok((Self { caches, given: dirs.len() }, notes))
@@ -116,13 +122,20 @@ impl EarlierCaches {
     /// `compression`. `None` when no cache has it.
     pub fn find(&self, info: &PathInfo, compression: Compression, store_dir: &str) -> Result<Option<Reusable>> {
         for cache in &self.caches {
-            let narinfo = cache.join(format!("{}.narinfo", info.path.hash_part()));
-            let text = match fs::read_to_string(&narinfo) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                result => result.with_context(|| format!("reading {}", narinfo.display()))?,
+            let name = format!("{}.narinfo", info.path.hash_part());
+            let narinfo = cache.path().join(&name);
+            let text = match cache.read_text(Path::new(&name), MAX_NARINFO) {
+                Err(e) if e.is_missing() => continue,
+                result => result.map_err(|e| {
+                    anyhow!("{e}: the earlier cache {} is damaged (see --reuse)", cache.path().display())
+                })?,
             };
             let theirs = ParsedNarInfo::parse(store_dir, &text).map_err(|e| {
-                anyhow!("{}: {e}: the earlier cache {} is damaged (see --reuse)", narinfo.display(), cache.display())
+                anyhow!(
+                    "{}: {e}: the earlier cache {} is damaged (see --reuse)",
+                    narinfo.display(),
+                    cache.path().display()
+                )
             })?;
             // Another store path with the same hash part, or the same path
             // built again with other contents: not this NAR.
@@ -135,15 +148,15 @@ impl EarlierCaches {
                      damaged (see --reuse)",
                     narinfo.display(),
                     theirs.compression,
-                    cache.display()
+                    cache.path().display()
                 );
             }
             let url = nar_file(&theirs.url).map_err(|e| anyhow!("{}: {e}", narinfo.display()))?;
             return Ok(Some(Reusable {
-                nar: cache.join(url),
+                nar: url.to_owned(),
+                cache: Arc::clone(cache),
                 narinfo,
-                file_hash: theirs.file_hash,
-                file_size: theirs.file_size,
+                expected: Expected { nar_hash: info.nar_hash, nar_size: info.nar_size, ..Expected::of(&theirs) },
             }));
         }
         Ok(None)
@@ -152,8 +165,8 @@ impl EarlierCaches {
 
 impl Reusable {
     /// A copy of the NAR file in `dir` (not yet named, `label` for its
-    /// temporary name), checked to have the FileSize and FileHash the
-    /// earlier narinfo gives.
+    /// temporary name), checked to be what the earlier narinfo says, with
+    /// the NarHash and NarSize of the store path.
     pub fn copy(&self, dir: &Path, label: &str) -> Result<AtomicFile> {
         let damaged = |what: String| {
             anyhow!(
@@ -161,14 +174,16 @@ impl Reusable {
                  reusing it"
             )
         };
-        let source = File::open(&self.nar)
-            .with_context(|| format!("opening {}, which {} names", self.nar.display(), self.narinfo.display()))?;
+        let shown = self.cache.path().join(&self.nar);
+        let source = self
+            .cache
+            .open_file(&self.nar)
+            .map_err(|e| damaged(format!("{e}, which {} names", self.narinfo.display())))?;
         let file = AtomicFile::copy_of(dir, label, &source)
-            .with_context(|| format!("copying {} to {}", self.nar.display(), dir.display()))?;
+            .with_context(|| format!("copying {} to {}", shown.display(), dir.display()))?;
         // What is checked is the copy, what this cache will serve.
-        let expected = Expected { file_size: self.file_size, file_hash: self.file_hash, nar: None };
-        read_cache::check(file.as_file(), &self.nar, &self.narinfo.display().to_string(), &expected)
-            .with_context(|| format!("reading back the copy of {}", self.nar.display()))?
+        read_cache::check(file.as_file(), &shown, &self.narinfo.display().to_string(), &self.expected)
+            .with_context(|| format!("reading back the copy of {}", shown.display()))?
             .map_err(damaged)?;
         Ok(file)
     }

@@ -38,25 +38,21 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};
-use std::fs;
-use std::io::{self, BufRead, BufReader, Read};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
-use sha2::Digest;
+use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cache::{EMPTY_DIRS, count, human, per_second};
+use crate::cache_dir::{CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE, OpenError, max_listing};
 use crate::compression::Compression;
 use crate::format::cache_info;
-use crate::format::hash::Sha256Hash;
 use crate::format::key::{PublicKey, fingerprint};
 use crate::format::listing::Listing;
 use crate::format::manifest::{self, Manifest};
-use crate::format::nar_reader::{Event, NarError, NarReader};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::check_store_dir;
 use crate::read_cache;
@@ -133,6 +129,11 @@ const CHUNK: usize = 256 * 1024;
 /// valid `StoreDir` in `nix-cache-info`.
 pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding]) + Sync) -> Result<Summary> {
     let start = Instant::now();
+    let cache = &match CacheDir::open(cache) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("{}: no such directory", cache.display()),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", cache.display())),
+    };
     let problems = AtomicUsize::new(0);
     let warnings = AtomicUsize::new(0);
     let emit = |findings: &[Finding]| {
@@ -150,10 +151,13 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
 
     let (store_dir, cache_info_findings) = read_cache_info(cache)?;
     emit(&cache_info_findings);
-    let (narinfo_names, top_findings) = list_top(cache)?;
+    let (narinfo_names, listings, top_findings) = list_top(cache)?;
     emit(&top_findings);
     if narinfo_names.is_empty() {
-        emit(&[warning(cache.display().to_string(), "the cache has no narinfo files: there is nothing to verify")]);
+        emit(&[warning(
+            cache.path().display().to_string(),
+            "the cache has no narinfo files: there is nothing to verify",
+        )]);
     }
 
     // Every narinfo parsed first: the closure and the nar/ listing need all.
@@ -213,6 +217,9 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
     });
 
     emit(&unnamed_nar_files(cache, &urls));
+    let present_parts: HashSet<&str> = infos.iter().map(|i| i.store_path.hash_part()).collect();
+    emit(&orphan_listings(&listings, &present_parts, cache));
+    emit(&check_debug_info(cache, &urls));
     Ok(Summary {
         paths: narinfo_names.len(),
         nar_bytes: nar_bytes.into_inner(),
@@ -233,9 +240,9 @@ fn warning(subject: impl Into<String>, message: impl Into<String>) -> Finding {
 
 /// The `StoreDir` of `nix-cache-info`, which must be there and valid; the
 /// other fields Nix reads (`WantMassQuery`, `Priority`) are checked too.
-fn read_cache_info(cache: &Path) -> Result<(String, Vec<Finding>)> {
-    let file = cache.join("nix-cache-info");
-    let text = read_cache::read_cache_info(cache, "")?;
+fn read_cache_info(cache: &CacheDir) -> Result<(String, Vec<Finding>)> {
+    let file = cache.path().join("nix-cache-info");
+    let text = read_cache::read_cache_info_in(cache, "")?;
     let subject = file.display().to_string();
     let parsed = cache_info::parse(&text).map_err(|e| anyhow!("{subject}: {e}"))?;
     // By line, as they stand in the file.
@@ -269,50 +276,111 @@ fn read_cache_info(cache: &Path) -> Result<(String, Vec<Finding>)> {
     Ok((store_dir, findings))
 }
 
-/// The narinfo file names at the top of the cache, sorted, and warnings
-/// about what else is there.
-fn list_top(cache: &Path) -> Result<(Vec<String>, Vec<Finding>)> {
+/// The narinfo file names at the top of the cache, sorted, the `.ls` file
+/// names, and warnings about what else is there.
+fn list_top(cache: &CacheDir) -> Result<(Vec<String>, Vec<String>, Vec<Finding>)> {
     let mut names = Vec::new();
+    let mut listings = Vec::new();
     let mut findings = Vec::new();
-    let read = |e: io::Error| anyhow!(e).context(format!("reading {}", cache.display()));
-    for dirent in fs::read_dir(cache).map_err(read)? {
-        let dirent = dirent.map_err(read)?;
-        let name = dirent.file_name();
-        let shown = cache.join(&name).display().to_string();
+    for (name, kind) in cache.list(Path::new(""))? {
+        let shown = cache.path().join(&name).display().to_string();
         let Some(name) = name.to_str() else {
             findings.push(warning(shown, "not part of a binary cache"));
             continue;
         };
-        if name.ends_with(".narinfo") {
+        let dir = name == "nar" || EMPTY_DIRS.contains(&name);
+        if kind == Kind::Symlink && (dir || name.ends_with(".narinfo") || name.ends_with(".ls")) {
+            // Read through, it would serve files from outside the cache.
+            findings.push(problem(shown, "a symlink: a cache's files must be inside it"));
+        } else if name.ends_with(".narinfo") {
             names.push(name.to_owned());
         } else if name == manifest::FILE_NAME {
             // Ours; Nix ignores it. Only `--reuse` reads it, and a garbled
             // one only stops reuse, so it is a warning.
-            let checked =
-                fs::read_to_string(dirent.path()).map_err(|e| e.to_string()).and_then(|t| Manifest::check(&t));
+            let checked = cache
+                .read_text(Path::new(name), MAX_SMALL_FILE)
+                .map_err(|e| e.to_string())
+                .and_then(|t| Manifest::check(&t));
             if let Err(e) = checked {
                 findings.push(warning(shown, format!("not a make-binary-cache manifest: {e}")));
             }
-        } else if !(name == "nix-cache-info"
-            || name == "nar"
-            || EMPTY_DIRS.contains(&name)
+        } else if name.ends_with(".ls") {
             // NAR listings, as `nix copy` writes them with write-nar-listing.
-            || name.ends_with(".ls"))
-        {
+            listings.push(name.to_owned());
+        } else if !(name == "nix-cache-info" || dir) {
             findings.push(warning(shown, "not part of a binary cache"));
         }
     }
     names.sort();
-    Ok((names, findings))
+    listings.sort();
+    Ok((names, listings, findings))
+}
+
+/// Warnings for `.ls` listings of store paths that have no narinfo.
+fn orphan_listings(listings: &[String], present: &HashSet<&str>, cache: &CacheDir) -> Vec<Finding> {
+    listings
+        .iter()
+        .filter(|name| !present.contains(name.trim_end_matches(".ls")))
+        .map(|name| warning(cache.path().join(name).display().to_string(), "a NAR listing that no narinfo has"))
+        .collect()
+}
+
+/// The entries of `debuginfo/`, as `index-debug-info` writes them for dwarffs:
+/// each `<40 hex digits>.debug`, a JSON object whose `archive` is
+/// `../<URL>` of a NAR file a narinfo names and whose `member` is that build
+/// id's file, `lib/debug/.build-id/<2>/<38>.debug`.
+fn check_debug_info(cache: &CacheDir, urls: &BTreeSet<PathBuf>) -> Vec<Finding> {
+    let entries = match cache.list(Path::new("debuginfo")) {
+        Ok(entries) => entries,
+        Err(e) if e.is_missing() => return Vec::new(),
+        Err(e) => return vec![problem(cache.path().join("debuginfo").display().to_string(), e.to_string())],
+    };
+    let mut findings = Vec::new();
+    for (name, _) in entries {
+        let rel = Path::new("debuginfo").join(&name);
+        let shown = cache.path().join(&rel).display().to_string();
+        let id = name.to_str().and_then(|n| n.strip_suffix(".debug"));
+        let Some(id) = id.filter(|id| id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit())) else {
+            findings.push(problem(shown, "not a debug info entry: its name must be a build id and `.debug`"));
+            continue;
+        };
+        let entry = match cache.read_text(&rel, MAX_SMALL_FILE) {
+            Ok(text) => text,
+            Err(e) => {
+                findings.push(problem(shown, e.to_string()));
+                continue;
+            }
+        };
+        let parsed: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_str(&entry).ok();
+        let field = |key: &str| parsed.as_ref().and_then(|m| m.get(key)).and_then(|v| v.as_str());
+        let member = format!("lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]);
+        let why = match (field("archive"), field("member")) {
+            (None, _) | (_, None) => "not JSON with the strings `archive` and `member`".to_owned(),
+            (Some(archive), _)
+                if !archive
+                    .strip_prefix("../")
+                    .and_then(|url| nar_file(url).ok())
+                    .is_some_and(|rel| urls.contains(rel)) =>
+            {
+                format!("its archive {archive:?} is not `../` and a NAR file that a narinfo of the cache names")
+            }
+            (_, Some(m)) if m != member => format!("its member {m:?} is not {member:?}, the file of its build id"),
+            _ => continue,
+        };
+        findings.push(problem(shown, why));
+    }
+    findings.sort_by(|a, b| a.subject.cmp(&b.subject));
+    findings
 }
 
 /// Reads and parses one narinfo; a problem names the store path when the
 /// text has a `StorePath:` line, else the file, and comes with the text's
 /// `URL:`, if any.
-fn read_narinfo(cache: &Path, name: &str, store_dir: &str) -> Result<ParsedNarInfo, (Finding, Option<String>)> {
-    let file = cache.join(name);
-    let text =
-        fs::read_to_string(&file).map_err(|e| (problem(file.display().to_string(), format!("reading: {e}")), None))?;
+fn read_narinfo(cache: &CacheDir, name: &str, store_dir: &str) -> Result<ParsedNarInfo, (Finding, Option<String>)> {
+    let file = cache.path().join(name);
+    let text = cache
+        .read_text(Path::new(name), MAX_NARINFO)
+        .map_err(|e| (problem(file.display().to_string(), e.to_string()), None))?;
     let url = || text.lines().find_map(|l| l.strip_prefix("URL: ")).map(str::to_owned);
     let subject = || {
         let path = text.lines().find_map(|l| l.strip_prefix("StorePath: "));
@@ -332,7 +400,12 @@ fn read_narinfo(cache: &Path, name: &str, store_dir: &str) -> Result<ParsedNarIn
 /// Reads the NAR file of `info`, checking its size and hash, decompresses it,
 /// checks the NAR's size, hash and structure. Returns the NAR and file bytes
 /// read.
-fn check_nar(cache: &Path, info: &ParsedNarInfo, buf: &mut [u8], problems: &mut Vec<(Severity, String)>) -> (u64, u64) {
+fn check_nar(
+    cache: &CacheDir,
+    info: &ParsedNarInfo,
+    buf: &mut [u8],
+    problems: &mut Vec<(Severity, String)>,
+) -> (u64, u64) {
     let mut fail = |message: String| problems.push((Severity::Problem, message));
     let url = &info.url;
     let rel = match nar_file(url) {
@@ -342,82 +415,36 @@ fn check_nar(cache: &Path, info: &ParsedNarInfo, buf: &mut [u8], problems: &mut 
             return (0, 0);
         }
     };
-    // Not following a symlink out of the cache.
-    let file = match fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(cache.join(rel)) {
+    let file = match cache.open_file(rel) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        Err(OpenError::Missing(_)) => {
             fail(format!("its NAR file {url} is missing"));
             return (0, 0);
         }
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            fail(format!("its NAR file {url} is a symlink"));
-            return (0, 0);
-        }
         Err(e) => {
-            fail(format!("opening its NAR file {url}: {e}"));
+            fail(format!("its NAR file: {e}"));
             return (0, 0);
         }
     };
-    match file.metadata() {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => {
-            fail(format!("its NAR file {url} is not a regular file"));
-            return (0, 0);
-        }
-        Err(e) => {
-            fail(format!("reading {url}: {e}"));
-            return (0, 0);
-        }
-    }
 
     let compression = info.compression;
     // A NAR listing, when there is one, is checked against the NAR as it is read.
     let ls_name = format!("{}.ls", info.store_path.hash_part());
-    let listed = match fs::read(cache.join(&ls_name)) {
+    let listed = match cache.read_small(Path::new(&ls_name), max_listing(info.nar_size)) {
         Ok(bytes) => Some(bytes),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) if e.is_missing() => None,
         Err(e) => {
-            fail(format!("reading {ls_name}: {e}"));
+            fail(format!("its NAR listing: {e}"));
             None
         }
     };
     let listing = listed.is_some().then(|| Rc::new(RefCell::new(Listing::new())));
-    // Uncompressed, the file is the NAR: one hash serves for both.
-    let mut sink = NarSink::new(info.nar_size, compression != Compression::None, listing.clone());
-    let mut source = BufReader::with_capacity(CHUNK, HashingReader::new(file));
-    let decoded = match compression {
-        Compression::None => pump(&mut source, &mut sink, buf),
-        Compression::Xz => {
-            let mut decoder = liblzma::bufread::XzDecoder::new(&mut source);
-            pump(&mut decoder, &mut sink, buf)
-        }
-        Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(&mut source) {
-            Ok(mut decoder) => pump(&mut decoder, &mut sink, buf),
-            Err(e) => Err(e),
-        },
-    };
-    // The rest of the file, for FileSize and FileHash, and to see whether
-    // anything follows the compressed stream.
-    let mut trailing = 0u64;
-    let drained = loop {
-        match source.fill_buf() {
-            Ok([]) => break Ok(()),
-            Ok(bytes) => {
-                let n = bytes.len();
-                trailing += n as u64;
-                source.consume(n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => break Err(e),
-        }
-    };
-    let (file_hash, file_size) = source.into_inner().finish();
-    if let Err(e) = drained {
+    let found = read_cache::examine(&file, compression, info.nar_size, listing.clone(), buf);
+    let file_size = found.file_size;
+    if let Err(e) = &found.read {
         fail(format!("reading {url}: {e}"));
-        return (sink.size, file_size);
+        return (found.nar_size, file_size);
     }
-    let (nar_hash, nar_size, too_long, structure) = sink.finish();
-    let nar_hash = nar_hash.unwrap_or(file_hash);
 
     // Uncompressed, FileSize and NarSize (FileHash and NarHash) are the same
     // fact when the narinfo agrees with itself: said once.
@@ -427,30 +454,35 @@ fn check_nar(cache: &Path, info: &ParsedNarInfo, buf: &mut [u8], problems: &mut 
         let field = if same_size { "FileSize and NarSize" } else { "FileSize" };
         fail(format!("{field}: the narinfo says {}, but {url} has {file_size} bytes", info.file_size));
     }
-    if file_hash != info.file_hash {
+    if found.file_hash != info.file_hash {
         let field = if same_hash { "FileHash and NarHash" } else { "FileHash" };
-        fail(format!("{field}: the narinfo says {}, but {url} has {file_hash}", info.file_hash));
+        fail(format!("{field}: the narinfo says {}, but {url} has {}", info.file_hash, found.file_hash));
     }
-    if let Err(e) = decoded {
-        fail(format!("decompressing {url} ({compression}): {e}"));
+    let nar_size = found.nar_size;
+    if let Err(e) = &found.decoded {
+        fail(format!("decompressing {url} ({compression}): {}", read_cache::decoding_error(e)));
         return (nar_size, file_size);
     }
-    if too_long {
+    if found.too_long {
         fail(format!("NarSize: the narinfo says {}, but {url} decompresses to more", info.nar_size));
         return (nar_size, file_size);
     }
-    if trailing > 0 {
-        fail(format!("{url} has {trailing} bytes after the end of its {compression} stream"));
+    if let Err(e) = &found.structure {
+        // Read only up to the first bad byte: its size and hash say nothing.
+        fail(format!("{url}: {e}"));
+        return (nar_size, file_size);
+    }
+    if found.trailing > 0 {
+        fail(format!("{url} has {} bytes after the end of its {compression} data", found.trailing));
     }
     if nar_size != info.nar_size && !(same_size && file_size != info.file_size) {
         fail(format!("NarSize: the narinfo says {}, but {url} decompresses to {nar_size} bytes", info.nar_size));
     }
-    if nar_hash != info.nar_hash && !(same_hash && file_hash != info.file_hash) {
+    let nar_hash = found.nar_hash;
+    if nar_hash != info.nar_hash && !(same_hash && found.file_hash != info.file_hash) {
         fail(format!("NarHash: the narinfo says {}, but the NAR in {url} has {nar_hash}", info.nar_hash));
     }
-    if let Err(e) = structure {
-        fail(format!("{url}: {e}"));
-    } else if let (Some(listed), Some(listing)) = (listed, listing)
+    if let (Some(listed), Some(listing)) = (listed, listing)
         && nar_hash == info.nar_hash
         && !same_listing(&listed, &listing.borrow().json())
     {
@@ -483,112 +515,6 @@ fn same_listing(listed: &[u8], ours: &[u8]) -> bool {
             a == b
         }
         _ => false,
-    }
-}
-
-/// Copies everything `from` gives into `sink`, until the end or until the
-/// sink has more than it wants.
-fn pump(from: &mut impl Read, sink: &mut NarSink, buf: &mut [u8]) -> io::Result<()> {
-    loop {
-        let n = match from.read(buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if !sink.take(&buf[..n]) {
-            return Ok(());
-        }
-    }
-}
-
-/// What the NAR validator does with what it reads: build the listing to
-/// check, or nothing.
-type OnEvent = Box<dyn FnMut(Event<'_>)>;
-
-/// Where the NAR goes: counted, hashed (unless the file's hash is the NAR's),
-/// and read by the NAR validator, up to the NarSize the narinfo announces.
-struct NarSink {
-    hasher: Option<sha2::Sha256>,
-    size: u64,
-    limit: u64,
-    too_long: bool,
-    reader: NarReader<OnEvent>,
-    error: Option<NarError>,
-}
-
-impl NarSink {
-    fn new(limit: u64, hash: bool, listing: Option<Rc<RefCell<Listing>>>) -> Self {
-        let on_event: OnEvent = match listing {
-            Some(listing) => Box::new(move |event| listing.borrow_mut().event(event)),
-            None => Box::new(ignore),
-        };
-        Self {
-            hasher: hash.then(sha2::Sha256::new),
-            size: 0,
-            limit,
-            too_long: false,
-            reader: NarReader::new(on_event),
-            error: None,
-        }
-    }
-
-    /// Takes the next bytes; `false` once there are more than the limit,
-    /// which bounds the work a decompression bomb can cause.
-    fn take(&mut self, bytes: &[u8]) -> bool {
-        self.size += bytes.len() as u64;
-        if self.size > self.limit {
-            self.too_long = true;
-            return false;
-        }
-        if let Some(h) = &mut self.hasher {
-            h.update(bytes);
-        }
-        if self.error.is_none()
-            && let Err(e) = self.reader.feed(bytes)
-        {
-            self.error = Some(e);
-        }
-        true
-    }
-
-    /// (NarHash if hashed, NarSize, whether it went over the limit, the
-    /// NAR's structure).
-    fn finish(self) -> (Option<Sha256Hash>, u64, bool, Result<(), NarError>) {
-        let structure = match self.error {
-            Some(e) => Err(e),
-            None => self.reader.finish().map(drop),
-        };
-        (self.hasher.map(|h| Sha256Hash(h.finalize().into())), self.size, self.too_long, structure)
-    }
-}
-
-/// Without a listing to check, verifying needs no events, only the validation.
-fn ignore(_: Event<'_>) {}
-
-/// Hashes and counts what is read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-    size: u64,
-}
-
-impl<R> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        Self { inner, hasher: sha2::Sha256::new(), size: 0 }
-    }
-
-    fn finish(self) -> (Sha256Hash, u64) {
-        (Sha256Hash(self.hasher.finalize().into()), self.size)
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
     }
 }
 
@@ -644,26 +570,18 @@ fn check_signatures(info: &ParsedNarInfo, keys: &[PublicKey], problems: &mut Vec
 }
 
 /// Warnings for files in `nar/` that no narinfo names.
-fn unnamed_nar_files(cache: &Path, named: &BTreeSet<PathBuf>) -> Vec<Finding> {
-    let dir = cache.join("nar");
-    let entries = match fs::read_dir(&dir) {
+fn unnamed_nar_files(cache: &CacheDir, named: &BTreeSet<PathBuf>) -> Vec<Finding> {
+    let entries = match cache.list(Path::new("nar")) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => return vec![problem(dir.display().to_string(), format!("reading: {e}"))],
+        Err(e) if e.is_missing() => return Vec::new(),
+        Err(e) => return vec![problem(cache.path().join("nar").display().to_string(), e.to_string())],
     };
-    let mut findings = Vec::new();
-    for dirent in entries {
-        let rel = match dirent {
-            Ok(d) => Path::new("nar").join(d.file_name()),
-            Err(e) => {
-                findings.push(problem(dir.display().to_string(), format!("reading: {e}")));
-                break;
-            }
-        };
-        if !named.contains(&rel) {
-            findings.push(warning(cache.join(&rel).display().to_string(), "no narinfo names this file"));
-        }
-    }
+    let mut findings: Vec<Finding> = entries
+        .into_iter()
+        .map(|(name, _)| Path::new("nar").join(name))
+        .filter(|rel| !named.contains(rel))
+        .map(|rel| warning(cache.path().join(&rel).display().to_string(), "no narinfo names this file"))
+        .collect();
     findings.sort_by(|a, b| a.subject.cmp(&b.subject));
     findings
 }
@@ -672,6 +590,7 @@ fn unnamed_nar_files(cache: &Path, named: &BTreeSet<PathBuf>) -> Vec<Finding> {
 mod tests {
     use super::*;
     use crate::format::key::SecretKey;
+    use std::fs;
 
     const NARINFO: &str = "StorePath: /nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b\n\
         URL: nar/0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73.nar\n\
@@ -736,7 +655,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let read = |text: &str| {
             fs::write(dir.join("nix-cache-info"), text).unwrap();
-            read_cache_info(&dir).map_err(|e| e.to_string())
+            read_cache_info(&CacheDir::open(&dir).unwrap()).map_err(|e| e.to_string())
         };
         let (store, findings) = read("StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 40\n").unwrap();
         assert_eq!((store.as_str(), findings.len()), ("/nix/store", 0));
