@@ -37,6 +37,8 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, RandomState};
 use std::io;
+
+use anyhow::{Context, Result};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -211,6 +213,35 @@ pub fn syncfs(_dir: &File) -> io::Result<()> {
     // SAFETY: no arguments, cannot fail.
     unsafe { libc::sync() };
     Ok(())
+}
+
+/// Directories on the file systems to sync, one open directory each, as
+/// `syncfs` wants.
+#[derive(Default)]
+pub struct FileSystems(Vec<(PathBuf, File)>);
+
+impl FileSystems {
+    pub fn of(dirs: &[&Path]) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let mut handles: Vec<(PathBuf, File)> = Vec::new();
+        let mut devices = Vec::new();
+        for dir in dirs.iter().filter(|d| d.is_dir()) {
+            let handle = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+            let device = handle.metadata().with_context(|| format!("reading {}", dir.display()))?.dev();
+            if !devices.contains(&device) {
+                devices.push(device);
+                handles.push((dir.to_path_buf(), handle));
+            }
+        }
+        Ok(Self(handles))
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        for (dir, handle) in &self.0 {
+            syncfs(handle).with_context(|| format!("syncing the file system of {} to disk", dir.display()))?;
+        }
+        Ok(())
+    }
 }
 
 /// Calls `create` with fresh temporary names in `dir` until one is free:

@@ -96,6 +96,7 @@ use sha2::Digest;
 
 use crate::atomic_file::{AtomicFile, syncfs};
 use crate::blocks::BlockQueue;
+use crate::cache_dir::{self, CacheDir};
 use crate::closure::PathInfo;
 use crate::compression::{Compression, Contexts};
 use crate::dump::Dumper;
@@ -105,7 +106,9 @@ use crate::format::listing::Listing;
 use crate::format::manifest::{self, Manifest};
 use crate::format::nar_reader::{Event, NarReader};
 use crate::format::narinfo::NarInfo;
+use crate::format::narinfo::{ParsedNarInfo, Settled, settle};
 use crate::format::store_path::StorePath;
+use crate::narinfos::{self, CacheLock};
 use crate::resources::{MemoryBudget, path_need};
 pub use crate::reuse::EarlierCaches;
 use crate::reuse::Reusable;
@@ -244,7 +247,7 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
     let reused = reusable.iter().filter(|r| r.is_some()).count();
 
     let notes = create_layout(out, &settings.cache_info(), &settings.manifest())?.into_iter().collect();
-    let narinfos = NarInfoBatch::new(out, settings.sync)?;
+    let narinfos = NarInfoBatch::new(out, &settings.store_dir, settings.sync)?;
 
     let next = AtomicUsize::new(0);
     // Only what is compressed counts: copying is quick.
@@ -454,9 +457,9 @@ fn create_layout(out: &Path, info: &CacheInfo, manifest: &Manifest) -> Result<Op
     let info_file = out.join("nix-cache-info");
     check_cache_info(&info_file, info)?;
     let had_nars = has_nars(out)?;
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for dir in std::iter::once("nar").chain(EMPTY_DIRS) {
-        let dir = out.join(dir);
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        cache_dir::create_dirs_beneath(out, Path::new(dir))?;
     }
     let context = || format!("writing {}", info_file.display());
     let mut file = AtomicFile::create(out, "nix-cache-info").with_context(context)?;
@@ -516,7 +519,7 @@ fn settle_manifest(out: &Path, manifest: &Manifest, had_nars: bool) -> Result<Op
 
 /// Whether the cache in `out` holds a narinfo or a NAR file (not counting
 /// the temporary files of runs, whose names start with `.`).
-fn has_nars(out: &Path) -> Result<bool> {
+pub(crate) fn has_nars(out: &Path) -> Result<bool> {
     let visible = |dir: &Path, narinfo_only: bool| -> Result<bool> {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
@@ -550,6 +553,8 @@ fn check_cache_info(file: &Path, info: &CacheInfo) -> Result<()> {
 /// but not yet named.
 struct Checked {
     narinfo: AtomicFile,
+    /// What it says.
+    text: String,
     narinfo_name: String,
     written: Written,
 }
@@ -625,7 +630,7 @@ fn write_path(
     let context = || format!("writing {}", out.join(&narinfo_name).display());
     let mut file = AtomicFile::create(out, &narinfo_name).with_context(context)?;
     file.write_all(text.as_bytes()).with_context(context)?;
-    Ok(Checked { narinfo: file, narinfo_name, written: Written { nar_size, file_size, reused } })
+    Ok(Checked { narinfo: file, text, narinfo_name, written: Written { nar_size, file_size, reused } })
 }
 
 /// Writes the NAR listing and debug info entries of a checked path, before
@@ -816,7 +821,7 @@ const BATCH_MAX: usize = 8192;
 const OTHER_FILES: u64 = 512;
 
 /// How many narinfos may wait at once, given the open-files limit.
-fn batch_max() -> usize {
+pub(crate) fn batch_max() -> usize {
     let limit = crate::resources::system::raise_open_files_limit(BATCH_MAX as u64 + OTHER_FILES);
     usize::try_from(limit.saturating_sub(OTHER_FILES)).unwrap_or(BATCH_MAX).clamp(16, BATCH_MAX)
 }
@@ -835,6 +840,9 @@ fn batch_max() -> usize {
 /// on compressing meanwhile. Without `sync`, narinfos are named at once.
 struct NarInfoBatch<'a> {
     out: &'a Path,
+    /// The same, open, to read and lock.
+    cache: CacheDir,
+    store_dir: &'a str,
     /// A directory on each file system the cache spans (`out`, `out/nar`),
     /// to `syncfs`; empty without `sync`.
     file_systems: Vec<(PathBuf, File)>,
@@ -859,7 +867,8 @@ struct BatchState<'a> {
 }
 
 impl<'a> NarInfoBatch<'a> {
-    fn new(out: &'a Path, sync: bool) -> Result<Self> {
+    fn new(out: &'a Path, store_dir: &'a str, sync: bool) -> Result<Self> {
+        let cache = CacheDir::open(out).with_context(|| format!("opening {}", out.display()))?;
         let mut file_systems: Vec<(PathBuf, File)> = Vec::new();
         if sync {
             let mut devices = Vec::new();
@@ -873,7 +882,16 @@ impl<'a> NarInfoBatch<'a> {
             }
         }
         let max_waiting = batch_max();
-        Ok(Self { out, file_systems, sync, max_waiting, state: Mutex::default(), changed: Condvar::new() })
+        Ok(Self {
+            out,
+            cache,
+            store_dir,
+            file_systems,
+            sync,
+            max_waiting,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        })
     }
 
     /// Hands over the narinfo of `info`, whose NAR is named; `false` when
@@ -944,13 +962,36 @@ impl<'a> NarInfoBatch<'a> {
             return Ok(());
         }
         self.sync()?;
-        for (info, Checked { narinfo, narinfo_name, written }) in batch {
-            narinfo
-                .persist(&narinfo_name)
+        // Shared: builds only add, and may name side by side; `sign` waits.
+        let _lock = CacheLock::take(&self.cache, false)?;
+        for (info, Checked { narinfo, text, narinfo_name, written }) in batch {
+            self.name_narinfo(narinfo, &text, &narinfo_name)
                 .with_context(|| format!("writing {}", self.out.join(&narinfo_name).display()))?;
             observer.path_written(info, &written);
         }
         Ok(())
+    }
+
+    /// Names `narinfo` (saying `text`) by the rule of [`narinfos`]: where
+    /// the cache has a narinfo of the same NAR, its signatures stay.
+    fn name_narinfo(&self, narinfo: AtomicFile, text: &str, name: &str) -> Result<()> {
+        let Some(ours) = narinfo.persist_new(name)? else { return Ok(()) };
+        let current = narinfos::current(&self.cache, name);
+        let parsed = ParsedNarInfo::parse(self.store_dir, text).map_err(|e| anyhow!("our own narinfo: {e}"))?;
+        match settle(self.store_dir, &parsed, current.as_deref(), None) {
+            Settled::Unchanged => Ok(()),
+            Settled::Write(merged) if merged == text => Ok(ours.persist(name)?),
+            Settled::Write(merged) => {
+                let mut file = AtomicFile::create(self.out, name)?;
+                file.write_all(merged.as_bytes())?;
+                if self.sync {
+                    // Written after the batch's syncfs: on disk before named.
+                    file.as_file().sync_data()?;
+                }
+                Ok(file.persist(name)?)
+            }
+            Settled::Changed => unreachable!("nothing was read to have changed"),
+        }
     }
 
     /// Puts everything written so far on the cache's file systems on disk.

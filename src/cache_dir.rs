@@ -309,6 +309,63 @@ fn read_dir_fd(fd: OwnedFd) -> io::Result<Vec<(OsString, Kind)>> {
     Ok(entries)
 }
 
+/// Creates the directory `path` for a run that writes a cache there,
+/// returning whether it was created (`false`: it existed). `flag` names the
+/// option in messages. A dangling symlink or a file there is refused with
+/// what it is.
+pub fn create_new_dir(path: &Path, flag: &str) -> anyhow::Result<bool> {
+    use anyhow::{Context, bail};
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if path.is_dir() {
+                return Ok(false);
+            }
+            match std::fs::read_link(path) {
+                Ok(target) => bail!(
+                    "{flag} {} is a symlink to {}, which is no directory: give a directory, or a path that does \
+                     not exist yet",
+                    path.display(),
+                    target.display()
+                ),
+                Err(_) => bail!(
+                    "{flag} {} exists and is not a directory: give a directory, or a path that does not exist yet",
+                    path.display()
+                ),
+            }
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
+/// Creates the directories of `rel` beneath `root` (which exists), one at
+/// a time, refusing any that is a symlink: what is written into a cache
+/// stays inside it.
+pub fn create_dirs_beneath(root: &Path, rel: &Path) -> anyhow::Result<()> {
+    let mut dir = root.to_path_buf();
+    for part in rel.components() {
+        let Component::Normal(name) = part else { anyhow::bail!("{} is not a plain path", rel.display()) };
+        dir.push(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let meta = std::fs::symlink_metadata(&dir);
+                if !meta.as_ref().is_ok_and(|m| m.is_dir()) {
+                    anyhow::bail!(
+                        "{} is a symlink or not a directory: a cache's files are written only inside it; remove it",
+                        dir.display()
+                    );
+                }
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("creating {}", dir.display()))),
+        }
+    }
+    Ok(())
+}
+
 /// What a directory entry is, as stored: a symlink is a symlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {

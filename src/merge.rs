@@ -48,7 +48,7 @@
 //! depend only on the path and the settings.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -57,14 +57,15 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::atomic_file::AtomicFile;
 use crate::cache::{EMPTY_DIRS, count, human, per_second};
+use crate::cache_dir::{self, CacheDir, MAX_NARINFO, MAX_SMALL_FILE};
 use crate::format::cache_info::{self, CacheInfo};
+use crate::format::hash::{HashingWriter, Sha256Hash};
+use crate::format::manifest::FILE_NAME as MANIFEST;
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::StorePath;
-use crate::read_cache::{self, Expected, read_cache_info};
-use crate::sign::{run_parallel, write_narinfos};
-
-/// The manifest file the cache writer puts in a cache's root; opaque here.
-pub const MANIFEST: &str = "make-binary-cache.json";
+use crate::narinfos::{NarInfoWrite, write_narinfos};
+use crate::read_cache::{self, Expected, read_cache_info_in};
+use crate::workers::run_parallel;
 
 /// How to merge.
 #[derive(Debug, Clone)]
@@ -122,6 +123,8 @@ struct Entry {
 /// What one input holds, read and parsed.
 struct Input {
     dir: PathBuf,
+    /// What its `nix-cache-info` names.
+    store_dir: String,
     cache_info: String,
     narinfos: Vec<Entry>,
     manifest: Option<Vec<u8>>,
@@ -140,7 +143,16 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
     if inputs.is_empty() {
         bail!("nothing to merge: no input caches");
     }
-    let read: Vec<Input> = inputs.iter().enumerate().map(|(i, dir)| read_input(dir, i)).collect::<Result<Vec<_>>>()?;
+    let caches: Vec<CacheDir> = inputs
+        .iter()
+        .map(|dir| match CacheDir::open(dir) {
+            Ok(cache) => Ok(cache),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("{}: no such directory", dir.display()),
+            Err(e) => Err(e).with_context(|| format!("opening {}", dir.display())),
+        })
+        .collect::<Result<_>>()?;
+    let read: Vec<Input> =
+        caches.iter().enumerate().map(|(i, cache)| read_input(cache, i)).collect::<Result<Vec<_>>>()?;
     let cache_info = agreed_cache_info(&read)?;
 
     // One narinfo per store path; the same store path must be the same everywhere.
@@ -199,14 +211,10 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
             ));
         }
     }
-    let others = other_files(&read, &nars, &log)?;
+    let others = other_files(&read, &caches, &nars, &log)?;
     let manifest = agreed_manifest(&read, &log);
 
-    prepare_out(out, &read)?;
-    let context = || format!("writing {}", out.join("nix-cache-info").display());
-    let mut file = AtomicFile::create(out, "nix-cache-info").with_context(context)?;
-    file.write_all(cache_info.as_bytes()).with_context(context)?;
-    file.persist("nix-cache-info").with_context(context)?;
+    let out_dir = prepare_out(out, &read, &cache_info)?;
 
     // NARs (checked as copied), the other inputs' NARs of shared paths
     // (checked where they are), and the other files, side by side.
@@ -217,11 +225,12 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
         work.push(Work::Other(Path::new(MANIFEST), input));
     }
     run_parallel(&work, options.jobs, |item| match *item {
-        Work::Nar(url, entry) => copy_nar(&read[entry.input].dir, out, url, entry),
+        Work::Nar(url, entry) => copy_nar(&caches[entry.input], out, url, entry),
         Work::Shared(first, entry) => {
             let input = &read[entry.input].dir;
-            let source = input.join(nar_file(&entry.info.url).expect("checked when read"));
-            let file = File::open(&source).with_context(|| format!("opening {}", source.display()))?;
+            let rel = nar_file(&entry.info.url).expect("checked when read");
+            let source = input.join(rel);
+            let file = caches[entry.input].open_file(rel)?;
             read_cache::check(&file, &source, "the narinfo", &Expected::of(&entry.info))
                 .and_then(|r| r.map_err(|why| anyhow!(why)))
                 .with_context(|| {
@@ -233,12 +242,14 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
                     )
                 })
         }
-        Work::Other(rel, input) => copy_file(&read[input].dir.join(rel), out, rel),
+        Work::Other(rel, input) => copy_file(&caches[input], out, rel),
     })?;
 
     // Last, once every NAR is on disk: what makes the NARs reachable.
-    let writes: Vec<(&str, &str)> = narinfos.values().map(|e| (e.name.as_str(), e.text.as_str())).collect();
-    write_narinfos(out, &writes, options.sync, true)?;
+    let writes: Vec<NarInfoWrite> =
+        narinfos.values().map(|e| NarInfoWrite { name: &e.name, info: &e.info, read_as: None }).collect();
+    let store_dir = read[0].store_dir.as_str();
+    write_narinfos(&out_dir, store_dir, &writes, options.sync, true)?;
     Ok(Summary {
         inputs: read.len(),
         narinfos: narinfos.len(),
@@ -264,8 +275,9 @@ enum Work<'a> {
 
 /// Reads the narinfos, `nix-cache-info` and the list of files of input
 /// number `index`.
-fn read_input(dir: &Path, index: usize) -> Result<Input> {
-    let cache_info = read_cache_info(dir, "")?;
+fn read_input(cache: &CacheDir, index: usize) -> Result<Input> {
+    let dir = cache.path();
+    let cache_info = read_cache_info_in(cache, "")?;
     let store_dir = read_cache::store_dir(dir, &cache_info)?.ok_or_else(|| {
         anyhow!(
             "{} names no StoreDir: which store its narinfos are for is unknown",
@@ -275,6 +287,7 @@ fn read_input(dir: &Path, index: usize) -> Result<Input> {
 
     let mut input = Input {
         dir: dir.to_owned(),
+        store_dir: store_dir.to_owned(),
         cache_info: cache_info.clone(),
         narinfos: Vec::new(),
         manifest: None,
@@ -286,10 +299,9 @@ fn read_input(dir: &Path, index: usize) -> Result<Input> {
     for rel in std::mem::take(&mut input.files) {
         let name = rel.to_str().filter(|n| rel.parent() == Some(Path::new("")) && n.ends_with(".narinfo"));
         if let Some(name) = name {
-            input.narinfos.push(read_narinfo(dir, name, store_dir, index)?);
+            input.narinfos.push(read_narinfo(cache, name, store_dir, index)?);
         } else if rel == Path::new(MANIFEST) {
-            let file = dir.join(MANIFEST);
-            input.manifest = Some(fs::read(&file).with_context(|| format!("reading {}", file.display()))?);
+            input.manifest = Some(cache.read_small(Path::new(MANIFEST), MAX_SMALL_FILE)?);
         } else if rel != Path::new("nix-cache-info") {
             input.files.insert(rel);
         }
@@ -319,9 +331,9 @@ fn walk(root: &Path, rel: &Path, input: &mut Input) -> Result<()> {
 }
 
 /// Reads and checks `dir/name`.
-fn read_narinfo(dir: &Path, name: &str, store_dir: &str, input: usize) -> Result<Entry> {
-    let file = dir.join(name);
-    let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+fn read_narinfo(cache: &CacheDir, name: &str, store_dir: &str, input: usize) -> Result<Entry> {
+    let file = cache.path().join(name);
+    let text = cache.read_text(Path::new(name), MAX_NARINFO)?;
     let info = ParsedNarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     let expected = format!("{}.narinfo", info.store_path.hash_part());
     if name != expected {
@@ -419,6 +431,7 @@ fn strays(input: &Input) -> Vec<&Path> {
 /// but for `debuginfo/` entries, where the first input's is kept.
 fn other_files<'a>(
     inputs: &'a [Input],
+    caches: &[CacheDir],
     nars: &BTreeMap<&Path, &Entry>,
     log: &impl Fn(&str),
 ) -> Result<BTreeMap<&'a Path, usize>> {
@@ -434,8 +447,7 @@ fn other_files<'a>(
                 continue;
             };
             let (a, b) = (inputs[first].dir.join(rel), input.dir.join(rel));
-            let read = |f: &Path| fs::read(f).with_context(|| format!("reading {}", f.display()));
-            if read(&a)? == read(&b)? {
+            if file_hash(&caches[first], rel)? == file_hash(&caches[i], rel)? {
                 continue;
             }
             if rel.starts_with("debuginfo") {
@@ -461,90 +473,83 @@ fn other_files<'a>(
     Ok(files)
 }
 
-/// Makes `out` a new, empty cache layout: it must be missing or empty, and
-/// not inside an input.
-fn prepare_out(out: &Path, inputs: &[Input]) -> Result<()> {
-    match fs::read_dir(out) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                bail!(
-                    "--out {} is not empty: merge writes a new cache into a missing or empty directory",
-                    out.display()
-                );
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
+/// Makes `out` a new cache layout holding `cache_info`: it must be missing
+/// or empty, and not inside an input. It is claimed by naming its
+/// `nix-cache-info`, which only one run can do, so two merges into one new
+/// directory never both go on.
+fn prepare_out(out: &Path, inputs: &[Input], cache_info: &str) -> Result<CacheDir> {
+    let created = cache_dir::create_new_dir(out, "--out")?;
+    let not_empty =
+        || anyhow!("--out {} is not empty: merge writes a new cache into a missing or empty directory", out.display());
+    let out_dir = CacheDir::open(out).with_context(|| format!("opening {}", out.display()))?;
+    if !created && !out_dir.list(Path::new(""))?.is_empty() {
+        return Err(not_empty());
     }
-    // Asked before anything is created: an input may be writable.
-    let real_out = resolve(out)?;
+    let real_out = fs::canonicalize(out).with_context(|| format!("resolving {}", out.display()))?;
     for input in inputs {
         let real = fs::canonicalize(&input.dir).with_context(|| format!("resolving {}", input.dir.display()))?;
         if real_out.starts_with(&real) {
+            if created {
+                let _ = fs::remove_dir(out);
+            }
             bail!("--out {} is inside the input {}: the merge would copy itself", out.display(), input.dir.display());
         }
     }
-    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let context = || format!("writing {}", out.join("nix-cache-info").display());
+    let mut file = AtomicFile::create(out, "nix-cache-info").with_context(context)?;
+    file.write_all(cache_info.as_bytes()).with_context(context)?;
+    if file.persist_new("nix-cache-info").with_context(context)?.is_some() {
+        // Another run claimed it between our look and now.
+        return Err(not_empty());
+    }
     let dirs = inputs.iter().flat_map(|input| input.dirs.iter().map(PathBuf::as_path));
     for dir in dirs.chain(["nar"].into_iter().chain(EMPTY_DIRS).map(Path::new)) {
-        let dir = out.join(dir);
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        cache_dir::create_dirs_beneath(out, dir)?;
     }
-    Ok(())
+    Ok(out_dir)
 }
 
-/// `path` with its symlinks resolved, as far as it exists.
-fn resolve(path: &Path) -> Result<PathBuf> {
-    let path = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
-    let mut missing = Vec::new();
-    let mut existing = path.as_path();
-    loop {
-        match fs::canonicalize(existing) {
-            Ok(real) => return Ok(missing.into_iter().rev().fold(real, |p, name| p.join(name))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match (existing.parent(), existing.file_name()) {
-                (Some(parent), Some(name)) => {
-                    missing.push(name);
-                    existing = parent;
-                }
-                _ => return Err(e).with_context(|| format!("resolving {}", path.display())),
-            },
-            Err(e) => return Err(e).with_context(|| format!("resolving {}", path.display())),
-        }
-    }
+/// The SHA-256 of the file `rel` of `cache`, read through it.
+fn file_hash(cache: &CacheDir, rel: &Path) -> Result<Sha256Hash> {
+    let mut file = cache.open_file(rel)?;
+    let mut hasher = HashingWriter::new(io::sink());
+    io::copy(&mut file, &mut hasher).with_context(|| format!("reading {}", cache.path().join(rel).display()))?;
+    Ok(hasher.finish().0)
 }
 
 /// Copies the NAR file `url` of `entry` from `input` to `out`, named only
 /// once the copy is checked against the narinfo.
-fn copy_nar(input: &Path, out: &Path, url: &Path, entry: &Entry) -> Result<()> {
-    let source = input.join(url);
+fn copy_nar(input: &CacheDir, out: &Path, url: &Path, entry: &Entry) -> Result<()> {
+    let source = input.path().join(url);
     let target = out.join(url);
-    let copy = copy_unnamed(&source, &target)?;
+    let copy = copy_unnamed(input, url, out)?;
     read_cache::check(copy.as_file(), &source, "the narinfo", &Expected::of(&entry.info))
         .and_then(|r| r.map_err(|why| anyhow!(why)))
         .with_context(|| {
-            format!("checking the NAR file of {} ({})", input.join(&entry.name).display(), entry.info.store_path)
+            format!("checking the NAR file of {} ({})", input.path().join(&entry.name).display(), entry.info.store_path)
         })?;
     let name = target.file_name().expect("a file").to_string_lossy().into_owned();
     copy.persist(&name).with_context(|| format!("naming {}", target.display()))
 }
 
 /// Copies `input/rel` to `out/rel`, named once complete.
-fn copy_file(source: &Path, out: &Path, rel: &Path) -> Result<()> {
+fn copy_file(input: &CacheDir, out: &Path, rel: &Path) -> Result<()> {
     let target = out.join(rel);
-    let copy = copy_unnamed(source, &target)?;
+    let copy = copy_unnamed(input, rel, out)?;
     let name = target.file_name().expect("a file").to_string_lossy().into_owned();
     copy.persist(&name).with_context(|| format!("naming {}", target.display()))
 }
 
-/// A copy of `source` in `target`'s directory, not yet named, written with
-/// `copy_file_range`.
-fn copy_unnamed(source: &Path, target: &Path) -> Result<AtomicFile> {
-    let context = || format!("copying {} to {}", source.display(), target.display());
-    let dir = target.parent().expect("inside the cache");
-    fs::create_dir_all(dir).with_context(context)?;
+/// A copy of `input/rel` in `out/rel`'s directory, not yet named, written
+/// with `copy_file_range`.
+fn copy_unnamed(input: &CacheDir, rel: &Path, out: &Path) -> Result<AtomicFile> {
+    let target = out.join(rel);
+    let context = || format!("copying {} to {}", input.path().join(rel).display(), target.display());
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    cache_dir::create_dirs_beneath(out, parent).with_context(context)?;
     let label = target.file_name().expect("a file").to_string_lossy();
-    let from = File::open(source).with_context(context)?;
-    AtomicFile::copy_of(dir, &label, &from).with_context(context)
+    let from = input.open_file(rel)?;
+    AtomicFile::copy_of(&out.join(parent), &label, &from).with_context(context)
 }
 
 #[cfg(test)]
@@ -554,6 +559,7 @@ mod tests {
     fn input(dir: &str, cache_info: &str, manifest: Option<&[u8]>) -> Input {
         Input {
             dir: dir.into(),
+            store_dir: "/nix/store".into(),
             cache_info: cache_info.into(),
             narinfos: Vec::new(),
             manifest: manifest.map(<[u8]>::to_vec),

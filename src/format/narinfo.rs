@@ -188,6 +188,36 @@ impl ParsedNarInfo {
         })
     }
 
+    /// Whether `other` says the same of the store path as a signature
+    /// vouches for: the same store path, NarHash, NarSize and references
+    /// (the [fingerprint](crate::format::key::fingerprint)). Then the
+    /// signatures of either are as valid on the other.
+    pub fn same_fingerprint(&self, other: &ParsedNarInfo) -> bool {
+        (&self.store_path, self.nar_hash, self.nar_size, &self.references)
+            == (&other.store_path, other.nar_hash, other.nar_size, &other.references)
+    }
+
+    /// Whether `other` also describes the same NAR file: the same URL,
+    /// Compression, FileHash and FileSize.
+    pub fn same_file(&self, other: &ParsedNarInfo) -> bool {
+        (&self.url, self.compression, self.file_hash, self.file_size)
+            == (&other.url, other.compression, other.file_hash, other.file_size)
+    }
+
+    /// Adds the signatures of `other` (which must have the
+    /// [same fingerprint](Self::same_fingerprint)) that this one lacks, kept
+    /// sorted and without duplicates, as Nix keeps them (a `StringSet`).
+    /// Returns whether any was added.
+    pub fn add_signatures_of(&mut self, other: &ParsedNarInfo) -> bool {
+        debug_assert!(self.same_fingerprint(other), "signatures of another fingerprint");
+        let before = self.signatures.len();
+        let new: Vec<Signature> = other.signatures.iter().filter(|s| !self.signatures.contains(s)).cloned().collect();
+        self.signatures.extend(new);
+        let added = self.signatures.len() > before;
+        sort_signatures(&mut self.signatures);
+        added
+    }
+
     /// The same values as a [`NarInfo`], to render.
     pub fn as_narinfo(&self) -> NarInfo<'_> {
         NarInfo {
@@ -204,6 +234,63 @@ impl ParsedNarInfo {
             ca: self.ca.as_ref(),
         }
     }
+}
+
+/// What to put under a narinfo's name, given what is there now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// What is there already says it: leave it.
+    Unchanged,
+    /// Write this text.
+    Write(String),
+    /// What is there changed since it was read (`expected` of [`settle`]),
+    /// and describes another NAR file: another run wrote it meanwhile.
+    Changed,
+}
+
+/// The rule for naming a narinfo in a cache that may hold one for the same
+/// store path (`current`, its text, `None` when there is none): a narinfo
+/// describing the same NAR keeps its signatures, so that building, merging,
+/// reusing or signing into a signed cache never drops one.
+///
+/// * None there: `ours`.
+/// * `current` has the same fingerprint (store path, NarHash, NarSize,
+///   references): `ours` with the signatures of both, or nothing to do when
+///   that is what is there.
+/// * Otherwise `ours` replaces it (the store path was built again with other
+///   contents: its signatures vouch for another NAR); unless `expected` (the
+///   text the caller read, and checked the NAR file of) is given and
+///   `current` is not it, when only a narinfo of the same fingerprint *and*
+///   the same NAR file may be joined, and anything else is [`Settled::Changed`];
+///   when `current` is still `expected`, `ours` (made from it) is written as
+///   it is.
+pub fn settle(store_dir: &str, ours: &ParsedNarInfo, current: Option<&str>, expected: Option<&str>) -> Settled {
+    let render = |info: &ParsedNarInfo| info.as_narinfo().render().expect("a parsed narinfo renders");
+    let Some(current) = current else { return Settled::Write(render(ours)) };
+    let theirs = ParsedNarInfo::parse(store_dir, current).ok();
+    let changed = expected.is_some_and(|expected| expected != current);
+    if expected.is_some() && !changed {
+        // `ours` was made from what is there: it says what to keep (a
+        // signature by a key of the same name is replaced, not joined).
+        let text = render(ours);
+        return if text == current { Settled::Unchanged } else { Settled::Write(text) };
+    }
+    match theirs {
+        Some(theirs) if ours.same_fingerprint(&theirs) && (!changed || ours.same_file(&theirs)) => {
+            let mut merged = ours.clone();
+            merged.add_signatures_of(&theirs);
+            let text = render(&merged);
+            if text == current { Settled::Unchanged } else { Settled::Write(text) }
+        }
+        _ if changed => Settled::Changed,
+        _ => Settled::Write(render(ours)),
+    }
+}
+
+/// Sorts signatures as Nix writes them (by their text) and drops repeats.
+pub fn sort_signatures(signatures: &mut Vec<Signature>) {
+    signatures.sort_by_key(|s| s.to_string());
+    signatures.dedup();
 }
 
 /// A narinfo's URL as a path inside the cache: relative, without `.` or
@@ -228,6 +315,53 @@ const FIELDS: [&str; 10] =
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PLAIN: &str = "StorePath: /nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b\n\
+        URL: nar/0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73.nar\n\
+        Compression: none\n\
+        FileHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\n\
+        FileSize: 100\n\
+        NarHash: sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73\n\
+        NarSize: 100\n\
+        References: \n";
+
+    fn with_sigs(text: &str, sigs: &[&str]) -> String {
+        let mut text = text.to_owned();
+        for sig in sigs {
+            text.push_str(&format!("Sig: {sig}\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn settling_keeps_the_signatures_of_the_same_nar_and_only_those() {
+        let other = SIG.replace("cache.example.org-1", "other.example.org-1");
+        let (a, b) = (SIG, other.as_str());
+        let parse = |t: &str| ParsedNarInfo::parse("/nix/store", t).unwrap();
+        let ours = parse(PLAIN);
+        assert_eq!(settle("/nix/store", &ours, None, None), Settled::Write(PLAIN.to_owned()));
+        assert_eq!(settle("/nix/store", &ours, Some(PLAIN), None), Settled::Unchanged);
+        // A signed narinfo of the same NAR stays signed.
+        let signed = with_sigs(PLAIN, &[a]);
+        assert_eq!(settle("/nix/store", &ours, Some(&signed), None), Settled::Unchanged);
+        // Ours with another signature, the current one with one of its own: both.
+        let both = with_sigs(PLAIN, &[a, b]);
+        assert_eq!(settle("/nix/store", &parse(&with_sigs(PLAIN, &[b])), Some(&signed), None), Settled::Write(both));
+        // The same NarHash in another file (other compression): still joined.
+        let other_file = signed.replace("Compression: none", "Compression: xz");
+        let joined = settle("/nix/store", &ours, Some(&other_file), None);
+        assert_eq!(joined, Settled::Write(with_sigs(PLAIN, &[a])));
+        // Another NAR for the store path: ours replaces it, signatures and all.
+        let rebuilt = signed.replace("NarSize: 100", "NarSize: 101");
+        assert_eq!(settle("/nix/store", &ours, Some(&rebuilt), None), Settled::Write(PLAIN.to_owned()));
+        assert_eq!(settle("/nix/store", &ours, Some("garbage"), None), Settled::Write(PLAIN.to_owned()));
+        // Signing what was read: a concurrent change of the file is refused,
+        // a concurrent signature joined.
+        let mine = parse(&with_sigs(PLAIN, &[b]));
+        assert_eq!(settle("/nix/store", &mine, Some(&other_file), Some(PLAIN)), Settled::Changed);
+        assert_eq!(settle("/nix/store", &mine, Some(&rebuilt), Some(PLAIN)), Settled::Changed);
+        assert_eq!(settle("/nix/store", &mine, Some(&signed), Some(PLAIN)), Settled::Write(with_sigs(PLAIN, &[a, b])));
+    }
 
     const SIG: &str =
         "cache.example.org-1:aItucb2jMEdvkqYZji7WOy01UemOpGXpZCYvu0qXLmVNaoV4Mj/41K8uzPznXew6f1YgBxjkdjZl/N3le94ZWA==";

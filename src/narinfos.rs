@@ -1,0 +1,130 @@
+//! Naming narinfos in a cache that others may be writing to, without losing
+//! a signature.
+//!
+//! A narinfo is the last file of a store path to be named, and the one that
+//! carries its signatures. Every way of ours to name one (the builder,
+//! `merge`, `sign`, `--reuse`) follows one rule, [`settle`]: a narinfo already
+//! there that describes the same NAR keeps its signatures, whatever writes
+//! next. Runs that name narinfos at the same moment are kept apart by an
+//! advisory lock on the cache directory ([`CacheLock`], `flock(2)`): the
+//! builder holds it shared while it names a batch (builders only add, so
+//! they may name side by side), `sign` and `merge` exclusively while they
+//! read what is there, decide and name. So `sign` never renames its narinfo
+//! over one a build wrote after `sign` read it, and a build never drops a
+//! signature `sign` just added.
+//!
+//! Writers that are not ours (`nix copy`) take no lock; `nix copy` never
+//! replaces a narinfo that is there, so it loses no signature either. On a
+//! file system without `flock` (some network file systems), runs go
+//! unlocked: each still follows the rule, and only a build naming the same
+//! narinfo in the instant between `sign` reading and renaming it can undo
+//! that one signature.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::atomic_file::{AtomicFile, FileSystems};
+use crate::cache_dir::{CacheDir, MAX_NARINFO};
+use crate::format::narinfo::{ParsedNarInfo, Settled, settle};
+
+/// An advisory lock on a cache directory, released when dropped.
+pub struct CacheLock(#[allow(dead_code)] Option<File>);
+
+impl CacheLock {
+    /// Waits for the lock on `cache`, shared or `exclusive`. Where the file
+    /// system has no `flock`, no lock: see the module documentation.
+    pub fn take(cache: &CacheDir, exclusive: bool) -> Result<Self> {
+        let dir = cache.as_file().with_context(|| format!("opening {}", cache.path().display()))?;
+        let operation = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+        loop {
+            // SAFETY: the descriptor is open for the duration of the call.
+            if unsafe { libc::flock(dir.as_raw_fd(), operation) } == 0 {
+                return Ok(Self(Some(dir)));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::EBADF | libc::EINVAL) => return Ok(Self(None)),
+                _ => return Err(e).with_context(|| format!("locking {}", cache.path().display())),
+            }
+        }
+    }
+}
+
+/// A narinfo to name: its file name, what it says, and, for `sign`, the
+/// text it was read as (see [`settle`]).
+pub struct NarInfoWrite<'a> {
+    pub name: &'a str,
+    pub info: &'a ParsedNarInfo,
+    pub read_as: Option<&'a str>,
+}
+
+/// The narinfo named `name` in `cache` now, if any. One that cannot be
+/// read as a narinfo (a symlink, a FIFO, garbage) is none: it is replaced.
+pub fn current(cache: &CacheDir, name: &str) -> Option<String> {
+    cache.read_text(Path::new(name), MAX_NARINFO).ok()
+}
+
+/// Names each of `writes` in `cache` by the rule of [`settle`], holding the
+/// cache's lock exclusively. With `sync`: `syncfs` first puts what was
+/// copied into the cache (if `copied`) on disk, then each batch of
+/// narinfos is written, synced, and only then named, and a last `syncfs`
+/// puts the names on disk. After a power cut a narinfo is then its old self
+/// or its new self, never empty, and never points at a NAR not on disk.
+///
+/// Returns how many were written (the others said what they would). A
+/// narinfo that another run changed since it was read (`read_as`) to
+/// describe another NAR file is not touched, and fails the call once the
+/// others are named.
+pub fn write_narinfos(
+    cache: &CacheDir,
+    store_dir: &str,
+    writes: &[NarInfoWrite],
+    sync: bool,
+    copied: bool,
+) -> Result<usize> {
+    let dir = cache.path();
+    let file_systems = if sync { FileSystems::of(&[dir, &dir.join("nar")])? } else { FileSystems::default() };
+    if copied {
+        file_systems.sync()?;
+    }
+    let _lock = CacheLock::take(cache, true)?;
+    let mut changed = Vec::new();
+    let mut written = 0;
+    for batch in writes.chunks(crate::cache::batch_max()) {
+        let mut files = Vec::with_capacity(batch.len());
+        for write in batch {
+            let text = match settle(store_dir, write.info, current(cache, write.name).as_deref(), write.read_as) {
+                Settled::Unchanged => continue,
+                Settled::Changed => {
+                    changed.push(write.name);
+                    continue;
+                }
+                Settled::Write(text) => text,
+            };
+            let context = || format!("writing {}", dir.join(write.name).display());
+            let mut file = AtomicFile::create(dir, write.name).with_context(context)?;
+            file.write_all(text.as_bytes()).with_context(context)?;
+            files.push((write.name, file));
+        }
+        file_systems.sync()?;
+        written += files.len();
+        for (name, file) in files {
+            file.persist(name).with_context(|| format!("naming {}", dir.join(name).display()))?;
+        }
+    }
+    file_systems.sync()?;
+    if let Some(first) = changed.first() {
+        bail!(
+            "{} changed while this run read it ({} narinfo(s) in all): another run wrote another NAR for its store \
+             path meanwhile, so it was left as that run wrote it; run again",
+            dir.join(first).display(),
+            changed.len()
+        );
+    }
+    Ok(written)
+}
