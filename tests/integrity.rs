@@ -1,0 +1,352 @@
+//! Issue 15's cases, each as it was found: `sign`, `verify`, `merge` and
+//! `--reuse` never write a narinfo for bytes they did not check, never read
+//! or copy a file from outside the cache, never drop a signature, and keep
+//! the manifest true. Real Nix judges where it can.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// A key pair made by Nix: (secret key file, public key text).
+fn generate_key(tmp: &TempDir, name: &str) -> (PathBuf, String) {
+    let (secret, public) = (tmp.join(format!("{name}.sk")), tmp.join(format!("{name}.pk")));
+    run_ok(nix_cmd("nix-store").args(["--generate-binary-cache-key", name]).arg(&secret).arg(&public));
+    (secret, fs::read_to_string(&public).unwrap().trim().to_owned())
+}
+
+fn sign(key: &Path, out: Option<&Path>, cache: &Path) -> Command {
+    let mut cmd = ours();
+    cmd.arg("sign").arg("--secret-key-file").arg(key);
+    if let Some(out) = out {
+        cmd.arg("--out").arg(out);
+    }
+    cmd.arg(cache);
+    cmd
+}
+
+/// The fixture closure (root `a`) written by our CLI into `tmp/name` with `args`.
+fn cache_of(tmp: &TempDir, name: &str, args: &[&str]) -> (String, PathBuf, PathBuf) {
+    let root = build_fixture("", "a");
+    let closure = tmp.join("closure.json");
+    if !closure.exists() {
+        path_info(tmp, "closure.json", true, &[&root]);
+    }
+    let cache = tmp.join(name);
+    run_ok(ours().arg("--closure").arg(&closure).arg("--out").arg(&cache).args(args));
+    (root, cache, closure)
+}
+
+fn narinfo_of(cache: &Path, path: &str) -> PathBuf {
+    cache.join(format!("{}.narinfo", hash_part(path)))
+}
+
+fn url_of(narinfo: &Path) -> String {
+    field(&parse_narinfo(&fs::read_to_string(narinfo).unwrap()), "URL").to_owned()
+}
+
+fn sigs(narinfo: &Path) -> Vec<String> {
+    fs::read_to_string(narinfo).unwrap().lines().filter_map(|l| l.strip_prefix("Sig: ")).map(str::to_owned).collect()
+}
+
+/// `nix copy` of `root` from `cache` into a fresh store, trusting only `key`.
+fn nix_accepts_signed(cache: &Path, root: &str, key: &str, store: &Path) -> (bool, String) {
+    let config = format!("{NIX_CONFIG}require-sigs = true\ntrusted-public-keys = {key}\n");
+    let (ok, _, stderr) = run(nix_cmd("nix")
+        .env("NIX_CONFIG", config)
+        .args(["copy", "--from"])
+        .arg(format!("file://{}", cache.display()))
+        .arg("--to")
+        .arg(store)
+        .arg(root));
+    (ok, stderr)
+}
+
+/// Case 1: a NAR file symlinked to a secret outside the cache: `sign --out`
+/// fails naming it, and DEST gets no copy of the secret.
+#[test]
+fn sign_out_copies_nothing_from_outside_the_cache() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("integrity-sign-out-symlink");
+    let (key, _) = generate_key(&tmp, "integrity-1");
+    let (_, cache, _) = cache_of(&tmp, "cache", &[]);
+    let victim = build_fixture("", "b");
+    let url = url_of(&narinfo_of(&cache, &victim));
+    let secret = tmp.join("secret.txt");
+    fs::write(&secret, "the secret").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(cache.join(&url)).unwrap();
+    symlink(&secret, cache.join(&url)).unwrap();
+
+    let dest = tmp.join("dest");
+    let err = run_fail(&mut sign(&key, Some(&dest), &cache));
+    assert!(err.contains(&url) && err.contains("is a symlink"), "{err}");
+    assert!(!dest.join(&url).exists(), "the secret was copied");
+    for (rel, contents) in tree(&dest) {
+        assert!(contents != b"the secret", "{rel} holds the secret");
+    }
+    // Nor is any narinfo written, in place or in the copy.
+    assert!(fs::read_dir(&dest).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".narinfo")));
+    let before = tree(&cache);
+    run_fail(&mut sign(&key, None, &cache));
+    assert!(tree(&cache) == before, "a refused cache was changed");
+}
+
+/// Case 2: a build into a signed cache keeps every signature; Nix with
+/// `require-sigs` still takes the whole closure.
+#[test]
+fn adding_to_a_signed_cache_keeps_its_signatures() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("integrity-keep-sigs");
+    let (key, public) = generate_key(&tmp, "integrity-2");
+    let (root, cache, closure) = cache_of(&tmp, "cache", &[]);
+    run_ok(&mut sign(&key, None, &cache));
+    let signed = tree(&cache);
+    // The same closure again, and then with another path: nothing unsigned.
+    run_ok(ours().arg("--closure").arg(&closure).arg("--out").arg(&cache));
+    assert!(tree(&cache) == signed, "a build of the same closure changed a signed cache");
+    let other = build_fixture("integrity-keep-sigs", "c");
+    run_ok(ours().arg("--out").arg(&cache).arg(&root).arg(&other));
+    for path in closure_of(&root) {
+        assert_eq!(sigs(&narinfo_of(&cache, &path)).len(), 1, "{path} lost its signature");
+    }
+    let (ok, stderr) = nix_accepts_signed(&cache, &root, &public, &tmp.join("store"));
+    assert!(ok, "{stderr}");
+}
+
+/// Case 2, concurrently: `sign` in place while builds loop into the cache
+/// exits 0, and afterwards every narinfo is signed.
+#[test]
+fn sign_racing_builds_loses_no_signature() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("integrity-sign-race");
+    let (key, public) = generate_key(&tmp, "integrity-3");
+    let (root, cache, closure) = cache_of(&tmp, "cache", &["--no-sync"]);
+    std::thread::scope(|scope| {
+        let builds = scope.spawn(|| {
+            for _ in 0..12 {
+                run_ok(ours().arg("--closure").arg(&closure).arg("--out").arg(&cache).args(["--no-sync", "--quiet"]));
+            }
+        });
+        for _ in 0..3 {
+            run_ok(sign(&key, None, &cache).arg("--no-sync"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        builds.join().unwrap();
+    });
+    for path in closure_of(&root) {
+        assert_eq!(sigs(&narinfo_of(&cache, &path)).len(), 1, "{path} lost its signature");
+    }
+    run_ok(ours().args(["verify", "--public-key", &public]).arg(&cache));
+}
+
+/// Case 3: an earlier cache whose narinfo for `b` names `c`'s NAR file (its
+/// FileHash and FileSize, so that they match) is damaged: `--reuse` fails
+/// naming it instead of writing a narinfo for another path's bytes.
+#[test]
+fn reuse_checks_the_nar_it_copies() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("integrity-reuse-nar");
+    let (_, earlier, closure) = cache_of(&tmp, "earlier", &["--compression", "xz"]);
+    let (b, c) = (build_fixture("", "b"), build_fixture("", "c"));
+    let (b_file, c_file) = (narinfo_of(&earlier, &b), narinfo_of(&earlier, &c));
+    let (b_text, c_info) = (fs::read_to_string(&b_file).unwrap(), parse_narinfo(&fs::read_to_string(&c_file).unwrap()));
+    let b_info = parse_narinfo(&b_text);
+    let mut lied = b_text.clone();
+    for key in ["URL", "FileHash", "FileSize"] {
+        lied = lied.replace(&format!("{key}: {}\n", field(&b_info, key)), &format!("{key}: {}\n", field(&c_info, key)));
+    }
+    fs::write(&b_file, lied).unwrap();
+    let out = tmp.join("new");
+    let err = run_fail(
+        ours()
+            .arg("--closure")
+            .arg(&closure)
+            .arg("--out")
+            .arg(&out)
+            .args(["--compression", "xz", "--reuse"])
+            .arg(&earlier),
+    );
+    assert!(err.contains("holds a NAR with hash") && err.contains("damaged") && err.contains(&b), "{err}");
+    assert!(!narinfo_of(&out, &b).exists());
+}
+
+/// Case 4: `sign --out` into a cache made with other settings marks its
+/// manifest mixed instead of overwriting it with the source's.
+#[test]
+fn sign_out_keeps_the_manifest_true() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("integrity-manifest");
+    let (key, _) = generate_key(&tmp, "integrity-4");
+    let (_, level3, _) = cache_of(&tmp, "level3", &["--compression-level", "3"]);
+    let (_, level19, _) = cache_of(&tmp, "level19", &["--compression-level", "19"]);
+    let manifest = "make-binary-cache.json";
+    let (m3, m19) =
+        (fs::read_to_string(level3.join(manifest)).unwrap(), fs::read_to_string(level19.join(manifest)).unwrap());
+    assert_ne!(m3, m19);
+    run_ok(&mut sign(&key, Some(&level19), &level3));
+    let now = fs::read_to_string(level19.join(manifest)).unwrap();
+    assert!(now != m3 && now != m19 && now.contains("mixed"), "{now}");
+    // A new DEST gets the source's manifest.
+    let fresh = tmp.join("fresh");
+    run_ok(&mut sign(&key, Some(&fresh), &level3));
+    assert_eq!(fs::read_to_string(fresh.join(manifest)).unwrap(), m3);
+}
+
+/// Case 5: two merges into one new directory at once: never both succeed,
+/// and the one that does leaves a cache that verifies.
+#[test]
+fn concurrent_merges_into_one_directory_claim_it_once() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("integrity-merge-race");
+    let (_, zstd, _) = cache_of(&tmp, "zstd", &["--no-sync"]);
+    let (_, xz, _) = cache_of(&tmp, "xz", &["--no-sync", "--compression", "xz"]);
+    for round in 0..15 {
+        let out = tmp.join(format!("out-{round}"));
+        let merge = |input: &Path| {
+            let mut cmd = ours();
+            cmd.args(["merge", "--no-sync", "--out"]).arg(&out).arg(input);
+            run(&mut cmd).0
+        };
+        let (a, b) = std::thread::scope(|scope| {
+            let a = scope.spawn(|| merge(&zstd));
+            let b = scope.spawn(|| merge(&xz));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert!(!(a && b), "round {round}: both merges succeeded");
+        if a || b {
+            run_ok(ours().arg("verify").arg(&out));
+        }
+    }
+}
+
+/// Cases 7, 8 and 10: what `verify` refuses to read, or reads in bounds.
+#[test]
+fn verify_reads_nothing_outside_the_cache_and_never_hangs() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("integrity-verify-outside");
+    let (_, cache, _) = cache_of(&tmp, "cache", &["--write-nar-listing"]);
+    let verify = |cache: &Path| {
+        let mut cmd = ours();
+        cmd.arg("verify").arg(cache);
+        run(&mut cmd)
+    };
+    assert!(verify(&cache).0);
+
+    // `nar` itself a symlink to a good copy elsewhere: every NAR refused.
+    let moved = tmp.join("cache-moved");
+    let copy = tmp.join("copy");
+    run_ok(Command::new("cp").arg("-a").arg(&cache).arg(&copy));
+    fs::rename(copy.join("nar"), &moved).unwrap();
+    symlink(&moved, copy.join("nar")).unwrap();
+    let (ok, stdout, stderr) = verify(&copy);
+    assert!(!ok && format!("{stdout}{stderr}").contains("is a symlink"), "{stdout}{stderr}");
+
+    // A FIFO as a NAR file and a listing linked to /dev/zero: problems, at once.
+    let victim = build_fixture("", "b");
+    let url = url_of(&narinfo_of(&cache, &victim));
+    fs::remove_file(cache.join(&url)).unwrap();
+    run_ok(Command::new("mkfifo").arg(cache.join(&url)));
+    let ls = cache.join(format!("{}.ls", hash_part(&victim)));
+    fs::remove_file(&ls).unwrap();
+    symlink("/dev/zero", &ls).unwrap();
+    let started = std::time::Instant::now();
+    let (ok, stdout, stderr) = verify(&cache);
+    let said = format!("{stdout}{stderr}");
+    assert!(!ok && said.contains("a FIFO") && said.contains(".ls: a symlink"), "{said}");
+    assert!(started.elapsed() < Duration::from_secs(30), "verify took {:?}", started.elapsed());
+}
+
+/// Case 10: `debuginfo/` entries are checked, orphan listings warned of.
+#[test]
+fn verify_checks_debug_info_and_orphan_listings() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("integrity-debuginfo");
+    let (_, cache, _) = cache_of(&tmp, "cache", &[]);
+    fs::write(cache.join("0123456789012345678901234567890123456789.debug"), "x").unwrap();
+    let id = "0123456789abcdef0123456789abcdef01234567";
+    fs::write(cache.join(format!("debuginfo/{id}.debug")), r#"{"archive":"../../../../etc/passwd","member":"x"}"#)
+        .unwrap();
+    fs::write(cache.join("debuginfo/garbage"), "garbage").unwrap();
+    fs::write(cache.join("00000000000000000000000000000000.ls"), "{}").unwrap();
+    let (ok, stdout, stderr) = run(ours().arg("verify").arg(&cache));
+    let said = format!("{stdout}{stderr}");
+    assert!(!ok, "{said}");
+    assert!(said.contains(&format!("{id}.debug: its archive \"../../../../etc/passwd\"")), "{said}");
+    assert!(said.contains("garbage: not a debug info entry"), "{said}");
+    assert!(said.contains("00000000000000000000000000000000.ls: a NAR listing that no narinfo has"), "{said}");
+}
+
+/// Case 9: a NAR stored as two concatenated xz streams, which Nix reads, is
+/// valid: `verify` passes and Nix substitutes from the cache.
+#[test]
+fn concatenated_xz_streams_are_a_valid_nar_file() {
+    if skip_without_nix() || !on_path("xz") {
+        return skip_visibly("no xz");
+    }
+    let tmp = TempDir::new("integrity-two-streams");
+    let (root, cache, _) = cache_of(&tmp, "cache", &["--compression", "xz"]);
+    let victim = build_fixture("", "b");
+    let narinfo = narinfo_of(&cache, &victim);
+    let text = fs::read_to_string(&narinfo).unwrap();
+    let info = parse_narinfo(&text);
+    let out = Command::new("xz").arg("-dc").arg(cache.join(field(&info, "URL"))).output().unwrap();
+    assert!(out.status.success());
+    let nar = &out.stdout[..];
+    let half = nar.len() / 2;
+    let part = |bytes: &[u8], name: &str| {
+        let file = tmp.join(name);
+        fs::write(&file, bytes).unwrap();
+        run_ok(Command::new("xz").arg("-kf").arg(&file));
+        fs::read(tmp.join(format!("{name}.xz"))).unwrap()
+    };
+    let two = [part(&nar[..half], "one"), part(&nar[half..], "two")].concat();
+    let file = tmp.join("two.nar.xz");
+    fs::write(&file, &two).unwrap();
+    let hash = run_ok(nix_cmd("nix-hash").args(["--flat", "--base32", "--type", "sha256"]).arg(&file));
+    let url = format!("nar/{}.nar.xz", hash.trim());
+    fs::rename(&file, cache.join(&url)).unwrap();
+    let text = text
+        .replace(field(&info, "URL"), &url)
+        .replace(&format!("FileHash: {}", field(&info, "FileHash")), &format!("FileHash: sha256:{}", hash.trim()))
+        .replace(&format!("FileSize: {}", field(&info, "FileSize")), &format!("FileSize: {}", two.len()));
+    fs::write(&narinfo, text).unwrap();
+    let (ok, stdout, stderr) = run(ours().arg("verify").arg(&cache));
+    assert!(ok && !stdout.contains("problem"), "{stdout}{stderr}");
+    copy_closure_from(&cache, &tmp.join("store"), &[&root]);
+}
+
+/// Case 10: `merge --out` at a dangling symlink says so.
+#[test]
+fn merge_out_at_a_dangling_symlink_is_named() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("integrity-dangling");
+    let (_, cache, _) = cache_of(&tmp, "cache", &[]);
+    let out = tmp.join("out");
+    symlink(tmp.join("nowhere"), &out).unwrap();
+    let err = run_fail(ours().args(["merge", "--out"]).arg(&out).arg(&cache));
+    assert!(err.contains("is a symlink to") && err.contains("nowhere"), "{err}");
+}
