@@ -441,11 +441,14 @@ impl RawEntry<'_> {
                 .collect::<Result<_>>()?,
             other => bail!("{} must be a list or null, not {}", field("signatures"), other.kind()),
         };
-        let ca = match &self.ca {
+        let ca: Option<ContentAddress> = match &self.ca {
             Loose::Missing | Loose::Null => None,
             Loose::Str(ca) => Some(ca.parse().map_err(|e| anyhow!("{}: {e}", field("ca")))?),
             other => bail!("{} must be a string or null, not {}", field("ca"), other.kind()),
         };
+        if let Some(ca) = &ca {
+            ca.check_path(&path, &references).map_err(|e| anyhow!("{}: {e}; Nix would refuse it", field("ca")))?;
+        }
         Ok(PathInfo { path, nar_hash, nar_size, references, deriver, signatures, ca })
     }
 }
@@ -616,7 +619,8 @@ fn check_unique(mut infos: Vec<PathInfo>) -> Result<Vec<PathInfo>> {
 mod tests {
     use super::*;
 
-    const A: &str = "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a";
+    /// Content-addressed (`CA` below, referring to itself and to `B`).
+    const A: &str = "/nix/store/sqz3s1nwrsy2y0436d6wg9hw7abfpqf0-a";
     const B: &str = "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b";
     const HASH: &str = "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw";
     /// What an invalid path's error says to do.
@@ -629,7 +633,7 @@ mod tests {
         format!(
             r#"{{"closure":[
                 {{"closureSize":1072,"narHash":"{HASH}","narSize":952,"path":"{B}","references":["{A}","{B}"]}},
-                {{"closureSize":120,"narHash":"{HASH}","narSize":120,"path":"{A}","references":[],
+                {{"closureSize":120,"narHash":"{HASH}","narSize":120,"path":"{A}","references":["{A}","{B}"],
                   "valid":true,"ca":"fixed:r:sha256:{}", "somethingNew":{{"x":1}}}}],
               "compression":"xz","compressionLevel":null,"name":"binary-cache",
               "outputs":{{"out":"/nix/store/00000000000000000000000000000000-binary-cache"}}}}"#,
@@ -1214,11 +1218,11 @@ mod properties {
         ["\n", "\\n", "\r", "\\r", "\0", "\\u0000", "\"", "\\\"", ":", ": ", ",", "{", "]", "null", " ", "\\u2028"];
 
     fn valid_closure() -> Value {
-        let (a, b) = ("/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a", "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b");
+        let (a, b) = ("/nix/store/sqz3s1nwrsy2y0436d6wg9hw7abfpqf0-a", "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b");
         let sig = "cache.example.org-1:aItucb2jMEdvkqYZji7WOy01UemOpGXpZCYvu0qXLmVNaoV4Mj/41K8uzPznXew6f1YgBxjkdjZl/N3le94ZWA==";
         json!([
             {"path": a, "narHash": "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=", "narSize": 120,
-             "references": [], "ca": "fixed:r:sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw",
+             "references": [a, b], "ca": "fixed:r:sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw",
              "signatures": [sig], "valid": true},
             {"path": b, "narHash": "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw", "narSize": 952,
              "references": [a, b], "deriver": "/nix/store/0c1ax3xdhph1hmrxhiby8mcxh0qamv2p-b.drv",
@@ -1419,7 +1423,8 @@ mod completeness_tests {
         }
     }
 
-    const A: &str = "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a";
+    /// Content-addressed (`CA` below, referring to itself and to `B`).
+    const A: &str = "/nix/store/sqz3s1nwrsy2y0436d6wg9hw7abfpqf0-a";
     const B: &str = "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b";
     const C: &str = "/nix/store/00000000000000000000000000000000-c";
 

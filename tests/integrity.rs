@@ -350,3 +350,39 @@ fn merge_out_at_a_dangling_symlink_is_named() {
     let err = run_fail(ours().args(["merge", "--out"]).arg(&out).arg(&cache));
     assert!(err.contains("is a symlink to") && err.contains("nowhere"), "{err}");
 }
+
+/// Case 6: a `CA` that does not give the store path is refused, by the
+/// builder (in the closure it reads) and by `verify` (in a narinfo), as Nix
+/// refuses it ("claims to be content-addressed but isn't").
+#[test]
+fn a_content_address_must_give_its_store_path() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("integrity-ca");
+    let (_, cache, closure) = cache_of(&tmp, "cache", &[]);
+    let victim = build_fixture("", "b");
+    let mut json: serde_json::Value = serde_json::from_str(&fs::read_to_string(&closure).unwrap()).unwrap();
+    let entries = json.as_array_mut().expect("Nix 2.8 prints a list");
+    let entry = entries.iter_mut().find(|e| e["path"] == victim.as_str()).unwrap();
+    let narinfo = narinfo_of(&cache, &victim);
+    let text = fs::read_to_string(&narinfo).unwrap();
+    let hash = field(&parse_narinfo(&text), "NarHash").to_owned();
+    entry["ca"] = serde_json::Value::String(format!("fixed:r:{hash}"));
+    let lying = tmp.join("lying.json");
+    fs::write(&lying, serde_json::to_string(&json).unwrap()).unwrap();
+    let err = run_fail(ours().arg("--closure").arg(&lying).arg("--out").arg(tmp.join("out")));
+    assert!(err.contains(&victim) && err.contains("gives the store path") && err.contains("Nix would refuse"), "{err}");
+
+    fs::write(&narinfo, format!("{text}CA: fixed:r:{hash}\n")).unwrap();
+    let (ok, stdout, stderr) = run(ours().arg("verify").arg(&cache));
+    let said = format!("{stdout}{stderr}");
+    assert!(!ok && said.contains("field `CA`") && said.contains("gives the store path"), "{said}");
+    let (ok, _, stderr) = run(nix_cmd("nix")
+        .args(["copy", "--no-require-sigs", "--from"])
+        .arg(format!("file://{}", cache.display()))
+        .arg("--to")
+        .arg(tmp.join("store"))
+        .arg(&victim));
+    assert!(!ok, "Nix took it:\n{stderr}");
+}

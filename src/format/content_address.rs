@@ -30,7 +30,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use sha2::Digest;
+
 use crate::format::hash::{Hash, HashAlgorithm};
+use crate::format::nixbase32;
+use crate::format::store_path::StorePath;
 
 /// How the hashed contents were serialised.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -79,6 +83,72 @@ impl ContentAddress {
     pub fn hash(&self) -> &Hash {
         &self.hash
     }
+}
+
+impl ContentAddress {
+    /// Whether `path`, with `references` (itself among them when it refers
+    /// to itself), is the store path Nix computes from this address, its
+    /// name and references (`makeFixedOutputPath` and `makeTextPath` in
+    /// libstore's store-api.cc). A narinfo whose `CA` says otherwise is one
+    /// Nix refuses ("claims to be content-addressed but isn't"). The error
+    /// says what differs.
+    pub fn check_path(&self, path: &StorePath, references: &[StorePath]) -> Result<(), String> {
+        let store_dir = path.store_dir();
+        let has_self = references.contains(path);
+        // In the order of Nix's StorePathSet: by base name.
+        let mut others: Vec<&StorePath> = references.iter().filter(|r| *r != path).collect();
+        others.sort_by(|a, b| a.base_name().cmp(b.base_name()));
+        let with_references = |kind: &str| {
+            let mut kind = kind.to_owned();
+            for r in &others {
+                kind.push(':');
+                kind.push_str(r.as_str());
+            }
+            if has_self {
+                kind.push_str(":self");
+            }
+            kind
+        };
+        let sha256 = |bytes: &[u8]| -> [u8; 32] { sha2::Sha256::digest(bytes).into() };
+        let (kind, inner) = match self.method {
+            Method::Text if has_self => return Err("a text content address cannot refer to itself".into()),
+            Method::Text => (with_references("text"), self.hash.digest().try_into().expect("sha256, checked")),
+            Method::Recursive if self.hash.algorithm() == HashAlgorithm::Sha256 => {
+                (with_references("source"), self.hash.digest().try_into().expect("a sha256 digest"))
+            }
+            Method::Git => return Err("git content addresses (experimental in Nix) cannot be checked here".into()),
+            Method::Flat | Method::Recursive => {
+                if !references.is_empty() {
+                    return Err(format!("a {} content address cannot have references", self.method.prefix()));
+                }
+                let recursive = if self.method == Method::Recursive { "r:" } else { "" };
+                let inner = format!("fixed:out:{recursive}{}:{}:", self.hash.algorithm(), hex(self.hash.digest()));
+                ("output:out".to_owned(), sha256(inner.as_bytes()))
+            }
+        };
+        let fingerprint = format!("{kind}:sha256:{}:{store_dir}:{}", hex(&inner), path.name());
+        let digest = sha256(fingerprint.as_bytes());
+        let mut compressed = [0u8; 20];
+        for (i, byte) in digest.iter().enumerate() {
+            compressed[i % 20] ^= byte;
+        }
+        let expected = format!("{store_dir}/{}-{}", nixbase32::encode(&compressed), path.name());
+        if expected != path.as_str() {
+            return Err(format!(
+                "{self} with {} gives the store path {expected}, not {path}",
+                if references.is_empty() {
+                    "no references".to_owned()
+                } else {
+                    format!("{} references", references.len())
+                }
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl FromStr for ContentAddress {
@@ -195,6 +265,52 @@ mod tests {
             let err = s.parse::<ContentAddress>().unwrap_err();
             assert!(err.contains(expected), "{s:?}: {err:?} lacks {expected:?}");
         }
+    }
+
+    /// Paths added to Nix 2.8 here (`nix-store --add`, `--add-fixed sha1`,
+    /// `--add-fixed --recursive sha512`, `builtins.toFile`, one referring to
+    /// another), as `nix path-info --json` gives them.
+    #[test]
+    fn the_store_path_is_the_one_nix_computes() {
+        let cases: [(&str, &str, &[&str]); 5] = [
+            (
+                "/nix/store/pi8axnzkz80qa3x5smwjwxcc9n9hjik0-h",
+                "fixed:r:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw",
+                &[],
+            ),
+            ("/nix/store/5mf5dyjbh0w3mslg73vqv02666fzr95b-h", "fixed:sha1:iwjz551fyw0cxcjgf4l6c879zabd6wpm", &[]),
+            (
+                "/nix/store/fmgfkw4p24gw8y7ygslncnvimx9k2z65-hd",
+                "fixed:r:sha512:2f10r1rgd6rkknsrxpycgfvgdq3hb54lr6q2xbbmz3h2k15j80y9a2ykc1jhv3gybnm102v0g93sncqxdgf0ankq39ykfb692sabnbk",
+                &[],
+            ),
+            (
+                "/nix/store/hxk820apsjsq6709id0vbfsikipvfka6-t",
+                "text:sha256:193s6bfb4ncbr0d3rpb177cac43b2z2h3afxi7grcswgci346hwg",
+                &[],
+            ),
+            (
+                "/nix/store/rm188s9rvmwz8wfh11a4cfyxlbc0d4cb-t2",
+                "text:sha256:14pb2l9isrq8jhwjfcdvzz4cl5g9xjq9n4z09315ms2igi63q1rk",
+                &["/nix/store/12wigjpizrn8axaqxj288q1b751qmwya-a"],
+            ),
+        ];
+        let path = |p: &str| StorePath::parse("/nix/store", p).unwrap();
+        for (p, ca, refs) in cases {
+            let ca: ContentAddress = ca.parse().unwrap();
+            let refs: Vec<StorePath> = refs.iter().map(|r| path(r)).collect();
+            ca.check_path(&path(p), &refs).unwrap_or_else(|e| panic!("{p}: {e}"));
+            // Another name, or a reference more, is another path.
+            let renamed = p.replace("-h", "-i").replace("-t", "-u");
+            assert!(ca.check_path(&path(&renamed), &refs).is_err(), "{renamed}");
+            let mut more = refs.clone();
+            more.push(path("/nix/store/12wigjpizrn8axaqxj288q1b751qmwyb-b"));
+            assert!(ca.check_path(&path(p), &more).is_err(), "{p} with another reference");
+        }
+        // The case: a CA on a path that is not content-addressed.
+        let ca: ContentAddress = "fixed:r:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw".parse().unwrap();
+        let e = ca.check_path(&path("/nix/store/qvwdpxbvi51z19a9lq2jw6xpq2by2a1z-h"), &[]).unwrap_err();
+        assert!(e.contains("gives the store path /nix/store/pi8axnzkz80qa3x5smwjwxcc9n9hjik0-h"), "{e}");
     }
 
     #[test]

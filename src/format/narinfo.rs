@@ -173,6 +173,9 @@ impl ParsedNarInfo {
             None => None,
             Some(ca) => Some(parsed::<ContentAddress>("CA", ca)?),
         };
+        if let Some(ca) = &ca {
+            ca.check_path(&store_path, &references).map_err(|e| format!("field `CA`: {e}"))?;
+        }
         Ok(Self {
             store_path,
             url: url.to_owned(),

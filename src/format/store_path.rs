@@ -46,6 +46,11 @@ impl StorePath {
         Ok(Self { full: path.to_owned(), base_start: path.len() - base.len() })
     }
 
+    /// The store directory it lies in.
+    pub fn store_dir(&self) -> &str {
+        &self.full[..self.base_start - 1]
+    }
+
     /// `<hash>-<name>`, as narinfo `References:` lists it.
     pub fn base_name(&self) -> &str {
         &self.full[self.base_start..]
