@@ -13,7 +13,10 @@
 //! of ours) into one. [`nix`] asks the installed Nix for the closure of store
 //! paths named on the command line; [`progress`] shows how a run goes.
 //! [`read_cache`] reads a cache that exists, for `merge`, `sign`, `verify`
-//! and [`reuse`].
+//! and [`reuse`], every file through [`cache_dir`], which opens nothing
+//! outside the cache; [`narinfos`] is the one rule for naming a narinfo
+//! where one may be (signatures are kept) and the lock our writers share;
+//! [`workers`] the worker pool of `sign` and `merge`.
 
 pub mod atomic_file;
 pub mod blocks;

@@ -32,9 +32,15 @@
 //! not grow with the size of a NAR or of the cache (but for the list of
 //! narinfos).
 //!
-//! Content-addressed paths get no special treatment: Nix accepts them
-//! without a signature when their `CA` matches their store path, which is not
-//! checked here, so with `--public-key` they need a signature like any other.
+//! A `CA` must give the store path (checked as the narinfo is parsed, see
+//! [`ContentAddress::check_path`](crate::format::content_address::ContentAddress::check_path)).
+//! With `--public-key` content-addressed paths still need a signature like
+//! any other, though Nix would take them without one.
+//!
+//! Every file is read through [`CacheDir`]: nothing outside the cache, no
+//! FIFO, small files bounded. `debuginfo/` entries are checked (a problem
+//! when one does not name a NAR of the cache), and a `.ls` listing that no
+//! narinfo has is a warning.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};

@@ -196,10 +196,12 @@ fn real_signatures_and_content_addresses_survive_require_sigs() {
     }];
     let wrong_ca_file = tmp.join("wrong-ca.json");
     write_json(&wrong_ca_file, &wrong_ca);
+    // A CA that does not give the store path (which Nix would refuse as
+    // "lacks a valid signature") is refused before anything is written.
     let wrong_ca_cache = tmp.join("wrong-ca-cache");
-    run_ok(ours().arg("--closure").arg(&wrong_ca_file).arg("--out").arg(&wrong_ca_cache));
-    let (ok, _, stderr) = copy(&wrong_ca_cache, &tmp.join("store-wrong-ca"), &[&ca_tree]);
-    assert!(!ok && stderr.contains("lacks a valid signature"), "a wrong CA was not refused:\n{stderr}");
+    let err = run_fail(ours().arg("--closure").arg(&wrong_ca_file).arg("--out").arg(&wrong_ca_cache));
+    assert!(err.contains(&ca_tree) && err.contains("gives the store path"), "{err}");
+    assert!(!wrong_ca_cache.join(format!("{}.narinfo", &ca_tree["/nix/store/".len()..][..32])).exists());
 }
 
 /// Our content address grammar against Nix's own parser: each spelling goes
