@@ -231,7 +231,8 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
             let rel = nar_file(&entry.info.url).expect("checked when read");
             let source = input.join(rel);
             let file = caches[entry.input].open_file(rel)?;
-            read_cache::check(&file, &source, "the narinfo", &Expected::of(&entry.info))
+            let listed = read_cache::read_listing(&caches[entry.input], &entry.info.store_path, entry.info.nar_size)?;
+            read_cache::check_listed(&file, &source, "the narinfo", &Expected::of(&entry.info), listed.as_deref())
                 .and_then(|r| r.map_err(|why| anyhow!(why)))
                 .with_context(|| {
                     format!(
@@ -523,7 +524,8 @@ fn copy_nar(input: &CacheDir, out: &Path, url: &Path, entry: &Entry) -> Result<(
     let source = input.path().join(url);
     let target = out.join(url);
     let copy = copy_unnamed(input, url, out)?;
-    read_cache::check(copy.as_file(), &source, "the narinfo", &Expected::of(&entry.info))
+    let listed = read_cache::read_listing(input, &entry.info.store_path, entry.info.nar_size)?;
+    read_cache::check_listed(copy.as_file(), &source, "the narinfo", &Expected::of(&entry.info), listed.as_deref())
         .and_then(|r| r.map_err(|why| anyhow!(why)))
         .with_context(|| {
             format!("checking the NAR file of {} ({})", input.path().join(&entry.name).display(), entry.info.store_path)

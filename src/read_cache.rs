@@ -127,6 +127,18 @@ pub const MAX_DECODER_MEMORY: u64 = 160 << 20;
 /// is compared first: it costs nothing and catches a truncated file before
 /// it is read.
 pub fn check(file: &File, shown: &Path, narinfo: &str, expected: &Expected) -> Result<Result<(), String>> {
+    check_listed(file, shown, narinfo, expected, None)
+}
+
+/// [`check`], and when `listed` (the text of the store path's `.ls` NAR
+/// listing) is given, that it lists the NAR (see [`same_listing`]).
+pub fn check_listed(
+    file: &File,
+    shown: &Path,
+    narinfo: &str,
+    expected: &Expected,
+    listed: Option<&[u8]>,
+) -> Result<Result<(), String>> {
     let size = file.metadata().with_context(|| format!("reading {}", shown.display()))?.len();
     if size != expected.file_size {
         return Ok(Err(format!(
@@ -136,7 +148,8 @@ pub fn check(file: &File, shown: &Path, narinfo: &str, expected: &Expected) -> R
         )));
     }
     let mut buf = vec![0u8; CHUNK];
-    let found = examine(file, expected.compression, expected.nar_size, None, &mut buf);
+    let listing = listed.map(|_| Rc::new(RefCell::new(Listing::new())));
+    let found = examine(file, expected.compression, expected.nar_size, listing.clone(), &mut buf);
     if let Err(e) = &found.read {
         bail!("reading {}: {e}", shown.display());
     }
@@ -160,10 +173,56 @@ pub fn check(file: &File, shown: &Path, narinfo: &str, expected: &Expected) -> R
             "{shown} holds a NAR with hash {} and size {}, while {narinfo} says NarHash: {} and NarSize: {}",
             found.nar_hash, found.nar_size, expected.nar_hash, expected.nar_size
         )
+    } else if let (Some(listed), Some(listing)) = (listed, listing)
+        && !same_listing(listed, &listing.borrow().json())
+    {
+        format!("the NAR listing of {narinfo} does not list the NAR in {shown}")
     } else {
         return Ok(Ok(()));
     };
     Ok(Err(why))
+}
+
+/// Whether a `.ls` file lists the same NAR as `ours`: byte for byte as Nix
+/// 2.8 writes it, or, for other writers, the same JSON once an
+/// `"executable":false` (which newer Nix writes and 2.8 leaves out) is
+/// dropped; JSON objects compare whatever their key order.
+pub fn same_listing(listed: &[u8], ours: &[u8]) -> bool {
+    fn normal(v: &mut serde_json::Value) {
+        if let serde_json::Value::Object(map) = v {
+            if map.get("executable") == Some(&serde_json::Value::Bool(false)) {
+                map.remove("executable");
+            }
+            map.values_mut().for_each(normal);
+        }
+    }
+    if listed == ours {
+        return true;
+    }
+    let parse = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok();
+    match (parse(listed), parse(ours)) {
+        (Some(mut a), Some(mut b)) => {
+            normal(&mut a);
+            normal(&mut b);
+            a == b
+        }
+        _ => false,
+    }
+}
+
+/// The `.ls` NAR listing of `store_path` in `cache`, if it has one; bounded
+/// by what a listing of `nar_size` bytes of NAR may have.
+pub fn read_listing(
+    cache: &CacheDir,
+    store_path: &crate::format::store_path::StorePath,
+    nar_size: u64,
+) -> Result<Option<Vec<u8>>, crate::cache_dir::OpenError> {
+    let name = format!("{}.ls", store_path.hash_part());
+    match cache.read_small(Path::new(&name), crate::cache_dir::max_listing(nar_size)) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.is_missing() => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// What a decompressor's error means for a user.

@@ -329,10 +329,10 @@ fn sign_one(entry: &Entry, cache: &CacheDir, out: Option<&CacheDir>, key: &Secre
     let context = || format!("checking the NAR file of {}", narinfo_file.display());
     let source = cache.open_file(url).map_err(|e| anyhow!("{e}; {DAMAGED}")).with_context(context)?;
     match out {
-        None => check_nar_file(&source, &shown, info).with_context(context)?,
+        None => check_nar_file(cache, &source, &shown, info).with_context(context)?,
         Some(out) => {
             let copy = copy_unnamed(&source, &shown, out.path(), url)?;
-            check_nar_file(copy.as_file(), &shown, info).with_context(context)?;
+            check_nar_file(cache, copy.as_file(), &shown, info).with_context(context)?;
             let name = url.file_name().expect("a file").to_string_lossy().into_owned();
             let target = out.path().join(url);
             // Replacing a file of that name: it may not be what was checked.
@@ -347,9 +347,13 @@ fn sign_one(entry: &Entry, cache: &CacheDir, out: Option<&CacheDir>, key: &Secre
     Ok(signed)
 }
 
-/// The NAR file must be what the narinfo says (see [`read_cache::check`]).
-fn check_nar_file(file: &File, shown: &Path, info: &ParsedNarInfo) -> Result<()> {
-    read_cache::check(file, shown, "the narinfo", &Expected::of(info))?.map_err(|why| anyhow!("{why}; {DAMAGED}"))
+/// The NAR file must be what the narinfo says, and its `.ls` listing, if
+/// any, must list it (see [`read_cache::check_listed`]).
+fn check_nar_file(cache: &CacheDir, file: &File, shown: &Path, info: &ParsedNarInfo) -> Result<()> {
+    let listed =
+        read_cache::read_listing(cache, &info.store_path, info.nar_size).map_err(|e| anyhow!("{e}; {DAMAGED}"))?;
+    read_cache::check_listed(file, shown, "the narinfo", &Expected::of(info), listed.as_deref())?
+        .map_err(|why| anyhow!("{why}; {DAMAGED}"))
 }
 
 /// A copy of `source` (shown as `shown`) at `out/rel`, not yet named, in a

@@ -222,6 +222,7 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
         }
     });
 
+    emit(&reference_cycles(&infos));
     emit(&unnamed_nar_files(cache, &urls));
     let present_parts: HashSet<&str> = infos.iter().map(|i| i.store_path.hash_part()).collect();
     emit(&orphan_listings(&listings, &present_parts, cache));
@@ -295,7 +296,8 @@ fn list_top(cache: &CacheDir) -> Result<(Vec<String>, Vec<String>, Vec<Finding>)
             continue;
         };
         let dir = name == "nar" || EMPTY_DIRS.contains(&name);
-        if kind == Kind::Symlink && (dir || name.ends_with(".narinfo") || name.ends_with(".ls")) {
+        let known = dir || name == manifest::FILE_NAME || name.ends_with(".narinfo") || name.ends_with(".ls");
+        if kind == Kind::Symlink && known {
             // Read through, it would serve files from outside the cache.
             findings.push(problem(shown, "a symlink: a cache's files must be inside it"));
         } else if name.ends_with(".narinfo") {
@@ -490,38 +492,11 @@ fn check_nar(
     }
     if let (Some(listed), Some(listing)) = (listed, listing)
         && nar_hash == info.nar_hash
-        && !same_listing(&listed, &listing.borrow().json())
+        && !read_cache::same_listing(&listed, &listing.borrow().json())
     {
         fail(format!("{ls_name} does not list the NAR in {url}"));
     }
     (nar_size, file_size)
-}
-
-/// Whether a `.ls` file lists the same NAR as `ours`: byte for byte as Nix
-/// 2.8 writes it, or, for other writers, the same JSON once an
-/// `"executable":false` (which newer Nix writes and 2.8 leaves out) is
-/// dropped; JSON objects compare whatever their key order.
-fn same_listing(listed: &[u8], ours: &[u8]) -> bool {
-    fn normal(v: &mut serde_json::Value) {
-        if let serde_json::Value::Object(map) = v {
-            if map.get("executable") == Some(&serde_json::Value::Bool(false)) {
-                map.remove("executable");
-            }
-            map.values_mut().for_each(normal);
-        }
-    }
-    if listed == ours {
-        return true;
-    }
-    let parse = |bytes: &[u8]| serde_json::from_slice::<serde_json::Value>(bytes).ok();
-    match (parse(listed), parse(ours)) {
-        (Some(mut a), Some(mut b)) => {
-            normal(&mut a);
-            normal(&mut b);
-            a == b
-        }
-        _ => false,
-    }
 }
 
 /// Every reference must have a narinfo in the cache.
@@ -534,6 +509,62 @@ fn check_references(info: &ParsedNarInfo, present: &HashSet<&str>, problems: &mu
             ));
         }
     }
+}
+
+/// A problem for each reference cycle among the narinfos (a path referring
+/// to itself is no cycle): no store can hold one, and Nix refuses to copy
+/// such a closure ("cycle detected").
+fn reference_cycles(infos: &[ParsedNarInfo]) -> Vec<Finding> {
+    use std::collections::HashMap;
+    let index: HashMap<&str, usize> = infos.iter().enumerate().map(|(i, info)| (info.store_path.as_str(), i)).collect();
+    let edges: Vec<Vec<usize>> = infos
+        .iter()
+        .enumerate()
+        .map(|(i, info)| {
+            info.references.iter().filter_map(|r| index.get(r.as_str()).copied()).filter(|&j| j != i).collect()
+        })
+        .collect();
+    // 0: not seen, 1: on the current path, 2: done.
+    let mut state = vec![0u8; infos.len()];
+    let mut findings = Vec::new();
+    for start in 0..infos.len() {
+        if state[start] != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        state[start] = 1;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            let Some(&to) = edges[node].get(*next) else {
+                state[node] = 2;
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            match state[to] {
+                0 => {
+                    state[to] = 1;
+                    stack.push((to, 0));
+                }
+                1 => {
+                    let from = stack.iter().position(|&(n, _)| n == to).expect("on the path");
+                    let cycle: Vec<&str> = stack[from..]
+                        .iter()
+                        .map(|&(n, _)| infos[n].store_path.as_str())
+                        .chain([infos[to].store_path.as_str()])
+                        .collect();
+                    findings.push(problem(
+                        infos[to].store_path.to_string(),
+                        format!(
+                            "its references form a cycle ({}); Nix refuses to copy such a closure",
+                            cycle.join(" → ")
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    findings
 }
 
 /// With keys, one signature at least must verify under one of them, as Nix

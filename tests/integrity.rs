@@ -298,6 +298,29 @@ fn verify_checks_debug_info_and_orphan_listings() {
     assert!(said.contains("00000000000000000000000000000000.ls: a NAR listing that no narinfo has"), "{said}");
 }
 
+/// Found by the mutation test: narinfos whose references form a cycle, which
+/// Nix refuses to copy ("cycle detected"), fail `verify`.
+#[test]
+fn a_reference_cycle_fails_verify_as_nix_refuses_it() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("integrity-cycle");
+    let (root, cache, _) = cache_of(&tmp, "cache", &[]);
+    let leaf = narinfo_of(&cache, &build_fixture("", "c"));
+    let text = fs::read_to_string(&leaf).unwrap();
+    fs::write(&leaf, text.replace("References: \n", &format!("References: {}\n", base_name(&root)))).unwrap();
+    let (ok, stdout, stderr) = run(ours().arg("verify").arg(&cache));
+    assert!(!ok && format!("{stdout}{stderr}").contains("its references form a cycle"), "{stdout}{stderr}");
+    let (ok, _, stderr) = run(nix_cmd("nix")
+        .args(["copy", "--no-require-sigs", "--from"])
+        .arg(format!("file://{}", cache.display()))
+        .arg("--to")
+        .arg(tmp.join("store"))
+        .arg(&root));
+    assert!(!ok && stderr.contains("cycle detected"), "{stderr}");
+}
+
 /// Case 9: a NAR stored as two concatenated xz streams, which Nix reads, is
 /// valid: `verify` passes and Nix substitutes from the cache.
 #[test]
@@ -385,4 +408,237 @@ fn a_content_address_must_give_its_store_path() {
         .arg(tmp.join("store"))
         .arg(&victim));
     assert!(!ok, "Nix took it:\n{stderr}");
+}
+
+/// One change to a valid cache directory.
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// File number `.0` (of the cache's files, sorted) replaced by a symlink
+    /// to an identical copy outside the cache.
+    Symlink(usize),
+    /// Replaced by a FIFO.
+    Fifo(usize),
+    /// Cut to `.1` per mille of its length.
+    Truncate(usize, u16),
+    /// One bit flipped at `.1` per mille of its length.
+    Flip(usize, u16, u8),
+    /// Narinfo number `.0` renamed to the name of narinfo `.1`.
+    Rename(usize, usize),
+    /// Field `.1` of narinfo `.0` given the value it has in narinfo `.2`.
+    Swap(usize, usize, usize),
+}
+
+const SWAPPED: [&str; 6] = ["URL", "FileHash", "FileSize", "NarHash", "NarSize", "References"];
+
+fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+    use proptest::prelude::*;
+    prop_oneof![
+        any::<usize>().prop_map(Mutation::Symlink),
+        any::<usize>().prop_map(Mutation::Fifo),
+        (any::<usize>(), 0..1000u16).prop_map(|(f, at)| Mutation::Truncate(f, at)),
+        (any::<usize>(), 0..1000u16, 0..8u8).prop_map(|(f, at, bit)| Mutation::Flip(f, at, bit)),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::Rename(a, b)),
+        (any::<usize>(), 0..SWAPPED.len(), any::<usize>()).prop_map(|(a, f, b)| Mutation::Swap(a, f, b)),
+    ]
+}
+
+/// The regular files of `dir`, relative, sorted; read without following a
+/// symlink or opening a FIFO that an earlier mutation left.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for entry in fs::read_dir(dir.join(&rel)).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            let rel = rel.join(entry.file_name());
+            if kind.is_dir() {
+                stack.push(rel);
+            } else if kind.is_file() {
+                found.push(rel);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Applies `m` to the cache `dir`; `outside` is a directory beside it.
+/// Returns whether the mutation put a symlink or FIFO in the cache.
+fn apply(m: &Mutation, dir: &Path, outside: &Path) -> bool {
+    // Not nix-cache-info: verify holds it to more than Nix does (a StoreDir).
+    let all: Vec<PathBuf> = files(dir).into_iter().filter(|f| f != Path::new("nix-cache-info")).collect();
+    let narinfos: Vec<&PathBuf> = all.iter().filter(|f| f.to_string_lossy().ends_with(".narinfo")).collect();
+    let pick = |i: usize| dir.join(&all[i % all.len()]);
+    match *m {
+        Mutation::Symlink(i) => {
+            let file = pick(i);
+            let copy = outside.join(format!("copy-{}", file.file_name().unwrap().to_string_lossy()));
+            fs::copy(&file, &copy).unwrap();
+            fs::remove_file(&file).unwrap();
+            symlink(&copy, &file).unwrap();
+            true
+        }
+        Mutation::Fifo(i) => {
+            let file = pick(i);
+            fs::remove_file(&file).unwrap();
+            run_ok(Command::new("mkfifo").arg(&file));
+            true
+        }
+        Mutation::Truncate(i, at) => {
+            let file = pick(i);
+            let bytes = fs::read(&file).unwrap();
+            fs::write(&file, &bytes[..bytes.len() * at as usize / 1000]).unwrap();
+            false
+        }
+        Mutation::Flip(i, at, bit) => {
+            let file = pick(i);
+            let mut bytes = fs::read(&file).unwrap();
+            if !bytes.is_empty() {
+                let at = (bytes.len() - 1) * at as usize / 1000;
+                bytes[at] ^= 1 << bit;
+                fs::write(&file, bytes).unwrap();
+            }
+            false
+        }
+        Mutation::Rename(a, b) => {
+            let (a, b) = (dir.join(narinfos[a % narinfos.len()]), dir.join(narinfos[b % narinfos.len()]));
+            fs::rename(a, b).unwrap();
+            false
+        }
+        Mutation::Swap(a, f, b) => {
+            let (a, b) = (dir.join(narinfos[a % narinfos.len()]), dir.join(narinfos[b % narinfos.len()]));
+            let key = SWAPPED[f];
+            let (text, other) = (fs::read_to_string(&a).unwrap(), fs::read_to_string(&b).unwrap());
+            let value = |t: &str| t.lines().find(|l| l.starts_with(&format!("{key}:"))).unwrap().to_owned();
+            fs::write(&a, text.replace(&value(&text), &value(&other))).unwrap();
+            false
+        }
+    }
+}
+
+/// Runs `cmd` under `timeout`, so that a command waiting on a FIFO fails the
+/// test instead of hanging it. Returns whether it succeeded, and what it said.
+fn bounded(cmd: &mut Command) -> (bool, String) {
+    let mut timed = Command::new("timeout");
+    timed.arg("60").arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let out = timed.output().unwrap();
+    assert_ne!(out.status.code(), Some(124), "{cmd:?} hung");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Random mutations of a valid cache (files replaced by symlinks to
+/// identical copies outside, FIFOs, truncations, flipped bits, renamed and
+/// edited narinfos) never make `verify` pass a cache Nix rejects, nor make
+/// `sign --out`, `merge` or `--reuse` produce a cache that does not verify,
+/// that Nix rejects, or that differs from a fresh build; and with a symlink
+/// or FIFO in it, `verify` fails and the others either fail or leave it out.
+#[test]
+fn mutated_caches_never_pass_unchecked() {
+    use proptest::test_runner::{Config, TestRunner};
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("integrity-mutations");
+    let (key, _) = generate_key(&tmp, "integrity-5");
+    let (root, pristine, closure) = cache_of(&tmp, "pristine", &["--compression", "xz", "--write-nar-listing"]);
+    let fresh = tree(&pristine);
+    let round = std::cell::Cell::new(0);
+    // The same cases on every run (CI must not flake); more by hand with
+    // MBC_MUTATION_CASES, from another seed with MBC_MUTATION_SEED.
+    let cases = std::env::var("MBC_MUTATION_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(24);
+    let seed: u64 = std::env::var("MBC_MUTATION_SEED").ok().and_then(|n| n.parse().ok()).unwrap_or(15);
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let rng = proptest::test_runner::TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &seed_bytes);
+    let config = Config { cases, failure_persistence: None, ..Config::default() };
+    let mut runner = TestRunner::new_with_rng(config, rng);
+    let strategy = proptest::collection::vec(mutation(), 1..3);
+    runner
+        .run(&strategy, |mutations| {
+            let n = round.get();
+            round.set(n + 1);
+            let dir = tmp.join(format!("round-{n}"));
+            let (cache, outside) = (dir.join("cache"), dir.join("outside"));
+            fs::create_dir_all(&outside).unwrap();
+            run_ok(Command::new("cp").arg("-a").arg(&pristine).arg(&cache));
+            let mut odd = false;
+            for m in &mutations {
+                odd |= apply(m, &cache, &outside);
+            }
+            let nix_takes = |c: &Path, store: &str| {
+                let (ok, _, stderr) = run(nix_cmd("nix")
+                    .args(["copy", "--no-require-sigs", "--from"])
+                    .arg(format!("file://{}", c.display()))
+                    .arg("--to")
+                    .arg(dir.join(store))
+                    .arg(&root));
+                if !ok {
+                    eprintln!("nix copy from {}: {stderr}", c.display());
+                }
+                ok && run(nix_cmd("nix-store")
+                    .arg("--store")
+                    .arg(dir.join(store))
+                    .args(["--verify", "--check-contents"]))
+                .0
+            };
+
+            let (verified, said) = bounded(ours().arg("verify").arg(&cache));
+            if odd {
+                assert!(!verified, "{mutations:?}: verify passed a cache with a symlink or FIFO:\n{said}");
+            }
+            if verified {
+                assert!(nix_takes(&cache, "store-verified"), "{mutations:?}: verify passed what Nix rejects:\n{said}");
+            }
+            // What sign and merge write describes only checked bytes: its
+            // only problems can be the references they copy as they are
+            // (a dangling one, a cycle), and none where the cache verified.
+            let only_reference_problems = |said: &str| {
+                said.lines()
+                    .filter(|l| l.starts_with("problem:"))
+                    .all(|l| l.contains("which has no (valid) narinfo") || l.contains("its references form a cycle"))
+            };
+            for (what, out) in [("sign --out", dir.join("signed")), ("merge", dir.join("merged"))] {
+                let wrote = if what == "merge" {
+                    bounded(ours().args(["merge", "--no-sync", "--partial", "--out"]).arg(&out).arg(&cache)).0
+                } else {
+                    bounded(sign(&key, Some(&out), &cache).arg("--no-sync")).0
+                };
+                if !wrote {
+                    continue;
+                }
+                let (ok, said) = bounded(ours().arg("verify").arg(&out));
+                assert!(ok || only_reference_problems(&said), "{mutations:?}: {what} wrote unchecked bytes:\n{said}");
+                if verified {
+                    assert!(ok, "{mutations:?}: {what} of a valid cache does not verify:\n{said}");
+                    assert!(nix_takes(&out, &format!("store-{what}")), "{mutations:?}: Nix rejects what {what} wrote");
+                }
+            }
+            let reused = dir.join("reused");
+            let reuse = bounded(
+                ours()
+                    .arg("--closure")
+                    .arg(&closure)
+                    .arg("--out")
+                    .arg(&reused)
+                    .args(["--compression", "xz", "--write-nar-listing", "--no-sync", "--reuse"])
+                    .arg(&cache),
+            );
+            if reuse.0 {
+                assert!(
+                    tree(&reused) == fresh,
+                    "{mutations:?}: --reuse wrote another cache than a fresh build:\n{}",
+                    reuse.1
+                );
+            }
+            let _ = fs::remove_dir_all(&dir);
+            Ok(())
+        })
+        .unwrap();
 }
