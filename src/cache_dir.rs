@@ -135,6 +135,31 @@ impl CacheDir {
         })
     }
 
+    /// [`read_text`](Self::read_text), with the file's [`Stamp`].
+    pub fn read_text_stamped(&self, rel: &Path, max: u64) -> Result<(String, Stamp), OpenError> {
+        let file = self.open_file(rel)?;
+        let stamp = Stamp::of(&file.metadata().map_err(|e| OpenError::Io(self.path.join(rel), e))?);
+        let bytes = read_bounded(file, max).map_err(|e| match e {
+            Bounded::TooLarge => OpenError::TooLarge(self.path.join(rel), max),
+            Bounded::Io(e) => OpenError::Io(self.path.join(rel), e),
+        })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            OpenError::Io(self.path.join(rel), io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+        })?;
+        Ok((text, stamp))
+    }
+
+    /// The [`Stamp`] of the entry `name` at the top of the cache, not
+    /// following a symlink; `None` when there is none.
+    pub fn stamp(&self, name: &str) -> Option<Stamp> {
+        let c = cstring(OsStr::new(name)).ok()?;
+        // SAFETY: plain data; filled by fstatat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: an open descriptor, a NUL-terminated name, a valid buffer.
+        let rc = unsafe { libc::fstatat(self.dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        (rc == 0).then_some(Stamp { ino: st.st_ino, size: st.st_size as u64, mtime: (st.st_mtime, st.st_mtime_nsec) })
+    }
+
     /// [`read_small`](Self::read_small) as UTF-8 text.
     pub fn read_text(&self, rel: &Path, max: u64) -> Result<String, OpenError> {
         let bytes = self.read_small(rel, max)?;
@@ -364,6 +389,24 @@ pub fn create_dirs_beneath(root: &Path, rel: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Which file a name held when it was read: a file replaced since (every
+/// writer of ours, and `nix copy`, replaces by rename) has another inode,
+/// one written in place another size or time. Cheaper to compare than the
+/// text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self { ino: meta.ino(), size: meta.size(), mtime: (meta.mtime(), meta.mtime_nsec()) }
+    }
 }
 
 /// What a directory entry is, as stored: a symlink is a symlink.

@@ -225,13 +225,18 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
         work.push(Work::Other(Path::new(MANIFEST), input));
     }
     run_parallel(&work, options.jobs, |item| match *item {
-        Work::Nar(url, entry) => copy_nar(&caches[entry.input], out, url, entry),
+        Work::Nar(url, entry) => {
+            copy_nar(&caches[entry.input], out, url, entry, has_listing(&read[entry.input], entry))
+        }
         Work::Shared(first, entry) => {
             let input = &read[entry.input].dir;
             let rel = nar_file(&entry.info.url).expect("checked when read");
             let source = input.join(rel);
             let file = caches[entry.input].open_file(rel)?;
-            let listed = read_cache::read_listing(&caches[entry.input], &entry.info.store_path, entry.info.nar_size)?;
+            let listed = match has_listing(&read[entry.input], entry) {
+                true => read_cache::read_listing(&caches[entry.input], &entry.info.store_path, entry.info.nar_size)?,
+                false => None,
+            };
             read_cache::check_listed(&file, &source, "the narinfo", &Expected::of(&entry.info), listed.as_deref())
                 .and_then(|r| r.map_err(|why| anyhow!(why)))
                 .with_context(|| {
@@ -519,12 +524,16 @@ fn file_hash(cache: &CacheDir, rel: &Path) -> Result<Sha256Hash> {
 }
 
 /// Copies the NAR file `url` of `entry` from `input` to `out`, named only
-/// once the copy is checked against the narinfo.
-fn copy_nar(input: &CacheDir, out: &Path, url: &Path, entry: &Entry) -> Result<()> {
+/// once the copy is checked against the narinfo (and its listing, when
+/// `listed`).
+fn copy_nar(input: &CacheDir, out: &Path, url: &Path, entry: &Entry, listed: bool) -> Result<()> {
     let source = input.path().join(url);
     let target = out.join(url);
     let copy = copy_unnamed(input, url, out)?;
-    let listed = read_cache::read_listing(input, &entry.info.store_path, entry.info.nar_size)?;
+    let listed = match listed {
+        true => read_cache::read_listing(input, &entry.info.store_path, entry.info.nar_size)?,
+        false => None,
+    };
     read_cache::check_listed(copy.as_file(), &source, "the narinfo", &Expected::of(&entry.info), listed.as_deref())
         .and_then(|r| r.map_err(|why| anyhow!(why)))
         .with_context(|| {
@@ -532,6 +541,11 @@ fn copy_nar(input: &CacheDir, out: &Path, url: &Path, entry: &Entry) -> Result<(
         })?;
     let name = target.file_name().expect("a file").to_string_lossy().into_owned();
     copy.persist(&name).with_context(|| format!("naming {}", target.display()))
+}
+
+/// Whether `input` has a `.ls` listing of the NAR of `entry`.
+fn has_listing(input: &Input, entry: &Entry) -> bool {
+    input.files.contains(Path::new(&format!("{}.ls", entry.info.store_path.hash_part())))
 }
 
 /// Copies `input/rel` to `out/rel`, named once complete.

@@ -28,7 +28,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use crate::atomic_file::{AtomicFile, FileSystems};
-use crate::cache_dir::{CacheDir, MAX_NARINFO};
+use crate::cache_dir::{CacheDir, MAX_NARINFO, Stamp};
 use crate::format::narinfo::{ParsedNarInfo, Settled, settle};
 
 /// An advisory lock on a cache directory, released when dropped.
@@ -60,7 +60,8 @@ impl CacheLock {
 pub struct NarInfoWrite<'a> {
     pub name: &'a str,
     pub info: &'a ParsedNarInfo,
-    pub read_as: Option<&'a str>,
+    /// The text it was read as, and the file's stamp then.
+    pub read_as: Option<(&'a str, Stamp)>,
 }
 
 /// The narinfo named `name` in `cache` now, if any. One that cannot be
@@ -95,10 +96,16 @@ pub fn write_narinfos(
     let _lock = CacheLock::take(cache, true)?;
     let mut changed = Vec::new();
     let mut written = 0;
-    for batch in writes.chunks(crate::cache::batch_max()) {
+    for batch in writes.chunks(256) {
         let mut files = Vec::with_capacity(batch.len());
         for write in batch {
-            let text = match settle(store_dir, write.info, current(cache, write.name).as_deref(), write.read_as) {
+            // Unchanged since read (the same file): no need to read it again.
+            let current = match write.read_as {
+                Some((text, stamp)) if cache.stamp(write.name) == Some(stamp) => Some(text.to_owned()),
+                _ => current(cache, write.name),
+            };
+            let expected = write.read_as.map(|(text, _)| text);
+            let text = match settle(store_dir, write.info, current.as_deref(), expected) {
                 Settled::Unchanged => continue,
                 Settled::Changed => {
                     changed.push(write.name);

@@ -60,7 +60,7 @@ use zeroize::Zeroizing;
 
 use crate::atomic_file::AtomicFile;
 use crate::cache::{count, human, per_second};
-use crate::cache_dir::{self, CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE};
+use crate::cache_dir::{self, CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE, Stamp};
 use crate::format::key::{SecretKey, fingerprint};
 use crate::format::manifest;
 use crate::format::narinfo::{ParsedNarInfo, nar_file, sort_signatures};
@@ -163,20 +163,17 @@ pub fn sign_cache(
     }
 
     // Narinfos last: they are what makes the NARs reachable.
-    let rendered: Vec<String> =
-        signed.iter().map(|info| info.as_narinfo().render()).collect::<Result<_, _>>().map_err(|e| anyhow!(e))?;
-    let changed = plan.iter().zip(&rendered).filter(|(entry, text)| text.as_str() != entry.text).count();
+    let changed = signed.iter().filter(|(_, changed)| *changed).count();
     let writes: Vec<NarInfoWrite> = plan
         .iter()
         .zip(&signed)
-        .zip(&rendered)
-        .filter(|((entry, _), text)| dest.is_some() || text.as_str() != entry.text)
-        .map(|((entry, info), _)| NarInfoWrite {
+        .filter(|(_, (_, changed))| dest.is_some() || *changed)
+        .map(|(entry, (info, _))| NarInfoWrite {
             name: &entry.name,
             info,
             // In place, what was read and checked; a copy's narinfo joins
             // whatever DEST has by the rule alone.
-            read_as: dest.is_none().then_some(entry.text.as_str()),
+            read_as: dest.is_none().then_some((entry.text.as_str(), entry.stamp)),
         })
         .collect();
     let target = dest.as_ref().map_or(&source, |d| &d.dir);
@@ -197,6 +194,10 @@ struct Entry {
     /// `<hash part>.narinfo`.
     name: String,
     text: String,
+    /// Which file it was read from.
+    stamp: Stamp,
+    /// Whether the cache has a `.ls` listing of its NAR.
+    listed: bool,
     info: ParsedNarInfo,
 }
 
@@ -296,10 +297,14 @@ fn check_dest_cache(dir: &CacheDir, out: &Path, store_dir: &str) -> Result<()> {
 /// Every `*.narinfo` at the top of `cache`, parsed.
 fn read_narinfos(cache: &CacheDir, store_dir: &str) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
-    for (name, _) in cache.list(Path::new(""))? {
+    let top = cache.list(Path::new(""))?;
+    let listings: std::collections::HashSet<&std::ffi::OsStr> =
+        top.iter().map(|(name, _)| name.as_os_str()).filter(|n| n.to_string_lossy().ends_with(".ls")).collect();
+    for (name, _) in &top {
         let Some(name) = name.to_str().filter(|n| n.ends_with(".narinfo")) else { continue };
         let file = cache.path().join(name);
-        let text = cache.read_text(Path::new(name), MAX_NARINFO).map_err(|e| anyhow!("{e}; {DAMAGED}"))?;
+        let (text, stamp) =
+            cache.read_text_stamped(Path::new(name), MAX_NARINFO).map_err(|e| anyhow!("{e}; {DAMAGED}"))?;
         let info = ParsedNarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}; {DAMAGED}", file.display()))?;
         let expected = format!("{}.narinfo", info.store_path.hash_part());
         if name != expected {
@@ -310,7 +315,8 @@ fn read_narinfos(cache: &CacheDir, store_dir: &str) -> Result<Vec<Entry>> {
             bail!("{}: NarSize is 0; {DAMAGED}", file.display());
         }
         nar_file(&info.url).map_err(|e| anyhow!("{}: {e}; {DAMAGED}", file.display()))?;
-        entries.push(Entry { name: name.to_owned(), text, info });
+        let listed = listings.contains(std::ffi::OsStr::new(&format!("{}.ls", info.store_path.hash_part())));
+        entries.push(Entry { name: name.to_owned(), text, stamp, listed, info });
     }
     if entries.is_empty() {
         bail!("{} has no narinfo files: there is nothing to sign", cache.path().display());
@@ -320,8 +326,9 @@ fn read_narinfos(cache: &CacheDir, store_dir: &str) -> Result<Vec<Entry>> {
 }
 
 /// Checks the NAR of `entry` (copying it to `out` first when given, and
-/// naming the copy once checked) and returns the signed narinfo.
-fn sign_one(entry: &Entry, cache: &CacheDir, out: Option<&CacheDir>, key: &SecretKey) -> Result<ParsedNarInfo> {
+/// naming the copy once checked) and returns the signed narinfo, and
+/// whether its text differs from the one read.
+fn sign_one(entry: &Entry, cache: &CacheDir, out: Option<&CacheDir>, key: &SecretKey) -> Result<(ParsedNarInfo, bool)> {
     let info = &entry.info;
     let narinfo_file = cache.path().join(&entry.name);
     let url = nar_file(&info.url).expect("checked when read");
@@ -329,10 +336,10 @@ fn sign_one(entry: &Entry, cache: &CacheDir, out: Option<&CacheDir>, key: &Secre
     let context = || format!("checking the NAR file of {}", narinfo_file.display());
     let source = cache.open_file(url).map_err(|e| anyhow!("{e}; {DAMAGED}")).with_context(context)?;
     match out {
-        None => check_nar_file(cache, &source, &shown, info).with_context(context)?,
+        None => check_nar_file(cache, &source, &shown, entry).with_context(context)?,
         Some(out) => {
             let copy = copy_unnamed(&source, &shown, out.path(), url)?;
-            check_nar_file(cache, copy.as_file(), &shown, info).with_context(context)?;
+            check_nar_file(cache, copy.as_file(), &shown, entry).with_context(context)?;
             let name = url.file_name().expect("a file").to_string_lossy().into_owned();
             let target = out.path().join(url);
             // Replacing a file of that name: it may not be what was checked.
@@ -344,14 +351,21 @@ fn sign_one(entry: &Entry, cache: &CacheDir, out: Option<&CacheDir>, key: &Secre
     signed.signatures.retain(|s| s.key_name() != key.name());
     signed.signatures.push(signature);
     sort_signatures(&mut signed.signatures);
-    Ok(signed)
+    let text = signed.as_narinfo().render().map_err(|e| anyhow!("{}: {e}", narinfo_file.display()))?;
+    let changed = text != entry.text;
+    Ok((signed, changed))
 }
 
 /// The NAR file must be what the narinfo says, and its `.ls` listing, if
 /// any, must list it (see [`read_cache::check_listed`]).
-fn check_nar_file(cache: &CacheDir, file: &File, shown: &Path, info: &ParsedNarInfo) -> Result<()> {
-    let listed =
-        read_cache::read_listing(cache, &info.store_path, info.nar_size).map_err(|e| anyhow!("{e}; {DAMAGED}"))?;
+fn check_nar_file(cache: &CacheDir, file: &File, shown: &Path, entry: &Entry) -> Result<()> {
+    let info = &entry.info;
+    let listed = match entry.listed {
+        true => {
+            read_cache::read_listing(cache, &info.store_path, info.nar_size).map_err(|e| anyhow!("{e}; {DAMAGED}"))?
+        }
+        false => None,
+    };
     read_cache::check_listed(file, shown, "the narinfo", &Expected::of(info), listed.as_deref())?
         .map_err(|why| anyhow!("{why}; {DAMAGED}"))
 }
