@@ -478,14 +478,14 @@ fn settle_manifest(out: &Path, manifest: &Manifest, had_nars: bool) -> Result<Op
     let context = || format!("writing {}", file.display());
     // Twice at most: when another run creates it between our look and ours.
     for _ in 0..2 {
-        match fs::read_to_string(&file) {
-            Ok(theirs) if theirs == manifest::MIXED => {
+        match read_own(out, manifest::FILE_NAME)? {
+            Some(theirs) if theirs == manifest::MIXED => {
                 return Ok(Some(format!(
                     "{} says the cache holds NARs made with different settings: later runs will not reuse its NARs",
                     file.display()
                 )));
             }
-            Ok(theirs) => {
+            Some(theirs) => {
                 let Err(why) = manifest.compare(&theirs) else { return Ok(None) };
                 let mut mixed = AtomicFile::create(out, manifest::FILE_NAME).with_context(context)?;
                 mixed.write_all(manifest::MIXED.as_bytes()).with_context(context)?;
@@ -496,7 +496,7 @@ fn settle_manifest(out: &Path, manifest: &Manifest, had_nars: bool) -> Result<Op
                     file.display()
                 )));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            None => {
                 if had_nars {
                     return Ok(Some(format!(
                         "{} already holds NARs but no {} (written by `nix copy` or by an older version): none is \
@@ -511,7 +511,6 @@ fn settle_manifest(out: &Path, manifest: &Manifest, had_nars: bool) -> Result<Op
                     return Ok(None);
                 }
             }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
         }
     }
     Ok(None)
@@ -541,12 +540,25 @@ pub(crate) fn has_nars(out: &Path) -> Result<bool> {
 /// Fails unless the `nix-cache-info` at `file`, if there is one, agrees
 /// with `info` (see [`check_cache_info_text`]).
 fn check_cache_info(file: &Path, info: &CacheInfo) -> Result<()> {
-    let text = match fs::read(file) {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
-    };
+    let out = file.parent().expect("a file of the cache");
+    let Some(text) = read_own(out, "nix-cache-info")? else { return Ok(()) };
     check_cache_info_text(info, &text, file)
+}
+
+/// The small file `name` of the cache in `out`, read as every file of a
+/// cache is (see [`CacheDir`]): never through a symlink, never a FIFO, in
+/// bounds. `None` when `out` or the file does not exist.
+fn read_own(out: &Path, name: &str) -> Result<Option<String>> {
+    let cache = match CacheDir::open(out) {
+        Ok(cache) => cache,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", out.display())),
+    };
+    match cache.read_small(Path::new(name), cache_dir::MAX_SMALL_FILE) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(e) if e.is_missing() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// A store path whose NAR is checked and named, with its narinfo written
