@@ -454,6 +454,7 @@ fn check_cache_info_text(info: &CacheInfo, text: &str, file: &Path) -> Result<()
 /// settles the manifest (see the module documentation), returning a line
 /// for the log when it is not written or kept.
 fn create_layout(out: &Path, info: &CacheInfo, manifest: &Manifest) -> Result<Option<String>> {
+    check_out(out)?;
     let info_file = out.join("nix-cache-info");
     check_cache_info(&info_file, info)?;
     let had_nars = has_nars(out)?;
@@ -469,6 +470,39 @@ fn create_layout(out: &Path, info: &CacheInfo, manifest: &Manifest) -> Result<Op
         check_cache_info(&info_file, info)?;
     }
     settle_manifest(out, manifest, had_nars)
+}
+
+/// `out` must be missing, a cache (it has `nix-cache-info`), or an empty
+/// directory, but for what a killed run of ours leaves before it writes
+/// `nix-cache-info` (the layout's directories, hidden temporary files): a
+/// cache is never written among other files, such as a source tree.
+fn check_out(out: &Path) -> Result<()> {
+    match fs::metadata(out) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
+        Ok(meta) if !meta.is_dir() => bail!(
+            "--out {} exists and is not a directory: give a directory that is new, empty or a binary cache to add to",
+            out.display()
+        ),
+        Ok(_) => {}
+    }
+    if fs::symlink_metadata(out.join("nix-cache-info")).is_ok() {
+        return Ok(());
+    }
+    let entries = fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?;
+    for entry in entries {
+        let name = entry.with_context(|| format!("reading {}", out.display()))?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "nar" || EMPTY_DIRS.contains(&name.as_ref()) {
+            continue;
+        }
+        bail!(
+            "--out {} is not empty and has no nix-cache-info, so it is no binary cache (it holds {name}, among \
+             others): refusing to write a cache among other files; give a new or empty directory, or a cache to add to",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// Writes, keeps or replaces the manifest of the cache in `out`, which held

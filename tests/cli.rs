@@ -244,6 +244,33 @@ fn builder_mode_falls_back_to_build_top_attrs() {
 }
 
 #[test]
+fn out_must_be_new_empty_or_a_cache() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("cli-out-kinds");
+    let root = build_fixture("", "a");
+    // A source tree: refused, and left as it was.
+    let src = tmp.join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("main.rs"), "fn main() {}\n").unwrap();
+    let err = run_fail(ours().arg("--out").arg(&src).arg(&root));
+    assert!(err.contains("is not empty and has no nix-cache-info") && err.contains("main.rs"), "{err}");
+    assert_eq!(list_dir(&src), ["main.rs"]);
+    // A regular file: named, not a bare "Not a directory".
+    let file = tmp.join("file");
+    fs::write(&file, "x").unwrap();
+    let err = run_fail(ours().arg("--out").arg(&file).arg(&root));
+    assert!(err.contains("exists and is not a directory"), "{err}");
+    // New, empty, and an existing cache are all fine.
+    let empty = tmp.join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    for out in [tmp.join("new"), empty.clone(), empty] {
+        run_ok(ours().arg("--out").arg(&out).arg(&root));
+    }
+}
+
+#[test]
 fn bad_input_is_a_clear_error() {
     let tmp = TempDir::new("cli-errors");
     let out = tmp.join("out");
