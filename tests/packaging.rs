@@ -324,3 +324,28 @@ fn manual_documents_every_argument_of_merge_binary_caches() {
         assert_eq!(*optional, has_default, "`{name}`: _optional_ in the manual must match a default in nix/merge.nix");
     }
 }
+
+/// `rust-version` in Cargo.toml (and the README's "Rust 1.88 or newer") is
+/// what the locked dependencies need: no older toolchain builds them.
+#[test]
+fn rust_version_is_what_the_locked_dependencies_need() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = |v: &str| -> Vec<u32> { v.split('.').map(|n| n.parse().unwrap()).collect() };
+    let packages = metadata["packages"].as_array().unwrap();
+    let ours = packages.iter().find(|p| p["name"] == "make-binary-cache").unwrap()["rust_version"].as_str().unwrap();
+    let (needed, by) = packages
+        .iter()
+        .filter_map(|p| Some((p["rust_version"].as_str()?, p["name"].as_str()?)))
+        .max_by_key(|(v, _)| version(v))
+        .unwrap();
+    assert_eq!(version(ours), version(needed), "rust-version is {ours}, but {by} needs {needed}");
+    let readme = fs::read_to_string(repo_root().join("README.md")).unwrap();
+    assert!(readme.contains(&format!("Rust {ours} or newer")), "the README names another Rust version");
+}

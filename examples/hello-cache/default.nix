@@ -4,14 +4,17 @@
 # compiling it). From the repository root:
 #
 #   cargo build --release
-#   nix-build examples/hello-cache --option substituters ''
-#   hello=$(nix-build examples/hello-cache -A hello --option substituters '')
+#   nix-build examples/hello-cache --option substituters '' --out-link hello-cache
+#   hello=$(nix-build examples/hello-cache -A hello --option substituters '' --no-out-link)
 #
-# `result` is the cache. To see Nix substitute from it on this machine (where
-# `hello` is already in /nix/store, so copy into another store):
+# `hello-cache` is the cache. (Not `result`: a second nix-build would point
+# `result` at hello, and `nix copy --from file://…` of a store path as root
+# writes a nix-cache-info into it, which damages the store.) To see Nix
+# substitute from it on this machine (where `hello` is already in
+# /nix/store, so copy into another store):
 #
 #   nix --extra-experimental-features nix-command copy --no-require-sigs \
-#       --from "file://$PWD/result" --to /tmp/hello-store "$hello"
+#       --from "file://$PWD/hello-cache" --to /tmp/hello-store "$hello"
 #   nix-store --store /tmp/hello-store --verify --check-contents
 #   /tmp/hello-store$hello/bin/hello
 #
