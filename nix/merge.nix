@@ -9,9 +9,10 @@
 # The builder is `make-binary-cache merge --no-sync --out $out CACHE…`: it
 # checks every narinfo and every NAR file (FileSize, FileHash) as it copies
 # them, and fails, naming the store path and both caches, when a store path
-# is in two caches with different narinfos or NARs (written with other
-# settings), or when the merged cache would not be closed (a reference that
-# no cache has). `nix-cache-info` must agree; the manifest `make-binary-cache.json`
+# is in two caches with different NARs, references or content addresses, or
+# when the merged cache would not be closed (a reference that no cache has);
+# narinfos of one NAR that differ otherwise (signatures, Deriver,
+# compression) are joined. `nix-cache-info` must agree; the manifest `make-binary-cache.json`
 # is kept only when every cache has the same one.
 {
   lib,

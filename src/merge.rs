@@ -8,9 +8,12 @@
 //! * every `<hash part>.narinfo` parses strictly ([`ParsedNarInfo::parse`],
 //!   for the store directory its `nix-cache-info` names), is named after its
 //!   store path, and its URL names a file inside its cache ([`nar_file`]);
-//! * a store path in several inputs must have byte-identical narinfos there,
-//!   and each input's NAR file is checked against them, so the NARs agree
-//!   too; otherwise the error names the store path and both inputs;
+//! * a store path in several inputs must have the same NAR there (NarHash,
+//!   NarSize), references and content address; its narinfos are then joined
+//!   ([`join`]: signatures united, a Deriver or CA kept where one input has
+//!   it, the first input's NAR file), and each input's NAR file is checked,
+//!   so the NARs agree too; otherwise the error names the store path, both
+//!   inputs and what differs;
 //! * every NAR file is copied and the copy, before it is named, must have
 //!   the narinfo's FileSize and FileHash (and, uncompressed, NarSize and
 //!   NarHash): what is checked is what the merged cache serves;
@@ -157,6 +160,8 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
 
     // One narinfo per store path; the same store path must be the same everywhere.
     let mut narinfos: BTreeMap<&str, &Entry> = BTreeMap::new();
+    // Store paths whose narinfos differ but describe the same NAR: joined.
+    let mut joined: BTreeMap<&str, ParsedNarInfo> = BTreeMap::new();
     let mut shared: Vec<(&Entry, &Entry)> = Vec::new();
     for entry in read.iter().flat_map(|input| &input.narinfos) {
         match narinfos.get(entry.name.as_str()) {
@@ -164,13 +169,18 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
                 narinfos.insert(&entry.name, entry);
             }
             Some(first) if first.text == entry.text => shared.push((first, entry)),
-            Some(first) => bail!(
-                "{} is in both {} and {}, with different narinfos: a store path must be byte-identical in every \
-                 input (were they written with different settings?)",
-                entry.info.store_path,
-                read[first.input].dir.join(&first.name).display(),
-                read[entry.input].dir.join(&entry.name).display()
-            ),
+            Some(first) => {
+                let info = joined.entry(&entry.name).or_insert_with(|| first.info.clone());
+                join(info, &entry.info).map_err(|why| {
+                    anyhow!(
+                        "{} is in both {} and {}, {why}",
+                        entry.info.store_path,
+                        read[first.input].dir.join(&first.name).display(),
+                        read[entry.input].dir.join(&entry.name).display()
+                    )
+                })?;
+                shared.push((first, entry));
+            }
         }
     }
     if !options.partial {
@@ -252,8 +262,10 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
     })?;
 
     // Last, once every NAR is on disk: what makes the NARs reachable.
-    let writes: Vec<NarInfoWrite> =
-        narinfos.values().map(|e| NarInfoWrite { name: &e.name, info: &e.info, read_as: None }).collect();
+    let writes: Vec<NarInfoWrite> = narinfos
+        .values()
+        .map(|e| NarInfoWrite { name: &e.name, info: joined.get(e.name.as_str()).unwrap_or(&e.info), read_as: None })
+        .collect();
     let store_dir = read[0].store_dir.as_str();
     write_narinfos(&out_dir, store_dir, &writes, options.sync, true)?;
     Ok(Summary {
@@ -277,6 +289,39 @@ enum Work<'a> {
     Shared(&'a Entry, &'a Entry),
     /// Copy a file (relative path) from an input.
     Other(&'a Path, usize),
+}
+
+/// Joins into `ours` the narinfo `theirs` of the same store path from
+/// another input, as a user expects of one store path in two caches: the
+/// same NAR (NarHash, NarSize), references and content address (when both
+/// have one) make one narinfo, whatever else differs. Signatures are
+/// united, the Deriver and CA kept where one input has them, and the NAR
+/// file is the first input's (the other's is checked all the same). What
+/// differs otherwise is said.
+fn join(ours: &mut ParsedNarInfo, theirs: &ParsedNarInfo) -> Result<(), String> {
+    if (ours.nar_hash, ours.nar_size) != (theirs.nar_hash, theirs.nar_size) {
+        return Err(format!(
+            "with different NARs (NarHash {} and {}): a store path has one NAR; was it built twice, \
+             not reproducibly? Merge caches of one build of it",
+            ours.nar_hash, theirs.nar_hash
+        ));
+    }
+    if ours.references != theirs.references {
+        return Err("with different references: one of the two narinfos is wrong; verify both caches".into());
+    }
+    if let (Some(a), Some(b)) = (&ours.ca, &theirs.ca)
+        && a != b
+    {
+        return Err(format!("with different content addresses ({a} and {b})"));
+    }
+    ours.add_signatures_of(theirs);
+    if ours.deriver.is_none() {
+        ours.deriver = theirs.deriver.clone();
+    }
+    if ours.ca.is_none() {
+        ours.ca = theirs.ca;
+    }
+    Ok(())
 }
 
 /// Reads the narinfos, `nix-cache-info` and the list of files of input
