@@ -70,6 +70,9 @@ USAGE:
         Join caches (such as the shards of one closure) into a new one; see
         `make-binary-cache merge --help`.
 
+    make-binary-cache help [sign|verify|merge]
+        This text, or a subcommand's (the same as its --help).
+
 WHAT TO PUT IN THE CACHE (one of):
     PATH...                   Store paths, or symlinks to them; see above.
     --closure FILE            The output of `nix path-info --json --recursive
@@ -554,6 +557,31 @@ fn try_main() -> Result<()> {
     }
     if args.first().is_some_and(|a| a == "merge") {
         return merge_main(args.into_iter().skip(1).collect()).map_err(|e| usage(e, "merge --help"));
+    }
+    if args.first().is_some_and(|a| a == "help") {
+        let text = match args.get(1).and_then(|a| a.to_str()) {
+            None => HELP,
+            Some("sign") => SIGN_HELP,
+            Some("verify") => VERIFY_HELP,
+            Some("merge") => MERGE_HELP,
+            Some(other) => {
+                bail!("help {other}: there is no such subcommand; the subcommands are sign, verify and merge")
+            }
+        };
+        print!("{text}");
+        return Ok(());
+    }
+    // A word that is no option, no subcommand and no path that exists: a
+    // mistyped or unknown subcommand, not a store path to look for.
+    if let Some(first) = args.first().and_then(|a| a.to_str())
+        && !first.starts_with('-')
+        && !first.contains('/')
+        && !Path::new(first).exists()
+    {
+        bail!(
+            "{first} is neither a subcommand (sign, verify, merge, help) nor a path that exists; see \
+             `make-binary-cache help`"
+        );
     }
     let in_build = args.is_empty();
     let mut job = if in_build {

@@ -271,6 +271,18 @@ fn out_must_be_new_empty_or_a_cache() {
 }
 
 #[test]
+fn help_and_unknown_subcommands_are_not_store_paths() {
+    let out = run_ok(ours().arg("help"));
+    assert!(out.contains("make-binary-cache sign"), "{out}");
+    let out = run_ok(ours().args(["help", "verify"]));
+    assert!(out.contains("--public-key"), "{out}");
+    let err = run_fail(ours().args(["completions", "bash"]));
+    assert!(err.contains("completions is neither a subcommand (sign, verify, merge, help) nor a path"), "{err}");
+    let err = run_fail(ours().args(["help", "frobnicate"]));
+    assert!(err.contains("help frobnicate: there is no such subcommand"), "{err}");
+}
+
+#[test]
 fn bad_input_is_a_clear_error() {
     let tmp = TempDir::new("cli-errors");
     let out = tmp.join("out");
