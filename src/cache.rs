@@ -473,8 +473,8 @@ fn create_layout(out: &Path, info: &CacheInfo, manifest: &Manifest) -> Result<Op
 }
 
 /// `out` must be missing, a cache (it has `nix-cache-info`), or an empty
-/// directory, but for what a killed run of ours leaves before it writes
-/// `nix-cache-info` (the layout's directories, hidden temporary files): a
+/// directory, but for what a run of ours leaves without `nix-cache-info`
+/// (the layout's directories, the manifest, hidden temporary files): a
 /// cache is never written among other files, such as a source tree.
 fn check_out(out: &Path) -> Result<()> {
     match fs::metadata(out) {
@@ -493,7 +493,8 @@ fn check_out(out: &Path) -> Result<()> {
     for entry in entries {
         let name = entry.with_context(|| format!("reading {}", out.display()))?.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.') || name == "nar" || EMPTY_DIRS.contains(&name.as_ref()) {
+        if name.starts_with('.') || name == "nar" || name == manifest::FILE_NAME || EMPTY_DIRS.contains(&name.as_ref())
+        {
             continue;
         }
         bail!(
