@@ -2,13 +2,11 @@
 //! against the one `nix copy --to file://` writes, its integrity checks, its
 //! determinism and its errors.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{
+use crate::common::{
     TempDir, build_fixture, closure_of, copy_closure_from, list_dir, nix_cmd, ours, path_info_file, repo_root, run,
     run_fail, run_ok, skip_without_nix, tree, write_attrs,
 };

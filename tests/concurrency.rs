@@ -11,9 +11,7 @@
 //! permitted.
 //!
 //! Without `nix-build` on PATH every test fails, saying how to install Nix,
-//! unless MAKE_BINARY_CACHE_SKIP_NIX_TESTS=1 (see `common::skip_without_nix`).
-
-mod common;
+//! unless MAKE_BINARY_CACHE_SKIP_NIX_TESTS=1 (see `crate::common::skip_without_nix`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{
+use crate::common::{
     TempDir, closure_of, copy_closure_from, field, flat_hashes, hash_part, list_dir, nix_cmd, parse_narinfo, repo_root,
     run_fail, run_ok, skip_without_nix,
 };
@@ -68,7 +66,7 @@ fn closure() -> &'static (String, PathBuf) {
         // One file per closure, not per test run, so runs do not pile them
         // up; written under a unique name and renamed, for runs side by side.
         let file = std::env::temp_dir().join(format!("mbc-concurrency-closure-{}.json", hash_part(&root)));
-        let temporary = std::env::temp_dir().join(common::unique("mbc-concurrency-closure"));
+        let temporary = std::env::temp_dir().join(crate::common::unique("mbc-concurrency-closure"));
         fs::write(&temporary, json).unwrap();
         fs::rename(&temporary, &file).unwrap();
         (root, file)
@@ -365,7 +363,7 @@ fn narinfos_are_named_only_after_their_nars_are_synced() {
     if skip_without_nix() {
         return;
     }
-    if !common::on_path("strace") {
+    if !crate::common::on_path("strace") {
         eprintln!("skipping: strace not found");
         return;
     }
@@ -406,14 +404,14 @@ fn builder_mode_leaves_syncing_to_nix() {
     if skip_without_nix() {
         return;
     }
-    if !common::on_path("strace") {
+    if !crate::common::on_path("strace") {
         eprintln!("skipping: strace not found");
         return;
     }
     let tmp = TempDir::new("builder-sync");
     let (built, cli) = (tmp.join("built"), tmp.join("cli"));
     let attrs = tmp.join("attrs.json");
-    common::write_attrs(&attrs, &fs::read_to_string(&closure().1).unwrap(), &built);
+    crate::common::write_attrs(&attrs, &fs::read_to_string(&closure().1).unwrap(), &built);
     // Every call that waits for the disk or starts its writeback.
     let sync_calls = |run: &mut Command, trace: &Path| -> BTreeMap<String, usize> {
         let mut cmd = Command::new("strace");
@@ -455,7 +453,10 @@ fn builder_mode_leaves_syncing_to_nix() {
     let on_cli = sync_calls(&mut by_hand, &tmp.join("trace-cli"));
     assert!(on_cli.get("syncfs") > Some(&0) && on_cli.get("sync_file_range") > Some(&0), "the CLI: {on_cli:?}");
 
-    assert!(common::tree(&built) == common::tree(&cli), "builder mode and the CLI wrote different caches");
+    assert!(
+        crate::common::tree(&built) == crate::common::tree(&cli),
+        "builder mode and the CLI wrote different caches"
+    );
     copy_closure_from(&built, &tmp.join("store"), &[&closure().0]);
 }
 

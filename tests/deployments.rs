@@ -9,11 +9,9 @@
 //! without them. The bind mount needs root (it runs in a private mount
 //! namespace, `unshare -m`) and is skipped, visibly, otherwise. Without
 //! `nix-build` on PATH every test fails, saying how to install Nix, unless
-//! MAKE_BINARY_CACHE_SKIP_NIX_TESTS=1 (see `common::skip_without_nix`).
+//! MAKE_BINARY_CACHE_SKIP_NIX_TESTS=1 (see `crate::common::skip_without_nix`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

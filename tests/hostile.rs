@@ -5,12 +5,10 @@
 //! accepting signed paths by their `Sig:` and unsigned content-addressed paths
 //! by their `CA:`.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{
+use crate::common::{
     NIX_CONFIG, TempDir, assert_store_holds, build_fixture, nix_cmd, ours, parse_narinfo, run, run_fail, run_ok,
     skip_without_nix, unique,
 };

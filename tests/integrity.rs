@@ -3,15 +3,13 @@
 //! or copy a file from outside the cache, never drop a signature, and keep
 //! the manifest true. Real Nix judges where it can.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// A key pair made by Nix: (secret key file, public key text).
 fn generate_key(tmp: &TempDir, name: &str) -> (PathBuf, String) {

@@ -5,13 +5,11 @@
 //! a corrupted NAR, an unclosed result, disagreeing nix-cache-info, bad
 //! flags) names what is wrong.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// `make-binary-cache merge --out OUT CACHE...`.
 fn merge(out: &Path, caches: &[&Path]) -> Command {

@@ -1,8 +1,6 @@
 //! Our NAR serialisation against the reference, `nix-store --dump`, on trees
 //! holding every corner case a NAR has.
 
-mod common;
-
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::{self, Write};
@@ -12,7 +10,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{TempDir, nix_cmd, skip_without_nix};
+use crate::common::{TempDir, nix_cmd, skip_without_nix};
 use make_binary_cache::dump::Dumper;
 
 fn ours(path: &Path) -> Vec<u8> {

@@ -7,8 +7,6 @@
 //! empty directories and nesting, and roots that are a lone file or symlink.
 //! Real Nix is the judge; a failure prints the smallest tree that shows it.
 
-mod common;
-
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -17,7 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
-use common::{TempDir, nix_cmd, skip_without_nix, unique};
+use crate::common::{TempDir, nix_cmd, skip_without_nix, unique};
 use make_binary_cache::dump::Dumper;
 use proptest::prelude::*;
 use proptest::sample::select;

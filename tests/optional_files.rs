@@ -2,12 +2,10 @@
 //! `Priority` and `WantMassQuery`, the NAR listings (`<hash>.ls`) and the
 //! debug info index (`debuginfo/`).
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{
+use crate::common::{
     TempDir, build_fixture, closure_of, nix_cmd, ours, path_info_file, run_fail, run_ok, skip_without_nix,
     substitute_fixture,
 };
@@ -79,10 +77,10 @@ fn mk_binary_cache_passes_priority_and_want_mass_query() {
         return;
     }
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_make-binary-cache"));
-    let nonce = common::unique("cache-info-nix");
+    let nonce = crate::common::unique("cache-info-nix");
     let body =
         r#"mkBinaryCache { rootPaths = [ fixture ]; compression = "none"; priority = 20; wantMassQuery = true; }"#;
-    let out = run_ok(&mut common::nix_build_expr(&bin, &nonce, body));
+    let out = run_ok(&mut crate::common::nix_build_expr(&bin, &nonce, body));
     assert_eq!(
         fs::read_to_string(Path::new(&out).join("nix-cache-info")).unwrap(),
         "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 20\n"
@@ -94,8 +92,8 @@ fn mk_binary_cache_passes_priority_and_want_mass_query() {
         (r#"indexDebugInfo = "yes";"#, "indexDebugInfo must be a bool"),
     ] {
         let mut cmd = nix_cmd("nix-instantiate");
-        cmd.arg("-E").arg(common::with_prelude(&format!("mkBinaryCache {{ rootPaths = [ fixture ]; {bad} }}")));
-        common::prelude_args(&mut cmd, &bin, "");
+        cmd.arg("-E").arg(crate::common::with_prelude(&format!("mkBinaryCache {{ rootPaths = [ fixture ]; {bad} }}")));
+        crate::common::prelude_args(&mut cmd, &bin, "");
         let err = run_fail(&mut cmd);
         assert!(err.contains(msg), "{bad}: {err}");
     }

@@ -4,11 +4,9 @@
 //! examples/, and the manual page's list of arguments.
 //!
 //! Without `nix-build` on PATH every test fails, saying how to install Nix,
-//! unless MAKE_BINARY_CACHE_SKIP_NIX_TESTS=1 (see `common::skip_without_nix`).
+//! unless MAKE_BINARY_CACHE_SKIP_NIX_TESTS=1 (see `crate::common::skip_without_nix`).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;

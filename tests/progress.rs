@@ -2,14 +2,12 @@
 //! the closure, whatever the number of workers, so a progress bar ends at
 //! its total and no path is shown in flight after it is done.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use common::{TempDir, path_info_file, skip_without_nix};
+use crate::common::{TempDir, path_info_file, skip_without_nix};
 use make_binary_cache::cache::{self, Observer, Settings, Written};
 use make_binary_cache::closure::{self, PathInfo};
 use make_binary_cache::compression::Compression;

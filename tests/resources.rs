@@ -1,14 +1,12 @@
 //! The builder binary's guard rails, judged from outside: flags that would be
 //! silently misread, bounded workers and memory, incomplete closures.
 
-mod common;
-
 use std::fs;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{TempDir, copy_closure_from, nix_cmd, ours, path_info, run, run_fail, run_ok, skip_without_nix};
+use crate::common::{TempDir, copy_closure_from, nix_cmd, ours, path_info, run, run_fail, run_ok, skip_without_nix};
 
 #[test]
 fn empty_out_and_repeated_flags_are_errors() {
@@ -18,7 +16,11 @@ fn empty_out_and_repeated_flags_are_errors() {
 
     let err = run_fail(ours().current_dir(tmp.path()).arg("--closure").arg(&closure).args(["--out", ""]));
     assert!(err.contains("--out must not be empty"), "{err}");
-    assert_eq!(common::list_dir(tmp.path()), ["closure.json"], "something was written into the current directory");
+    assert_eq!(
+        crate::common::list_dir(tmp.path()),
+        ["closure.json"],
+        "something was written into the current directory"
+    );
 
     let out = tmp.join("out");
     for (flag, first, second) in [
@@ -113,7 +115,7 @@ fn memory_budget_bounds_peak_rss() {
             budget,
         ]));
         assert!(ok, "{log}");
-        let narinfos = common::list_dir(&out).into_iter().filter(|n| n.ends_with(".narinfo")).count();
+        let narinfos = crate::common::list_dir(&out).into_iter().filter(|n| n.ends_with(".narinfo")).count();
         assert_eq!(narinfos, 5);
         eprintln!("--max-memory {budget}: peak RSS {:.1} MiB", peak as f64 / MIB as f64);
         (log, peak)
@@ -145,7 +147,7 @@ fn workers_are_capped_at_the_cores_available() {
     // In a build, NIX_BUILD_CORES is capped the same way.
     let out = tmp.join("built");
     let attrs = tmp.join("attrs.json");
-    common::write_attrs(&attrs, "[]", &out);
+    crate::common::write_attrs(&attrs, "[]", &out);
     let (ok, _, log) = run(ours().env("NIX_ATTRS_JSON_FILE", &attrs).env("NIX_BUILD_CORES", "10000"));
     assert!(ok, "{log}");
     assert!(log.contains("10000 workers asked for"), "{log}");
@@ -155,7 +157,7 @@ fn narinfos(dir: &std::path::Path) -> Vec<String> {
     if !dir.exists() {
         return Vec::new();
     }
-    common::list_dir(dir).into_iter().filter(|n| n.ends_with(".narinfo")).collect()
+    crate::common::list_dir(dir).into_iter().filter(|n| n.ends_with(".narinfo")).collect()
 }
 
 #[test]
@@ -164,8 +166,8 @@ fn incomplete_closures_fail_unless_partial_or_already_cached() {
         return;
     }
     let tmp = TempDir::new("complete");
-    let root = common::build_fixture("", "a");
-    let (b, link) = (common::build_fixture("", "b"), common::build_fixture("", "link"));
+    let root = crate::common::build_fixture("", "a");
+    let (b, link) = (crate::common::build_fixture("", "b"), crate::common::build_fixture("", "link"));
     let only_root = path_info(&tmp, "root.json", false, &[&root]);
 
     // The mistake: the root without its references.
@@ -180,7 +182,7 @@ fn incomplete_closures_fail_unless_partial_or_already_cached() {
     // An overlay cache, on purpose.
     let overlay = tmp.join("overlay");
     run_ok(ours().arg("--closure").arg(&only_root).arg("--out").arg(&overlay).arg("--partial"));
-    assert_eq!(narinfos(&overlay), [format!("{}.narinfo", common::hash_part(&root))]);
+    assert_eq!(narinfos(&overlay), [format!("{}.narinfo", crate::common::hash_part(&root))]);
 
     // A second run adds the rest, which is complete by itself.
     let rest = path_info(&tmp, "rest.json", true, &[&b, &link]);
@@ -208,7 +210,7 @@ fn a_budget_too_small_for_one_path_still_writes_the_cache_and_says_so() {
         return;
     }
     let tmp = TempDir::new("tiny-budget");
-    let root = common::build_fixture("", "a");
+    let root = crate::common::build_fixture("", "a");
     let closure = path_info(&tmp, "closure.json", true, &[&root]);
     let out = tmp.join("out");
     let (ok, _, log) = run(ours().arg("--closure").arg(&closure).arg("--out").arg(&out).args([

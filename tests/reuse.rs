@@ -5,14 +5,12 @@
 //! single-file store path (`c` of the fixture built with another nonce),
 //! which the next closure swaps for yet another one.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use make_binary_cache::format::manifest::MIXED;
 
-use common::{
+use crate::common::{
     TempDir, build_fixture, copy_closure_from, hash_part, nix_cmd, ours, path_info, run, run_fail, run_ok,
     skip_without_nix, tree,
 };

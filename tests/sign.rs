@@ -7,13 +7,11 @@
 //! That a CLI cache keeps the signatures `nix path-info --json` reports is
 //! tested in tests/hostile.rs (`real_signatures_and_content_addresses_survive_require_sigs`).
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 /// `make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE`.
 fn sign(key: &Path, out: Option<&Path>, cache: &Path) -> Command {

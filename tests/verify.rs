@@ -2,14 +2,12 @@
 //! `nix copy`, intact and tampered with in every way a cache can go wrong;
 //! signatures made by real `nix store sign`.
 
-mod common;
-
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{
+use crate::common::{
     TempDir, build_fixture, closure_of, copy_closure_from, flat_hashes, hash_part, list_dir, nix_cmd, ours, run,
     run_fail, run_ok, skip_without_nix,
 };

@@ -3,9 +3,7 @@
 //! the normal output. Shown by running this test binary again, for the one
 //! test below that needs Nix, with a PATH where there is none.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 /// A test that needs Nix, as every end-to-end test starts.
@@ -20,7 +18,7 @@ fn needs_nix() {
 /// This binary, running only [`needs_nix`], with an empty directory as PATH.
 fn needs_nix_without_nix_on_path(tmp: &TempDir) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "needs_nix", "--test-threads", "1"])
+    cmd.args(["--exact", "without_nix::needs_nix", "--test-threads", "1"])
         .env("PATH", tmp.path())
         .env_remove(SKIP_NIX_TESTS_VAR)
         .env_remove("RUST_BACKTRACE");
@@ -46,5 +44,5 @@ fn with_the_opt_out_they_skip_visibly() {
     let (ok, stdout, stderr) = run(needs_nix_without_nix_on_path(&tmp).env(SKIP_NIX_TESTS_VAR, "1"));
     assert!(ok, "{stdout}\n{stderr}");
     // Without --nocapture: the harness would hide an eprintln!.
-    assert!(stderr.contains("SKIPPED needs_nix: nix-build not on PATH"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("SKIPPED without_nix::needs_nix: nix-build not on PATH"), "{stdout}\n{stderr}");
 }
