@@ -25,45 +25,18 @@
 //! assert_eq!((c.to_string(), c.extension()), ("zstd".to_string(), ".zst"));
 //! ```
 
-use std::fmt;
 use std::io::{self, Write};
-use std::str::FromStr;
 
 use std::sync::Arc;
 
 use zstd::zstd_safe::CParameter;
 
+pub use crate::format::compression::{Compression, EncoderDescription};
+
 use crate::blocks::{BlockQueue, XzWriter};
 use crate::xz::{BlockEncoder, BlockSettings};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Xz,
-    Zstd,
-}
-
 impl Compression {
-    pub const ALL: [Compression; 3] = [Compression::None, Compression::Xz, Compression::Zstd];
-
-    /// The `Compression:` value in a narinfo.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Xz => "xz",
-            Self::Zstd => "zstd",
-        }
-    }
-
-    /// What Nix appends to `nar/<FileHash>.nar`.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::None => "",
-            Self::Xz => ".xz",
-            Self::Zstd => ".zst",
-        }
-    }
-
     /// The level the compressor uses when none is given: the same defaults as
     /// the `xz` and `zstd` tools and as `nix copy`.
     pub fn default_level(self) -> i32 {
@@ -198,19 +171,6 @@ impl Compression {
             }
         })
     }
-}
-
-/// Everything besides the data that decides an encoder's output bytes, as
-/// [`Compression::describe_encoder`] reports it for the manifest.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncoderDescription {
-    /// The level in effect (the default filled in); `None` for `none`.
-    pub level: Option<i32>,
-    /// Each setting that changes the bytes, by name.
-    pub parameters: Vec<(&'static str, String)>,
-    /// The compressor libraries linked in, with their versions: a new
-    /// version may compress the same data to other bytes.
-    pub libraries: Vec<(&'static str, String)>,
 }
 
 impl Compression {
@@ -356,23 +316,6 @@ fn zstd_memory(level: i32, threads: u32) -> u64 {
 
 fn invalid_level(level: i32) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, format!("invalid compression level {level}"))
-}
-
-impl fmt::Display for Compression {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Compression {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| format!("unknown compression {s:?}: expected one of \"none\", \"xz\", \"zstd\""))
-    }
 }
 
 /// Compressor state kept between streams, one per worker thread.

@@ -4,8 +4,9 @@
 //! Data flows one way: [`closure`] reads what Nix says about the closure,
 //! [`cache`] plans the work and runs each store path through the pipeline
 //! ([`dump`] → [`format::nar`] → [`format::hash`] → [`compression`] → file),
-//! then writes its [`format::narinfo`]. The modules under [`format`] are pure:
-//! they do no I/O of their own. [`sign`] adds signatures to a cache already
+//! then writes its [`format::narinfo`]. The modules under [`format`](mod@format) are
+//! pure: they do no I/O of their own and use nothing of the crate outside
+//! `format` (a test in `format` fails if one does). [`sign`] adds signatures to a cache already
 //! written; [`verify`] checks a cache, whoever wrote it. [`reuse`] copies the
 //! compressed NARs of earlier caches made with the same settings (as their
 //! [`format::manifest`] says) instead of compressing again. [`shard`] splits

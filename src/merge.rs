@@ -10,7 +10,7 @@
 //!   store path, and its URL names a file inside its cache ([`nar_file`]);
 //! * a store path in several inputs must have the same NAR there (NarHash,
 //!   NarSize), references and content address; its narinfos are then joined
-//!   ([`join`]: signatures united, a Deriver or CA kept where one input has
+//!   (`join`: signatures united, a Deriver or CA kept where one input has
 //!   it, the first input's NAR file), and each input's NAR file is checked,
 //!   so the NARs agree too; otherwise the error names the store path, both
 //!   inputs and what differs;

@@ -42,7 +42,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::compression::{Compression, EncoderDescription};
+use crate::format::compression::{Compression, EncoderDescription};
 
 /// The manifest's file name in the cache root.
 pub const FILE_NAME: &str = "make-binary-cache.json";

@@ -32,7 +32,7 @@ use std::fmt::Write;
 use std::path::{Component, Path};
 use std::str::FromStr;
 
-use crate::compression::Compression;
+use crate::format::compression::Compression;
 use crate::format::content_address::ContentAddress;
 use crate::format::hash::Sha256Hash;
 use crate::format::signature::Signature;
