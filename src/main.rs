@@ -538,7 +538,9 @@ impl Job {
     /// Keeps only `shard`'s part of the closure, when there is a shard.
     fn sharded(mut self, shard: Option<Shard>) -> Self {
         if let Some(shard) = shard {
-            let part = make_binary_cache::shard::part(std::mem::take(&mut self.closure), shard);
+            let part = make_binary_cache::shard::part(std::mem::take(&mut self.closure), shard, |info| {
+                (&info.path, info.nar_size)
+            });
             self.closure = part.paths;
             self.shard = Some((shard, part.elsewhere));
         }

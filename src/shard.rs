@@ -28,7 +28,6 @@ use std::collections::{BTreeSet, BinaryHeap};
 
 use anyhow::{Result, bail};
 
-use crate::closure::PathInfo;
 use crate::format::store_path::StorePath;
 
 /// Which shard a run writes: `index` of `count`, counting from 0.
@@ -76,26 +75,28 @@ pub fn partition<K: Ord>(items: &[(K, u64)], count: usize) -> Vec<usize> {
     shards
 }
 
-/// A shard's part of a closure.
+/// A shard's part of a closure of `T`s (store paths with their facts).
 #[derive(Debug)]
-pub struct Part {
+pub struct Part<T> {
     /// The store paths this shard writes.
-    pub paths: Vec<PathInfo>,
+    pub paths: Vec<T>,
     /// The rest of the closure, written by the other shards: references to
     /// them count as present.
     pub elsewhere: BTreeSet<StorePath>,
 }
 
-/// Splits `closure` and keeps `shard`'s part of it.
-pub fn part(closure: Vec<PathInfo>, shard: Shard) -> Part {
-    let items: Vec<(&StorePath, u64)> = closure.iter().map(|info| (&info.path, info.nar_size)).collect();
+/// Splits `closure` and keeps `shard`'s part of it; `path_and_size` gives
+/// each entry's store path and NarSize (generic, so that sharding knows
+/// nothing of how the closure was read).
+pub fn part<T>(closure: Vec<T>, shard: Shard, path_and_size: impl Fn(&T) -> (&StorePath, u64)) -> Part<T> {
+    let items: Vec<(&StorePath, u64)> = closure.iter().map(&path_and_size).collect();
     let shards = partition(&items, shard.count);
     let (mut paths, mut elsewhere) = (Vec::new(), BTreeSet::new());
     for (info, n) in closure.into_iter().zip(shards) {
         if n == shard.index {
             paths.push(info);
         } else {
-            elsewhere.insert(info.path);
+            elsewhere.insert(path_and_size(&info).0.clone());
         }
     }
     Part { paths, elsewhere }
@@ -163,15 +164,8 @@ mod tests {
 
     #[test]
     fn a_part_knows_what_the_other_shards_write() {
-        let info = |name: &str, size: u64| PathInfo {
-            path: StorePath::parse("/nix/store", &format!("/nix/store/{name}")).unwrap(),
-            nar_hash: "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw".parse().unwrap(),
-            nar_size: size,
-            references: Vec::new(),
-            deriver: None,
-            signatures: Vec::new(),
-            ca: None,
-        };
+        let info =
+            |name: &str, size: u64| (StorePath::parse("/nix/store", &format!("/nix/store/{name}")).unwrap(), size);
         let closure = || {
             vec![
                 info("q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a", 100),
@@ -179,9 +173,13 @@ mod tests {
                 info("00000000000000000000000000000000-c", 50),
             ]
         };
-        let first = part(closure(), Shard::new(0, 2).unwrap());
-        let second = part(closure(), Shard::new(1, 2).unwrap());
-        let names = |paths: &[PathInfo]| paths.iter().map(|i| i.path.base_name().to_owned()).collect::<Vec<_>>();
+        fn by(entry: &(StorePath, u64)) -> (&StorePath, u64) {
+            (&entry.0, entry.1)
+        }
+        let first = part(closure(), Shard::new(0, 2).unwrap(), by);
+        let second = part(closure(), Shard::new(1, 2).unwrap(), by);
+        let names =
+            |paths: &[(StorePath, u64)]| paths.iter().map(|(p, _)| p.base_name().to_owned()).collect::<Vec<_>>();
         assert_eq!(names(&first.paths), ["q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a"]);
         assert_eq!(names(&second.paths), ["y2grnhdvfn46jk5m3g13m90yzbj9scgb-b", "00000000000000000000000000000000-c"]);
         assert_eq!(first.elsewhere.len(), 2);
