@@ -18,16 +18,6 @@ fn generate_key(tmp: &TempDir, name: &str) -> (PathBuf, String) {
     (secret, fs::read_to_string(&public).unwrap().trim().to_owned())
 }
 
-fn sign(key: &Path, out: Option<&Path>, cache: &Path) -> Command {
-    let mut cmd = ours();
-    cmd.arg("sign").arg("--secret-key-file").arg(key);
-    if let Some(out) = out {
-        cmd.arg("--out").arg(out);
-    }
-    cmd.arg(cache);
-    cmd
-}
-
 /// The fixture closure (root `a`) written by our CLI into `tmp/name` with `args`.
 fn cache_of(tmp: &TempDir, name: &str, args: &[&str]) -> (String, PathBuf, PathBuf) {
     let root = build_fixture("", "a");

@@ -9,20 +9,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::common::*;
-
-/// `make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE`.
-fn sign(key: &Path, out: Option<&Path>, cache: &Path) -> Command {
-    let mut cmd = ours();
-    cmd.arg("sign").arg("--secret-key-file").arg(key);
-    if let Some(out) = out {
-        cmd.arg("--out").arg(out);
-    }
-    cmd.arg(cache);
-    cmd
-}
 
 /// A key pair made by Nix: (secret key file, public key text).
 struct Key {

@@ -328,6 +328,17 @@ pub fn builder_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_make-binary-cache"))
 }
 
+/// `make-binary-cache sign --secret-key-file KEY [--out DEST] CACHE`.
+pub fn sign(key: &Path, out: Option<&Path>, cache: &Path) -> Command {
+    let mut cmd = ours();
+    cmd.arg("sign").arg("--secret-key-file").arg(key);
+    if let Some(out) = out {
+        cmd.arg("--out").arg(out);
+    }
+    cmd.arg(cache);
+    cmd
+}
+
 /// Our binary, with none of the builder's environment, so it runs in CLI mode.
 pub fn ours() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_make-binary-cache"));
