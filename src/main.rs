@@ -381,7 +381,14 @@ fn verify_main(args: Vec<OsString>) -> Result<()> {
         match arg {
             Long("public-key") => {
                 let text = parser.value()?.string()?;
-                public_keys.push(text.parse::<PublicKey>().map_err(|e| anyhow!("--public-key: {e}; {PUBLIC_KEY}"))?);
+                let parsed = text.parse::<PublicKey>().map_err(|e| {
+                    if Path::new(&text).is_file() {
+                        anyhow!("--public-key takes the key itself, and {text} is a file: use --public-key-file {text}")
+                    } else {
+                        anyhow!("--public-key: {e}; {PUBLIC_KEY}")
+                    }
+                })?;
+                public_keys.push(parsed);
             }
             Long("public-key-file") => {
                 let file = non_empty(parser.value()?, "--public-key-file")?;
@@ -417,10 +424,21 @@ fn verify_main(args: Vec<OsString>) -> Result<()> {
     .with_context(|| format!("verifying {}", cache.display()))?;
     eprintln!("make-binary-cache: verify {}: {summary}", cache.display());
     if summary.problems > 0 {
+        const SIGN: &str = "sign it with `make-binary-cache sign --secret-key-file KEY`, or give the public key that \
+                            signed it (--public-key, --public-key-file; on the receiving side, trusted-public-keys)";
+        let others = summary.problems - summary.signature_problems;
+        if others == 0 {
+            bail!("{}: {} (see above); {SIGN}", cache.display(), cache::count(summary.problems, "signature problem"));
+        }
+        let signatures = match summary.signature_problems {
+            0 => String::new(),
+            n => format!("; for the {}, {SIGN}", cache::count(n, "signature problem")),
+        };
         bail!(
-            "{} is not a valid binary cache: {} (see above); rebuild it, or copy it again from where it came from",
+            "{} is not a valid binary cache: {} (see above); rebuild it, or copy it again from where it came \
+             from{signatures}",
             cache.display(),
-            cache::count(summary.problems, "problem")
+            cache::count(others, "problem")
         );
     }
     Ok(())

@@ -106,6 +106,9 @@ pub struct Summary {
     pub nar_bytes: u64,
     pub file_bytes: u64,
     pub problems: usize,
+    /// Of the problems, those of signatures alone (none by a given key,
+    /// or one that does not verify): what `sign` or the right key mends.
+    pub signature_problems: usize,
     pub warnings: usize,
     pub elapsed: Duration,
 }
@@ -199,6 +202,7 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
     }
 
     let nar_bytes = AtomicU64::new(0);
+    let signature_problems = AtomicUsize::new(0);
     let file_bytes = AtomicU64::new(0);
     let next = AtomicUsize::new(0);
     let workers = options.jobs.min(crate::resources::system::cores()).clamp(1, plan.len().max(1));
@@ -212,7 +216,10 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
                     nar_bytes.fetch_add(nar, Ordering::Relaxed);
                     file_bytes.fetch_add(file, Ordering::Relaxed);
                     check_references(info, &present, &mut problems);
+                    let before = problems.len();
                     check_signatures(info, &options.public_keys, &mut problems);
+                    let unsigned = problems[before..].iter().filter(|(s, _)| *s == Severity::Problem).count();
+                    signature_problems.fetch_add(unsigned, Ordering::Relaxed);
                     let findings: Vec<Finding> = problems
                         .into_iter()
                         .map(|(severity, message)| Finding { severity, subject: info.store_path.to_string(), message })
@@ -233,6 +240,7 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
         nar_bytes: nar_bytes.into_inner(),
         file_bytes: file_bytes.into_inner(),
         problems: problems.into_inner(),
+        signature_problems: signature_problems.into_inner(),
         warnings: warnings.into_inner(),
         elapsed: start.elapsed(),
     })

@@ -60,8 +60,17 @@ fn copy_requiring(cache: &Path, root: &str, trusted: &str, tmp: &TempDir, store:
 fn assert_signed_by(cache: &Path, root: &str, key: &Key, other: &Key, tmp: &TempDir) {
     run_ok(ours().args(["verify", "--public-key", &key.public]).arg(cache));
     let err = run_fail(ours().args(["verify", "--public-key", &other.public]).arg(cache));
-    // Another name, or the same name with another key (a replaced signature).
+    // Another name, or the same name with another key (a replaced signature),
+    // and what to do about it (issue 17, item 7).
     assert!(err.contains("no signature by a given key") || err.contains("does not verify"), "{err}");
+    assert!(err.contains("signature problem") && err.contains("make-binary-cache sign --secret-key-file"), "{err}");
+    assert!(!err.contains("rebuild it"), "{err}");
+    // A key file given as a key is pointed at --public-key-file.
+    let file = tmp.join(unique("pk"));
+    fs::write(&file, &key.public).unwrap();
+    let err = run_fail(ours().args(["verify", "--public-key"]).arg(&file).arg(cache));
+    assert!(err.contains(&format!("use --public-key-file {}", file.display())), "{err}");
+    run_ok(ours().args(["verify", "--public-key-file"]).arg(&file).arg(cache));
     let label = unique("store");
     let (ok, stderr) = copy_requiring(cache, root, &key.public, tmp, &format!("{label}-good"));
     assert!(ok, "nix copy with require-sigs and our key failed:\n{stderr}");
