@@ -92,6 +92,8 @@ pub struct Progress {
     done_paths: AtomicUsize,
     done_bytes: AtomicU64,
     bar: Option<ProgressBar>,
+    /// When the run began: rates are averaged over the whole run.
+    start: Instant,
     /// Set when the run is over: the ticker stops.
     stop: Mutex<bool>,
     stopped: Condvar,
@@ -107,8 +109,7 @@ impl Progress {
             bar.set_style(
                 // Two lines: a store path name does not fit beside the bar on 80 columns.
                 ProgressStyle::with_template(
-                    "[{elapsed_precise}] [{bar:30}] {binary_bytes}/{binary_total_bytes} \
-                     ({binary_bytes_per_sec}, ETA {eta})\n{wide_msg}",
+                    "[{elapsed_precise}] [{bar:30}] {binary_bytes}/{binary_total_bytes} ({prefix})\n{wide_msg}",
                 )
                 .expect("the template is valid")
                 .progress_chars("=> "),
@@ -124,6 +125,7 @@ impl Progress {
             done_paths: AtomicUsize::new(0),
             done_bytes: AtomicU64::new(0),
             bar,
+            start: Instant::now(),
             stop: Mutex::new(false),
             stopped: Condvar::new(),
         };
@@ -172,8 +174,10 @@ impl Progress {
 
     fn draw_bar(&self) {
         let Some(bar) = &self.bar else { return };
-        bar.set_length(self.total_bytes.load(Ordering::Relaxed));
-        bar.set_position(self.done_bytes.load(Ordering::Relaxed));
+        let (total, done) = (self.total_bytes.load(Ordering::Relaxed), self.done_bytes.load(Ordering::Relaxed));
+        bar.set_length(total);
+        bar.set_position(done);
+        bar.set_prefix(rate_and_eta(done, total, self.start.elapsed()));
         let paths =
             format!("{}/{} paths", self.done_paths.load(Ordering::Relaxed), self.total_paths.load(Ordering::Relaxed));
         // The largest path in flight: the one the end of the run waits for.
@@ -274,6 +278,29 @@ fn of(done: u64, total: u64) -> String {
     }
 }
 
+/// The rate and time left, from the average over the whole run: xz takes
+/// a NAR in blocks of tens of MiB, so bytes come in jumps seconds apart,
+/// and a rate over the last moments (indicatif's) fell towards 0 B/s and an
+/// ETA of years between them. With every byte read, what is left is the
+/// compression of the last blocks: "finishing", not "ETA 0s".
+fn rate_and_eta(done: u64, total: u64, elapsed: Duration) -> String {
+    if done == 0 || elapsed < Duration::from_secs(1) {
+        return "starting".into();
+    }
+    let rate = crate::cache::per_second(done, elapsed);
+    if done >= total {
+        return format!("{rate}, finishing");
+    }
+    let left = elapsed.as_secs_f64() * (total - done) as f64 / done as f64;
+    let left = left.round() as u64;
+    let eta = match left {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
+        s => format!("{}h {:02}m", s / 3600, s / 60 % 60),
+    };
+    format!("{rate}, ETA {eta}")
+}
+
 /// `foo-1.0` of `/nix/store/<hash>-foo-1.0`, for a bar that is short of room.
 fn name_of(path: &str) -> &str {
     let base = path.rsplit('/').next().unwrap_or(path);
@@ -290,6 +317,19 @@ mod tests {
         assert_eq!(of(3 << 19, 10 << 20), "1.5 of 10.0 MiB");
         assert_eq!(of(0, 2 << 30), "0.0 of 2.0 GiB");
         assert_eq!(of(5, 100), "5 of 100 B");
+    }
+
+    #[test]
+    fn the_rate_is_the_runs_average_and_the_end_says_finishing() {
+        let s = Duration::from_secs;
+        assert_eq!(rate_and_eta(0, 100 << 20, s(5)), "starting");
+        // 24 MiB in 10 s, then nothing for 8 s more: the rate halves, no
+        // more (the filed bar showed 2 B/s and an ETA of 7 years).
+        assert_eq!(rate_and_eta(24 << 20, 96 << 20, s(10)), "2.4 MiB/s, ETA 30s");
+        assert_eq!(rate_and_eta(24 << 20, 96 << 20, s(18)), "1.3 MiB/s, ETA 54s");
+        assert_eq!(rate_and_eta(1 << 20, 600 << 20, s(10)), "0.1 MiB/s, ETA 1h 39m");
+        assert_eq!(rate_and_eta(10 << 20, 30 << 20, s(60)), "0.2 MiB/s, ETA 2m 00s");
+        assert_eq!(rate_and_eta(522 << 20, 522 << 20, s(100)), "5.2 MiB/s, finishing");
     }
 
     #[test]
