@@ -47,6 +47,17 @@ let
 
   isRootPath = p: lib.isDerivation p || builtins.isString p || builtins.isPath p;
 
+  # A store path given as a plain string has no context, so Nix would not
+  # put it in the build's input closure ("not in the input closure"):
+  # builtins.storePath gives it one (not allowed in pure evaluation, where
+  # a derivation is what one has anyway). Everything else is as given.
+  toRootPath =
+    p:
+    if builtins.isString p && !(builtins.hasContext p) && lib.hasPrefix "${builtins.storeDir}/" p then
+      builtins.storePath p
+    else
+      p;
+
   mkBinaryCache =
     {
       # Derivations or store paths whose closure goes into the cache.
@@ -133,7 +144,7 @@ let
           ;
 
         __structuredAttrs = true;
-        exportReferencesGraph.closure = rootPaths;
+        exportReferencesGraph.closure = map toRootPath rootPaths;
 
         # Our program is the whole builder: it reads the attributes from
         # $NIX_ATTRS_JSON_FILE and needs no arguments.

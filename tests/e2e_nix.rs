@@ -89,6 +89,23 @@ fn stub_packages_a_prebuilt_binary() {
     assert_eq!(main, "\"make-binary-cache\"");
 }
 
+/// Issue 17, item 9: a store path given to `rootPaths` as a plain string
+/// (no context) is taken as that store path, closure and all.
+#[test]
+fn root_paths_may_be_store_paths_as_strings() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("root-string");
+    let root = build_fixture("", "a");
+    let cache = run_ok(&mut nix_build_expr(
+        &builder_bin(),
+        "",
+        &format!(r#"mkBinaryCache {{ rootPaths = [ "{root}" ]; name = "from-a-string"; }}"#),
+    ));
+    copy_closure_from(Path::new(&cache), &tmp.join("store"), &[&root]);
+}
+
 #[test]
 fn cache_derivation_runs_the_builder_directly() {
     if skip_without_nix() {
