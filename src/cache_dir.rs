@@ -128,25 +128,14 @@ impl CacheDir {
 
     /// The whole of the small file `rel`, which may have `max` bytes at most.
     pub fn read_small(&self, rel: &Path, max: u64) -> Result<Vec<u8>, OpenError> {
-        let file = self.open_file(rel)?;
-        read_bounded(file, max).map_err(|e| match e {
-            Bounded::TooLarge => OpenError::TooLarge(self.path.join(rel), max),
-            Bounded::Io(e) => OpenError::Io(self.path.join(rel), e),
-        })
+        self.read_open(self.open_file(rel)?, rel, max)
     }
 
     /// [`read_text`](Self::read_text), with the file's [`Stamp`].
     pub fn read_text_stamped(&self, rel: &Path, max: u64) -> Result<(String, Stamp), OpenError> {
         let file = self.open_file(rel)?;
         let stamp = Stamp::of(&file.metadata().map_err(|e| OpenError::Io(self.path.join(rel), e))?);
-        let bytes = read_bounded(file, max).map_err(|e| match e {
-            Bounded::TooLarge => OpenError::TooLarge(self.path.join(rel), max),
-            Bounded::Io(e) => OpenError::Io(self.path.join(rel), e),
-        })?;
-        let text = String::from_utf8(bytes).map_err(|_| {
-            OpenError::Io(self.path.join(rel), io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
-        })?;
-        Ok((text, stamp))
+        Ok((self.utf8(rel, self.read_open(file, rel, max)?)?, stamp))
     }
 
     /// The [`Stamp`] of the entry `name` at the top of the cache, not
@@ -162,7 +151,21 @@ impl CacheDir {
 
     /// [`read_small`](Self::read_small) as UTF-8 text.
     pub fn read_text(&self, rel: &Path, max: u64) -> Result<String, OpenError> {
-        let bytes = self.read_small(rel, max)?;
+        self.utf8(rel, self.read_small(rel, max)?)
+    }
+
+    /// All of `file`, opened as `rel`, at most `max` bytes of it.
+    fn read_open(&self, file: File, rel: &Path, max: u64) -> Result<Vec<u8>, OpenError> {
+        let mut bytes = Vec::new();
+        file.take(max.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| OpenError::Io(self.path.join(rel), e))?;
+        if bytes.len() as u64 > max {
+            return Err(OpenError::TooLarge(self.path.join(rel), max));
+        }
+        Ok(bytes)
+    }
+
+    /// The contents of `rel` as text.
+    fn utf8(&self, rel: &Path, bytes: Vec<u8>) -> Result<String, OpenError> {
         String::from_utf8(bytes).map_err(|_| {
             OpenError::Io(self.path.join(rel), io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
         })
@@ -428,21 +431,6 @@ impl Kind {
             _ => Self::Other,
         }
     }
-}
-
-enum Bounded {
-    TooLarge,
-    Io(io::Error),
-}
-
-/// All of `file`, failing past `max` bytes rather than reading on.
-fn read_bounded(file: File, max: u64) -> Result<Vec<u8>, Bounded> {
-    let mut bytes = Vec::new();
-    file.take(max.saturating_add(1)).read_to_end(&mut bytes).map_err(Bounded::Io)?;
-    if bytes.len() as u64 > max {
-        return Err(Bounded::TooLarge);
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]
