@@ -146,14 +146,7 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
     if inputs.is_empty() {
         bail!("nothing to merge: no input caches");
     }
-    let caches: Vec<CacheDir> = inputs
-        .iter()
-        .map(|dir| match CacheDir::open(dir) {
-            Ok(cache) => Ok(cache),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("{}: no such directory", dir.display()),
-            Err(e) => Err(e).with_context(|| format!("opening {}", dir.display())),
-        })
-        .collect::<Result<_>>()?;
+    let caches: Vec<CacheDir> = inputs.iter().map(|dir| read_cache::open(dir, "")).collect::<Result<_>>()?;
     let read: Vec<Input> =
         caches.iter().enumerate().map(|(i, cache)| read_input(cache, i)).collect::<Result<Vec<_>>>()?;
     let cache_info = agreed_cache_info(&read)?;

@@ -59,12 +59,16 @@ use crate::format::store_path::check_store_dir;
 /// The text of `dir/nix-cache-info`, which makes `dir` a binary cache.
 /// `named` is how `dir` was given, for the messages (`""`, `"--reuse "`).
 pub fn read_cache_info(dir: &Path, named: &str) -> Result<String> {
-    let cache = match CacheDir::open(dir) {
-        Ok(cache) => cache,
+    read_cache_info_in(&open(dir, named)?, named)
+}
+
+/// The cache directory `dir`, open; `named` as for [`read_cache_info`].
+pub fn open(dir: &Path, named: &str) -> Result<CacheDir> {
+    match CacheDir::open(dir) {
+        Ok(cache) => Ok(cache),
         Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("{named}{}: no such directory", dir.display()),
-        Err(e) => return Err(e).with_context(|| format!("{named}{}: opening the cache", dir.display())),
-    };
-    read_cache_info_in(&cache, named)
+        Err(e) => Err(e).with_context(|| format!("{named}{}: opening the cache", dir.display())),
+    }
 }
 
 /// [`read_cache_info`] of a cache already open.

@@ -78,7 +78,7 @@ impl EarlierCaches {
         let mut notes = Vec::new();
         for dir in dirs {
             let info_file = dir.join(cache_info::FILE_NAME);
-            let cache = CacheDir::open(dir).with_context(|| format!("--reuse {}: opening the cache", dir.display()))?;
+            let cache = read_cache::open(dir, "--reuse ")?;
             let text = read_cache_info_in(&cache, "--reuse ")?;
             let parsed = cache_info::parse(&text).map_err(|e| anyhow!("{}: {e}", info_file.display()))?;
             if let Some(theirs) = parsed.store_dir.map(|f| f.value)

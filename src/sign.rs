@@ -133,11 +133,7 @@ pub fn sign_cache(
     sync: bool,
 ) -> Result<Summary> {
     let start = Instant::now();
-    let source = match CacheDir::open(cache) {
-        Ok(dir) => dir,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("{}: no such directory", cache.display()),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", cache.display())),
-    };
+    let source = read_cache::open(cache, "")?;
     let info_text = read_cache_info_in(&source, "")?;
     let store_dir = read_cache::store_dir(cache, &info_text)?.unwrap_or(default_store_dir).to_owned();
     // Read before DEST is made: a cache that does not parse leaves no trace.

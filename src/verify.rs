@@ -44,13 +44,12 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashSet};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 
 use crate::cache::{EMPTY_DIRS, count, human, per_second};
 use crate::cache_dir::{CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE, OpenError, max_listing};
@@ -138,11 +137,7 @@ const CHUNK: usize = 256 * 1024;
 /// valid `StoreDir` in `nix-cache-info`.
 pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding]) + Sync) -> Result<Summary> {
     let start = Instant::now();
-    let cache = &match CacheDir::open(cache) {
-        Ok(dir) => dir,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => bail!("{}: no such directory", cache.display()),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", cache.display())),
-    };
+    let cache = &read_cache::open(cache, "")?;
     let problems = AtomicUsize::new(0);
     let warnings = AtomicUsize::new(0);
     let emit = |findings: &[Finding]| {

@@ -161,6 +161,18 @@ fn caches_without_our_manifest_are_not_reused_and_never_get_one() {
     let out = tmp.join("out");
     let log = write(&closure, &out, &[&["--compression", "xz"][..], &reuse_arg(&theirs)].concat());
     assert!(log.contains(&format!("{} has no make-binary-cache.json", theirs.display())), "{log}");
+    // A mistyped --reuse is an error naming it, not a silent full rebuild.
+    let missing = tmp.join("no-such-cache");
+    let err = run_fail(
+        ours().arg("--closure").arg(&closure).arg("--out").arg(tmp.join("out-missing")).args(reuse_arg(&missing)),
+    );
+    assert!(err.contains(&format!("--reuse {}: no such directory", missing.display())), "{err}");
+    let not_a_cache = tmp.join("not-a-cache");
+    fs::create_dir_all(&not_a_cache).unwrap();
+    let err = run_fail(
+        ours().arg("--closure").arg(&closure).arg("--out").arg(tmp.join("out-other")).args(reuse_arg(&not_a_cache)),
+    );
+    assert!(err.contains("is not a binary cache: it has no nix-cache-info"), "{err}");
     assert!(log.contains("(0 NARs reused, 6 compressed)"), "{log}");
 
     // Added to by us, a nix copy cache gets no manifest: it would claim NARs
