@@ -236,10 +236,8 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
             let rel = nar_file(&entry.info.url).expect("checked when read");
             let source = input.join(rel);
             let file = caches[entry.input].open_file(rel)?;
-            let listed = match has_listing(&read[entry.input], entry) {
-                true => read_cache::read_listing(&caches[entry.input], &entry.info.store_path, entry.info.nar_size)?,
-                false => None,
-            };
+            let listed =
+                read_cache::read_listing(&caches[entry.input], &entry.info, has_listing(&read[entry.input], entry))?;
             read_cache::check_listed(&file, &source, "the narinfo", &Expected::of(&entry.info), listed.as_deref())
                 .and_then(|r| r.map_err(|why| anyhow!(why)))
                 .with_context(|| {
@@ -568,10 +566,7 @@ fn copy_nar(input: &CacheDir, out: &Path, url: &Path, entry: &Entry, listed: boo
     let source = input.path().join(url);
     let target = out.join(url);
     let copy = copy_unnamed(input, url, out)?;
-    let listed = match listed {
-        true => read_cache::read_listing(input, &entry.info.store_path, entry.info.nar_size)?,
-        false => None,
-    };
+    let listed = read_cache::read_listing(input, &entry.info, listed)?;
     read_cache::check_listed(copy.as_file(), &source, "the narinfo", &Expected::of(&entry.info), listed.as_deref())
         .and_then(|r| r.map_err(|why| anyhow!(why)))
         .with_context(|| {

@@ -218,14 +218,19 @@ pub fn same_listing(listed: &[u8], ours: &[u8]) -> bool {
     }
 }
 
-/// The `.ls` NAR listing of `store_path` in `cache`, if it has one; bounded
-/// by what a listing of `nar_size` bytes of NAR may have.
+/// The `.ls` NAR listing of `info`'s store path in `cache`, if it has one;
+/// bounded by what a listing of its NarSize may have. `listed`: whether the
+/// cache's directory listing shows one (looking a missing file up costs, at
+/// 100,000 paths); `false` reads nothing.
 pub fn read_listing(
     cache: &CacheDir,
-    store_path: &crate::format::store_path::StorePath,
-    nar_size: u64,
+    info: &ParsedNarInfo,
+    listed: bool,
 ) -> Result<Option<Vec<u8>>, crate::cache_dir::OpenError> {
-    let name = format!("{}.ls", store_path.hash_part());
+    if !listed {
+        return Ok(None);
+    }
+    let (name, nar_size) = (format!("{}.ls", info.store_path.hash_part()), info.nar_size);
     match cache.read_small(Path::new(&name), crate::cache_dir::max_listing(nar_size)) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.is_missing() => Ok(None),

@@ -356,12 +356,7 @@ fn sign_one(entry: &Entry, cache: &CacheDir, out: Option<&CacheDir>, key: &Secre
 /// any, must list it (see [`read_cache::check_listed`]).
 fn check_nar_file(cache: &CacheDir, file: &File, shown: &Path, entry: &Entry) -> Result<()> {
     let info = &entry.info;
-    let listed = match entry.listed {
-        true => {
-            read_cache::read_listing(cache, &info.store_path, info.nar_size).map_err(|e| anyhow!("{e}; {DAMAGED}"))?
-        }
-        false => None,
-    };
+    let listed = read_cache::read_listing(cache, info, entry.listed).map_err(|e| anyhow!("{e}; {DAMAGED}"))?;
     read_cache::check_listed(file, shown, "the narinfo", &Expected::of(info), listed.as_deref())?
         .map_err(|why| anyhow!("{why}; {DAMAGED}"))
 }

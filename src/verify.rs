@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 
 use crate::cache::{EMPTY_DIRS, count, human, per_second};
-use crate::cache_dir::{CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE, OpenError, max_listing};
+use crate::cache_dir::{CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE, OpenError};
 use crate::compression::Compression;
 use crate::format::cache_info;
 use crate::format::key::{PublicKey, fingerprint};
@@ -443,15 +443,9 @@ fn check_nar(
     let compression = info.compression;
     // A NAR listing, when there is one, is checked against the NAR as it is read.
     let ls_name = format!("{}.ls", info.store_path.hash_part());
-    // Only where the cache's listing has one: a look-up each is a cost at
-    // 100,000 paths.
-    let read =
-        listings.contains(ls_name.as_str()).then(|| cache.read_small(Path::new(&ls_name), max_listing(info.nar_size)));
-    let listed = match read {
-        None => None,
-        Some(Ok(bytes)) => Some(bytes),
-        Some(Err(e)) if e.is_missing() => None,
-        Some(Err(e)) => {
+    let listed = match read_cache::read_listing(cache, info, listings.contains(ls_name.as_str())) {
+        Ok(listed) => listed,
+        Err(e) => {
             fail(format!("its NAR listing: {e}"));
             None
         }
