@@ -369,6 +369,29 @@ pub fn create_new_dir(path: &Path, flag: &str) -> anyhow::Result<bool> {
     }
 }
 
+/// `path` with its symlinks resolved as far as it exists, the rest joined
+/// on: where a directory yet to be created would be, to compare with
+/// another before anything is created.
+pub fn resolve(path: &Path) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    let path = std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))?;
+    let mut missing = Vec::new();
+    let mut existing = path.as_path();
+    loop {
+        match std::fs::canonicalize(existing) {
+            Ok(real) => return Ok(missing.into_iter().rev().fold(real, |p, name| p.join(name))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    missing.push(name);
+                    existing = parent;
+                }
+                _ => return Err(e).with_context(|| format!("resolving {}", path.display())),
+            },
+            Err(e) => return Err(e).with_context(|| format!("resolving {}", path.display())),
+        }
+    }
+}
+
 /// Creates the directories of `rel` beneath `root` (which exists), one at
 /// a time, refusing any that is a symlink: what is written into a cache
 /// stays inside it.

@@ -520,23 +520,21 @@ fn other_files<'a>(
 /// `nix-cache-info`, which only one run can do, so two merges into one new
 /// directory never both go on.
 fn prepare_out(out: &Path, inputs: &[Input], cache_info: &str) -> Result<CacheDir> {
-    let created = cache_dir::create_new_dir(out, "--out")?;
     let not_empty =
         || anyhow!("--out {} is not empty: merge writes a new cache into a missing or empty directory", out.display());
-    let out_dir = CacheDir::open(out).with_context(|| format!("opening {}", out.display()))?;
-    if !created && !out_dir.list(Path::new(""))?.is_empty() {
+    if fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(not_empty());
     }
-    let real_out = fs::canonicalize(out).with_context(|| format!("resolving {}", out.display()))?;
+    // Asked before anything is created: an input may be writable.
+    let real_out = cache_dir::resolve(out)?;
     for input in inputs {
         let real = fs::canonicalize(&input.dir).with_context(|| format!("resolving {}", input.dir.display()))?;
         if real_out.starts_with(&real) {
-            if created {
-                let _ = fs::remove_dir(out);
-            }
             bail!("--out {} is inside the input {}: the merge would copy itself", out.display(), input.dir.display());
         }
     }
+    cache_dir::create_new_dir(out, "--out")?;
+    let out_dir = CacheDir::open(out).with_context(|| format!("opening {}", out.display()))?;
     let context = || format!("writing {}", out.join("nix-cache-info").display());
     let mut file = AtomicFile::create(out, "nix-cache-info").with_context(context)?;
     file.write_all(cache_info.as_bytes()).with_context(context)?;

@@ -231,16 +231,10 @@ struct Dest {
 /// (and not `cache` itself). A new or empty DEST is claimed by naming its
 /// `nix-cache-info` (`info_text`, the cache's), which one run only can do.
 fn prepare_dest(cache: &Path, out: &Path, store_dir: &str, info_text: &str) -> Result<Dest> {
-    let created = cache_dir::create_new_dir(out, "--out")?;
-    let (real_cache, real_out) = (fs::canonicalize(cache), fs::canonicalize(out));
-    let (real_cache, real_out) = (
-        real_cache.with_context(|| format!("resolving {}", cache.display()))?,
-        real_out.with_context(|| format!("resolving {}", out.display()))?,
-    );
+    // Asked before anything is created: the cache may be writable.
+    let real_cache = fs::canonicalize(cache).with_context(|| format!("resolving {}", cache.display()))?;
+    let real_out = cache_dir::resolve(out)?;
     if real_out.starts_with(&real_cache) {
-        if created {
-            let _ = fs::remove_dir(out);
-        }
         if real_out == real_cache {
             bail!("--out {} is the cache itself; leave out --out to sign in place", out.display());
         }
@@ -250,10 +244,11 @@ fn prepare_dest(cache: &Path, out: &Path, store_dir: &str, info_text: &str) -> R
             cache.display()
         );
     }
+    cache_dir::create_new_dir(out, "--out")?;
     let dir = CacheDir::open(out).with_context(|| format!("opening {}", out.display()))?;
     let empty = dir.list(Path::new(""))?.is_empty();
     if !empty {
-        check_dest_cache(&dir, out, store_dir)?;
+        check_dest_cache(&dir, store_dir)?;
     }
     let had_nars = crate::cache::has_nars(out)?;
     cache_dir::create_dirs_beneath(out, Path::new("nar"))?;
@@ -264,13 +259,14 @@ fn prepare_dest(cache: &Path, out: &Path, store_dir: &str, info_text: &str) -> R
     file.write_all(info_text.as_bytes()).with_context(context)?;
     if file.persist_new("nix-cache-info").with_context(context)?.is_some() {
         // There, or named by another run since: it must agree.
-        check_dest_cache(&dir, out, store_dir)?;
+        check_dest_cache(&dir, store_dir)?;
     }
     Ok(Dest { dir, had_nars })
 }
 
 /// DEST, not empty, must be a cache of `store_dir`.
-fn check_dest_cache(dir: &CacheDir, out: &Path, store_dir: &str) -> Result<()> {
+fn check_dest_cache(dir: &CacheDir, store_dir: &str) -> Result<()> {
+    let out = dir.path();
     let theirs = read_cache_info_in(dir, "").and_then(|text| Ok(read_cache::store_dir(out, &text)?.map(str::to_owned)));
     let theirs = match theirs {
         Ok(theirs) => theirs,

@@ -343,6 +343,12 @@ fn the_output_must_be_new() {
     let inside = lower.join("log").join("merged");
     let err = run_fail(&mut merge(&inside, &[&lower, &upper]));
     assert!(err.contains("is inside the input"), "{err}");
+    // Nothing is created inside the input on the way, not even a parent.
+    let before = tree(&lower);
+    let deeper = lower.join("a").join("b").join("merged");
+    let err = run_fail(&mut merge(&deeper, &[&lower, &upper]));
+    assert!(err.contains("is inside the input"), "{err}");
+    assert!(tree(&lower) == before, "merge created directories inside its input");
 }
 
 // ---------------------------------------------------------------------------

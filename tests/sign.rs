@@ -314,6 +314,8 @@ fn refuses_what_it_cannot_check() {
     assert!(err.contains("is the cache itself"), "{err}");
     let err = run_fail(&mut sign(&key.secret, Some(&cache.join("nar/../signed")), &cache));
     assert!(err.contains("is inside the cache") && err.contains("choose a DEST outside it"), "{err}");
+    let err = run_fail(&mut sign(&key.secret, Some(&cache.join("a/b/signed")), &cache));
+    assert!(err.contains("is inside the cache"), "{err}");
     assert!(tree(&cache) == before);
 
     // A key whose halves disagree, and a missing key file.
