@@ -83,10 +83,9 @@
 //! An existing NAR is judged by its size only: one damaged without a change
 //! of size (by a run that did not sync, cut by a power loss) is kept.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -94,7 +93,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
-use crate::atomic_file::{AtomicFile, syncfs};
+use crate::atomic_file::{AtomicFile, FileSystems};
 use crate::blocks::BlockQueue;
 use crate::cache_dir::{self, CacheDir};
 use crate::closure::PathInfo;
@@ -892,7 +891,7 @@ struct NarInfoBatch<'a> {
     store_dir: &'a str,
     /// A directory on each file system the cache spans (`out`, `out/nar`),
     /// to `syncfs`; empty without `sync`.
-    file_systems: Vec<(PathBuf, File)>,
+    file_systems: FileSystems,
     sync: bool,
     /// See [`batch_max`].
     max_waiting: usize,
@@ -916,18 +915,7 @@ struct BatchState<'a> {
 impl<'a> NarInfoBatch<'a> {
     fn new(out: &'a Path, store_dir: &'a str, sync: bool) -> Result<Self> {
         let cache = CacheDir::open(out).with_context(|| format!("opening {}", out.display()))?;
-        let mut file_systems: Vec<(PathBuf, File)> = Vec::new();
-        if sync {
-            let mut devices = Vec::new();
-            for dir in [out.to_path_buf(), out.join("nar")] {
-                let handle = File::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
-                let device = handle.metadata().with_context(|| format!("reading {}", dir.display()))?.dev();
-                if !devices.contains(&device) {
-                    devices.push(device);
-                    file_systems.push((dir, handle));
-                }
-            }
-        }
+        let file_systems = if sync { FileSystems::of(&[out, &out.join("nar")])? } else { FileSystems::default() };
         let max_waiting = batch_max();
         Ok(Self {
             out,
@@ -1043,10 +1031,7 @@ impl<'a> NarInfoBatch<'a> {
 
     /// Puts everything written so far on the cache's file systems on disk.
     fn sync(&self) -> Result<()> {
-        for (dir, handle) in &self.file_systems {
-            syncfs(handle).with_context(|| format!("syncing the file system of {} to disk", dir.display()))?;
-        }
-        Ok(())
+        self.file_systems.sync()
     }
 }
 
