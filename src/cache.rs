@@ -455,7 +455,7 @@ fn check_cache_info_text(info: &CacheInfo, text: &str, file: &Path) -> Result<()
 fn create_layout(out: &Path, info: &CacheInfo, manifest: &Manifest) -> Result<Option<String>> {
     check_out(out)?;
     let info_file = out.join("nix-cache-info");
-    check_cache_info(&info_file, info)?;
+    check_cache_info(out, info)?;
     let had_nars = has_nars(out)?;
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for dir in std::iter::once("nar").chain(EMPTY_DIRS) {
@@ -466,7 +466,7 @@ fn create_layout(out: &Path, info: &CacheInfo, manifest: &Manifest) -> Result<Op
     file.write_all(info.text().as_bytes()).with_context(context)?;
     if file.persist_new("nix-cache-info").with_context(context)?.is_some() {
         // Another run created it since the check above.
-        check_cache_info(&info_file, info)?;
+        check_cache_info(out, info)?;
     }
     settle_manifest(out, manifest, had_nars)
 }
@@ -571,12 +571,11 @@ pub(crate) fn has_nars(out: &Path) -> Result<bool> {
     Ok(visible(out, true)? || visible(&out.join("nar"), false)?)
 }
 
-/// Fails unless the `nix-cache-info` at `file`, if there is one, agrees
+/// Fails unless the `nix-cache-info` of the cache in `out`, if it has one, agrees
 /// with `info` (see [`check_cache_info_text`]).
-fn check_cache_info(file: &Path, info: &CacheInfo) -> Result<()> {
-    let out = file.parent().expect("a file of the cache");
+fn check_cache_info(out: &Path, info: &CacheInfo) -> Result<()> {
     let Some(text) = read_own(out, "nix-cache-info")? else { return Ok(()) };
-    check_cache_info_text(info, &text, file)
+    check_cache_info_text(info, &text, &out.join("nix-cache-info"))
 }
 
 /// The small file `name` of the cache in `out`, read as every file of a

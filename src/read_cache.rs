@@ -123,6 +123,9 @@ impl Expected {
 /// dictionary) is refused at its header.
 pub const MAX_DECODER_MEMORY: u64 = 160 << 20;
 
+/// The largest zstd window decoded, as a power of two: zstd's default limit.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
 /// Whether `file` (shown as `shown`), read from its start whatever its
 /// position, is what `narinfo` (a file name, or words like "the narinfo")
 /// says: its size and FileHash, and what it decompresses to, the NarSize,
@@ -249,7 +252,10 @@ pub fn decoding_error(e: &io::Error) -> String {
     }
     let text = e.to_string();
     if text.contains("Frame requires too much memory") {
-        return format!("{text} (a window larger than {} MiB, which zstd refuses by default)", 1 << (27 - 20));
+        return format!(
+            "{text} (a window larger than {} MiB, which zstd refuses by default)",
+            1 << (ZSTD_WINDOW_LOG_MAX - 20)
+        );
     }
     text
 }
@@ -304,7 +310,7 @@ pub fn examine(
         }
         Compression::Zstd => zstd::stream::read::Decoder::with_buffer(&mut source)
             .and_then(|mut decoder| {
-                decoder.window_log_max(27)?;
+                decoder.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
                 Ok(decoder)
             })
             .and_then(|mut decoder| pump(&mut decoder, &mut sink, buf)),
