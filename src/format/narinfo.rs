@@ -210,15 +210,10 @@ impl ParsedNarInfo {
     /// Adds the signatures of `other` (which must have the
     /// [same fingerprint](Self::same_fingerprint)) that this one lacks, kept
     /// sorted and without duplicates, as Nix keeps them (a `StringSet`).
-    /// Returns whether any was added.
-    pub fn add_signatures_of(&mut self, other: &ParsedNarInfo) -> bool {
+    pub fn add_signatures_of(&mut self, other: &ParsedNarInfo) {
         debug_assert!(self.same_fingerprint(other), "signatures of another fingerprint");
-        let before = self.signatures.len();
-        let new: Vec<Signature> = other.signatures.iter().filter(|s| !self.signatures.contains(s)).cloned().collect();
-        self.signatures.extend(new);
-        let added = self.signatures.len() > before;
+        self.signatures.extend(other.signatures.iter().cloned());
         sort_signatures(&mut self.signatures);
-        added
     }
 
     /// The same values as a [`NarInfo`], to render.
@@ -270,7 +265,6 @@ pub enum Settled {
 pub fn settle(store_dir: &str, ours: &ParsedNarInfo, current: Option<&str>, expected: Option<&str>) -> Settled {
     let render = |info: &ParsedNarInfo| info.as_narinfo().render().expect("a parsed narinfo renders");
     let Some(current) = current else { return Settled::Write(render(ours)) };
-    let theirs = ParsedNarInfo::parse(store_dir, current).ok();
     let changed = expected.is_some_and(|expected| expected != current);
     if expected.is_some() && !changed {
         // `ours` was made from what is there: it says what to keep (a
@@ -278,7 +272,7 @@ pub fn settle(store_dir: &str, ours: &ParsedNarInfo, current: Option<&str>, expe
         let text = render(ours);
         return if text == current { Settled::Unchanged } else { Settled::Write(text) };
     }
-    match theirs {
+    match ParsedNarInfo::parse(store_dir, current).ok() {
         Some(theirs) if ours.same_fingerprint(&theirs) && (!changed || ours.same_file(&theirs)) => {
             let mut merged = ours.clone();
             merged.add_signatures_of(&theirs);
