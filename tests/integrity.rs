@@ -42,6 +42,18 @@ fn sigs(narinfo: &Path) -> Vec<String> {
     fs::read_to_string(narinfo).unwrap().lines().filter_map(|l| l.strip_prefix("Sig: ")).map(str::to_owned).collect()
 }
 
+/// `nix copy --no-require-sigs` of `root` from `cache` into `store`, which
+/// may fail: whether it did, and Nix's stderr.
+fn nix_copy(cache: &Path, store: &Path, root: &str) -> (bool, String) {
+    let (ok, _, stderr) = run(nix_cmd("nix")
+        .args(["copy", "--no-require-sigs", "--from"])
+        .arg(format!("file://{}", cache.display()))
+        .arg("--to")
+        .arg(store)
+        .arg(root));
+    (ok, stderr)
+}
+
 /// `nix copy` of `root` from `cache` into a fresh store, trusting only `key`.
 fn nix_accepts_signed(cache: &Path, root: &str, key: &str, store: &Path) -> (bool, String) {
     let config = format!("{NIX_CONFIG}require-sigs = true\ntrusted-public-keys = {key}\n");
@@ -300,12 +312,7 @@ fn a_reference_cycle_fails_verify_as_nix_refuses_it() {
     fs::write(&leaf, text.replace("References: \n", &format!("References: {}\n", base_name(&root)))).unwrap();
     let (ok, stdout, stderr) = run(ours().arg("verify").arg(&cache));
     assert!(!ok && format!("{stdout}{stderr}").contains("its references form a cycle"), "{stdout}{stderr}");
-    let (ok, _, stderr) = run(nix_cmd("nix")
-        .args(["copy", "--no-require-sigs", "--from"])
-        .arg(format!("file://{}", cache.display()))
-        .arg("--to")
-        .arg(tmp.join("store"))
-        .arg(&root));
+    let (ok, stderr) = nix_copy(&cache, &tmp.join("store"), &root);
     assert!(!ok && stderr.contains("cycle detected"), "{stderr}");
 }
 
@@ -389,12 +396,7 @@ fn a_content_address_must_give_its_store_path() {
     let (ok, stdout, stderr) = run(ours().arg("verify").arg(&cache));
     let said = format!("{stdout}{stderr}");
     assert!(!ok && said.contains("field `CA`") && said.contains("gives the store path"), "{said}");
-    let (ok, _, stderr) = run(nix_cmd("nix")
-        .args(["copy", "--no-require-sigs", "--from"])
-        .arg(format!("file://{}", cache.display()))
-        .arg("--to")
-        .arg(tmp.join("store"))
-        .arg(&victim));
+    let (ok, stderr) = nix_copy(&cache, &tmp.join("store"), &victim);
     assert!(!ok, "Nix took it:\n{stderr}");
 }
 
@@ -561,12 +563,7 @@ fn mutated_caches_never_pass_unchecked() {
                 odd |= apply(m, &cache, &outside);
             }
             let nix_takes = |c: &Path, store: &str| {
-                let (ok, _, stderr) = run(nix_cmd("nix")
-                    .args(["copy", "--no-require-sigs", "--from"])
-                    .arg(format!("file://{}", c.display()))
-                    .arg("--to")
-                    .arg(dir.join(store))
-                    .arg(&root));
+                let (ok, stderr) = nix_copy(c, &dir.join(store), &root);
                 if !ok {
                     eprintln!("nix copy from {}: {stderr}", c.display());
                 }
