@@ -160,7 +160,8 @@ pub fn check_listed(
         static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; CHUNK]);
     }
     let listing = listed.map(|_| Rc::new(RefCell::new(Listing::new())));
-    let found = BUF.with_borrow_mut(|buf| examine(file, expected.compression, expected.nar_size, listing.clone(), buf));
+    let found =
+        BUF.with_borrow_mut(|buf| examine(file, size, expected.compression, expected.nar_size, listing.clone(), buf));
     if let Err(e) = &found.read {
         bail!("reading {}: {e}", shown.display());
     }
@@ -286,9 +287,11 @@ pub struct Examined {
 /// Reads all of `file` from its start (whatever its position), hashing it,
 /// decompressing it with `compression` in bounded memory, and feeding the
 /// NAR, at most `nar_size` bytes of it, to the NAR validator and to
-/// `listing`, if given. `buf` is the decompressor's output buffer.
+/// `listing`, if given. `buf` is the decompressor's output buffer;
+/// `size_hint`, the file's size as far as known, sizes the read buffer.
 pub fn examine(
     file: &File,
+    size_hint: u64,
     compression: Compression,
     nar_size: u64,
     listing: Option<Rc<RefCell<Listing>>>,
@@ -298,7 +301,7 @@ pub fn examine(
     let mut sink = NarSink::new(nar_size, compression != Compression::None, listing);
     // Sized to the file: most NAR files are small, and a buffer of CHUNK
     // bytes for each is fresh pages for each.
-    let capacity = file.metadata().map_or(CHUNK, |m| (m.len() as usize).clamp(4096, CHUNK));
+    let capacity = usize::try_from(size_hint).unwrap_or(CHUNK).clamp(4096, CHUNK);
     let mut source = BufReader::with_capacity(capacity, HashingReader::new(PositionalReader { file, offset: 0 }));
     let decoded = match compression {
         Compression::None => pump(&mut source, &mut sink, buf),

@@ -451,7 +451,7 @@ fn check_nar(
         }
     };
     let listing = listed.is_some().then(|| Rc::new(RefCell::new(Listing::new())));
-    let found = read_cache::examine(&file, compression, info.nar_size, listing.clone(), buf);
+    let found = read_cache::examine(&file, info.file_size, compression, info.nar_size, listing.clone(), buf);
     let file_size = found.file_size;
     if let Err(e) = &found.read {
         fail(format!("reading {url}: {e}"));
