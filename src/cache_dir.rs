@@ -106,7 +106,7 @@ impl CacheDir {
         let shown = self.path.join(rel);
         let fd = self
             .open_beneath(rel, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .map_err(|e| refused(e, shown.clone()))?;
+            .map_err(|e| refused(e, &self.path, shown.clone()))?;
         let file = File::from(fd);
         let kind = file.metadata().map_err(|e| OpenError::Io(shown.clone(), e))?.file_type();
         if !kind.is_file() {
@@ -182,7 +182,7 @@ impl CacheDir {
         } else {
             self.open_beneath(rel, libc::O_RDONLY | libc::O_DIRECTORY)
         };
-        let fd = fd.map_err(|e| match refused(e, shown.clone()) {
+        let fd = fd.map_err(|e| match refused(e, &self.path, shown.clone()) {
             OpenError::Io(shown, e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
                 OpenError::NotRegular(shown, "no directory")
             }
@@ -251,14 +251,15 @@ impl CacheDir {
     }
 }
 
-/// What a refused `open_beneath` of `shown` means.
-fn refused(e: io::Error, shown: PathBuf) -> OpenError {
+/// What a refused `open_beneath` of `shown`, beneath `root`, means.
+fn refused(e: io::Error, root: &Path, shown: PathBuf) -> OpenError {
+    // A symlink where a directory is wanted, on the walk's way or at its
+    // end (the cache directory itself may be one); else a file on the way.
+    let through_symlink = || shown.ancestors().take_while(|p| *p != root).any(|p| p.is_symlink());
     match e.raw_os_error() {
         Some(libc::ENOENT) => OpenError::Missing(shown),
         Some(libc::ELOOP | libc::EXDEV) => OpenError::Symlink(shown),
-        // A symlink where a directory is wanted, on the walk's way or at
-        // its end; else a file on the way.
-        Some(libc::ENOTDIR) if shown.ancestors().any(|p| p.is_symlink()) => OpenError::Symlink(shown),
+        Some(libc::ENOTDIR) if through_symlink() => OpenError::Symlink(shown),
         _ if e.kind() == io::ErrorKind::InvalidInput => OpenError::NotBeneath(shown),
         _ => OpenError::Io(shown, e),
     }
