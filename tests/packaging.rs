@@ -329,7 +329,7 @@ fn manual_documents_every_argument_of_merge_binary_caches() {
 fn rust_version_is_what_the_locked_dependencies_need() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["metadata", "--format-version", "1", "--locked"])
         .current_dir(repo_root())
         .output()
         .unwrap();

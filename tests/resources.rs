@@ -73,21 +73,37 @@ fn store_files(tmp: &TempDir, label: &str, sizes: &[usize]) -> PathBuf {
     closure
 }
 
-/// Runs `cmd` to completion and returns (success, stderr, peak RSS in bytes)
-/// from the kernel's own account of the child (wait4's ru_maxrss).
-#[allow(clippy::zombie_processes)] // wait4 reaps it
+/// Runs `cmd` to completion and returns (success, stderr, peak RSS in bytes),
+/// as GNU time reads it from wait4's ru_maxrss. Not wait4 of our own child:
+/// a child spawned by this (large, multi-threaded) test process starts with
+/// this process's high-water mark, which a parallel test can push past the
+/// budget (seen here: 121 MiB for a run that used 60); one forked by the
+/// small `time` starts from that.
 fn run_measured(cmd: &mut Command) -> (bool, String, u64) {
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    let mut status = 0;
-    // SAFETY: rusage is plain data, and the child is ours and not yet reaped.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
+    let report = tempfile_path("rss");
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-f").arg("%M").arg("-o").arg(&report).arg(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => timed.env(key, value),
+            None => timed.env_remove(key),
+        };
+    }
+    let mut child = timed.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("GNU time (/usr/bin/time)");
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    (ok, stderr, u64::try_from(usage.ru_maxrss).unwrap() * 1024)
+    let ok = child.wait().unwrap().success();
+    let text = fs::read_to_string(&report).unwrap();
+    let _ = fs::remove_file(&report);
+    // With -o, time writes "Command exited with non-zero status N" first on failure.
+    let kib: u64 = text.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("time: {text:?}"));
+    (ok, stderr, kib * 1024)
+}
+
+fn tempfile_path(label: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    std::env::temp_dir().join(format!("mbc-{label}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
 }
 
 #[test]
