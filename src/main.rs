@@ -5,18 +5,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
-use make_binary_cache::cache::{self, Settings};
-use make_binary_cache::closure::{self, Attrs, PathInfo};
-use make_binary_cache::compression::Compression;
+use make_binary_cache::commands::build::{self, Settings};
+use make_binary_cache::commands::merge;
+use make_binary_cache::commands::sign;
+use make_binary_cache::commands::verify;
+use make_binary_cache::compress::Compression;
 use make_binary_cache::format::key::PublicKey;
 use make_binary_cache::format::store_path::{self, StorePath};
-use make_binary_cache::merge;
-use make_binary_cache::nix;
+use make_binary_cache::input::nix;
+use make_binary_cache::input::shard::Shard;
+use make_binary_cache::input::{self, Attrs, PathInfo};
 use make_binary_cache::progress::{Mode, Progress};
 use make_binary_cache::resources::{self, BudgetSource};
-use make_binary_cache::shard::Shard;
-use make_binary_cache::sign;
-use make_binary_cache::verify;
+use make_binary_cache::text;
 
 const HELP: &str = "\
 make-binary-cache: write a flat-file Nix binary cache for a closure
@@ -273,7 +274,7 @@ EXAMPLE:
         --option trusted-public-keys \"$(cat pk.pub)\" ./result
 ";
 
-/// `make-binary-cache sign ...`: parses its arguments and runs [`make_binary_cache::sign`].
+/// `make-binary-cache sign ...`: parses its arguments and runs [`make_binary_cache::commands::sign`].
 fn sign_main(args: Vec<OsString>, store_dir: &str) -> Result<()> {
     use lexopt::prelude::*;
 
@@ -370,7 +371,7 @@ const PUBLIC_KEY: &str = "give the public key as in trusted-public-keys, the tex
                           `nix-store --generate-binary-cache-key NAME KEY PUB` writes";
 
 /// `make-binary-cache verify ...`: parses its arguments, runs
-/// [`make_binary_cache::verify`] and prints what it finds.
+/// [`make_binary_cache::commands::verify`] and prints what it finds.
 fn verify_main(args: Vec<OsString>) -> Result<()> {
     use lexopt::prelude::*;
 
@@ -428,17 +429,17 @@ fn verify_main(args: Vec<OsString>) -> Result<()> {
                             signed it (--public-key, --public-key-file; on the receiving side, trusted-public-keys)";
         let others = summary.problems - summary.signature_problems;
         if others == 0 {
-            bail!("{}: {} (see above); {SIGN}", cache.display(), cache::count(summary.problems, "signature problem"));
+            bail!("{}: {} (see above); {SIGN}", cache.display(), text::count(summary.problems, "signature problem"));
         }
         let signatures = match summary.signature_problems {
             0 => String::new(),
-            n => format!("; for the {}, {SIGN}", cache::count(n, "signature problem")),
+            n => format!("; for the {}, {SIGN}", text::count(n, "signature problem")),
         };
         bail!(
             "{} is not a valid binary cache: {} (see above); rebuild it, or copy it again from where it came \
              from{signatures}",
             cache.display(),
-            cache::count(others, "problem")
+            text::count(others, "problem")
         );
     }
     Ok(())
@@ -494,7 +495,7 @@ EXAMPLE:
     make-binary-cache verify ./cache
 ";
 
-/// `make-binary-cache merge ...`: parses its arguments and runs [`make_binary_cache::merge`].
+/// `make-binary-cache merge ...`: parses its arguments and runs [`make_binary_cache::commands::merge`].
 fn merge_main(args: Vec<OsString>) -> Result<()> {
     use lexopt::prelude::*;
 
@@ -525,7 +526,7 @@ fn merge_main(args: Vec<OsString>) -> Result<()> {
         None => build_cores()?,
     };
     let options = merge::Options { partial: partial.is_some(), sync: no_sync.is_none(), jobs };
-    eprintln!("make-binary-cache: merging {} into {}", cache::count(caches.len(), "cache"), out.display());
+    eprintln!("make-binary-cache: merging {} into {}", text::count(caches.len(), "cache"), out.display());
     let summary = merge::merge_caches(&caches, &out, &options, |line| {
         let _ = std::io::stderr().write_all(format!("make-binary-cache: {line}\n").as_bytes());
     })
@@ -556,7 +557,7 @@ impl Job {
     /// Keeps only `shard`'s part of the closure, when there is a shard.
     fn sharded(mut self, shard: Option<Shard>) -> Self {
         if let Some(shard) = shard {
-            let part = make_binary_cache::shard::part(std::mem::take(&mut self.closure), shard, |info| {
+            let part = make_binary_cache::input::shard::part(std::mem::take(&mut self.closure), shard, |info| {
                 (&info.path, info.nar_size)
             });
             self.closure = part.paths;
@@ -615,10 +616,10 @@ fn try_main() -> Result<()> {
 
     if !job.partial {
         let elsewhere = |path: &StorePath| job.shard.as_ref().is_some_and(|(_, others)| others.contains(path));
-        closure::check_complete(&job.closure, |path| elsewhere(path) || cache::has_narinfo(&job.out, path))
+        input::check_complete(&job.closure, |path| elsewhere(path) || build::has_narinfo(&job.out, path))
             .with_context(|| format!("writing to {}", job.out.display()))?;
     }
-    let (earlier, notes) = cache::EarlierCaches::open(&job.reuse, &job.settings.manifest(), &job.settings.store_dir)?;
+    let (earlier, notes) = build::EarlierCaches::open(&job.reuse, &job.settings.manifest(), &job.settings.store_dir)?;
     for note in notes {
         eprintln!("make-binary-cache: {note}");
     }
@@ -627,22 +628,22 @@ fn try_main() -> Result<()> {
     if !job.quiet {
         let shard = match &job.shard {
             Some((shard, others)) => {
-                format!(" ({shard}; {} in the other shards)", cache::count(others.len(), "store path"))
+                format!(" ({shard}; {} in the other shards)", text::count(others.len(), "store path"))
             }
             None => String::new(),
         };
         eprintln!(
             "make-binary-cache: writing {}{shard} to {} ({} compression, {}, {})",
-            cache::count(job.closure.len(), "store path"),
+            text::count(job.closure.len(), "store path"),
             job.out.display(),
             settings.compression,
-            cache::count(settings.jobs, "worker"),
+            text::count(settings.jobs, "worker"),
             job.memory_note
         );
     }
     let compressed = settings.compression != Compression::None;
     let summary = Progress::run(Mode::for_stderr(job.quiet, in_build), settings.jobs, compressed, |progress| {
-        cache::write_cache(&job.closure, &job.out, settings, progress)
+        build::write_cache(&job.closure, &job.out, settings, progress)
     })?;
     if !job.quiet {
         for note in &summary.notes {
@@ -781,7 +782,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
             } else {
                 (read(&file)?, file.display().to_string())
             };
-            let closure = closure::parse_path_info_json(&json, &store_dir).with_context(|| {
+            let closure = input::parse_path_info_json(&json, &store_dir).with_context(|| {
                 format!("reading path infos from {name}, which must be what `nix path-info --json --recursive` prints")
             })?;
             (closure, None)
@@ -789,7 +790,7 @@ fn cli_job(args: Vec<OsString>, store_dir: String) -> Result<Option<Job>> {
         (None, None, false) => {
             let store_paths = paths.iter().map(|p| nix::resolve(p, &store_dir)).collect::<Result<Vec<_>>>()?;
             let json = nix::path_info_json(&store_paths)?;
-            let closure = closure::parse_path_info_json(&json, &store_dir)
+            let closure = input::parse_path_info_json(&json, &store_dir)
                 .context("reading the output of `nix path-info --json --recursive`")?;
             (closure, None)
         }
@@ -842,14 +843,14 @@ fn bounded(mut job: Job, requested: usize, max_memory: Option<u64>) -> Job {
         eprintln!(
             "make-binary-cache: warning: the largest store path needs {} to compress with {compression}, more than \
              the memory budget of {}: such paths are compressed alone, with one thread (see --max-memory)",
-            cache::human(need),
-            cache::human(bytes)
+            text::human(need),
+            text::human(bytes)
         );
     }
     job.settings.jobs = plan.workers;
     job.settings.max_memory = budget.map(|(bytes, _)| bytes);
     job.memory_note = match budget {
-        Some((bytes, source)) => format!("memory budget {} ({source})", cache::human(bytes)),
+        Some((bytes, source)) => format!("memory budget {} ({source})", text::human(bytes)),
         None => "no memory budget".into(),
     };
     job

@@ -1,5 +1,5 @@
 //! Showing how a run goes, on stderr: the [`Observer`] the binary hands to
-//! [`crate::cache::write_cache`].
+//! [`crate::commands::build::write_cache`].
 //!
 //! Three ways ([`Mode`]):
 //!
@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cache::{Observer, Written, human};
-use crate::closure::PathInfo;
+use crate::commands::build::{Observer, Written};
+use crate::input::PathInfo;
+use crate::text::human;
 
 /// How often a path still in flight gets a line in a log.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -287,7 +288,7 @@ fn rate_and_eta(done: u64, total: u64, elapsed: Duration) -> String {
     if done == 0 || elapsed < Duration::from_secs(1) {
         return "starting".into();
     }
-    let rate = crate::cache::per_second(done, elapsed);
+    let rate = crate::text::per_second(done, elapsed);
     if done >= total {
         return format!("{rate}, finishing");
     }

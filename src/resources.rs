@@ -30,7 +30,7 @@
 use std::fmt;
 use std::sync::{Condvar, Mutex};
 
-use crate::compression::Compression;
+use crate::compress::Compression;
 
 /// What one worker's pipeline holds besides the compressor: the read buffer
 /// of the dumper (256 KiB) and the buffers before the hasher (64 KiB) and the

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::{TempDir, nix_cmd, skip_without_nix};
-use make_binary_cache::dump::Dumper;
+use make_binary_cache::commands::build::dump::Dumper;
 
 fn ours(path: &Path) -> Vec<u8> {
     let mut nar = Vec::new();

@@ -16,7 +16,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
 use crate::common::{TempDir, nix_cmd, skip_without_nix, unique};
-use make_binary_cache::dump::Dumper;
+use make_binary_cache::commands::build::dump::Dumper;
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{Config, TestRunner};

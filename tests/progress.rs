@@ -8,9 +8,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::common::{TempDir, path_info_file, skip_without_nix};
-use make_binary_cache::cache::{self, Observer, Settings, Written};
-use make_binary_cache::closure::{self, PathInfo};
-use make_binary_cache::compression::Compression;
+use make_binary_cache::commands::build::{self, Observer, Settings, Written};
+use make_binary_cache::compress::Compression;
+use make_binary_cache::input::{self, PathInfo};
 
 #[derive(Default)]
 struct Counting {
@@ -59,13 +59,13 @@ fn the_observer_is_told_every_path_and_every_byte() {
     }
     let tmp = TempDir::new("progress-observer");
     let (_, file) = path_info_file(&tmp);
-    let closure = closure::parse_path_info_json(&fs::read_to_string(file).unwrap(), "/nix/store").unwrap();
+    let closure = input::parse_path_info_json(&fs::read_to_string(file).unwrap(), "/nix/store").unwrap();
     let total: u64 = closure.iter().map(|info| info.nar_size).sum();
     for (jobs, compression) in [(1, Compression::Xz), (3, Compression::Zstd), (2, Compression::None)] {
         let settings = Settings { jobs, sync: false, ..Settings::new("/nix/store".into(), compression) };
         let observer = Counting::default();
         let out = tmp.join(format!("cache-{jobs}"));
-        let summary = cache::write_cache(&closure, &out, &settings, &observer).unwrap();
+        let summary = build::write_cache(&closure, &out, &settings, &observer).unwrap();
         assert_eq!(*observer.started.lock().unwrap(), Some((closure.len(), total)));
         assert_eq!(observer.bytes.load(Ordering::Relaxed), total, "{jobs} workers");
         assert_eq!(summary.nar_bytes, total);

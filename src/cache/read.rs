@@ -10,8 +10,8 @@
 //! [`CacheDir`], never outside the cache.
 //!
 //! ```
-//! # use make_binary_cache::read_cache::{Expected, check};
-//! # use make_binary_cache::compression::Compression;
+//! # use make_binary_cache::cache::read::{Expected, check};
+//! # use make_binary_cache::compress::Compression;
 //! # use make_binary_cache::format::{hash::Sha256Hash, nar};
 //! # use sha2::Digest;
 //! # use std::io::Write;
@@ -47,8 +47,8 @@ use std::rc::Rc;
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
-use crate::cache_dir::{CacheDir, MAX_SMALL_FILE};
-use crate::compression::Compression;
+use crate::cache::dir::{CacheDir, MAX_SMALL_FILE};
+use crate::compress::Compression;
 use crate::format::cache_info;
 use crate::format::hash::Sha256Hash;
 use crate::format::listing::Listing;
@@ -230,12 +230,12 @@ pub fn read_listing(
     cache: &CacheDir,
     info: &ParsedNarInfo,
     listed: bool,
-) -> Result<Option<Vec<u8>>, crate::cache_dir::OpenError> {
+) -> Result<Option<Vec<u8>>, crate::cache::dir::OpenError> {
     if !listed {
         return Ok(None);
     }
     let (name, nar_size) = (format!("{}.ls", info.store_path.hash_part()), info.nar_size);
-    match cache.read_small(Path::new(&name), crate::cache_dir::max_listing(nar_size)) {
+    match cache.read_small(Path::new(&name), crate::cache::dir::max_listing(nar_size)) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.is_missing() => Ok(None),
         Err(e) => Err(e),

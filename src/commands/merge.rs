@@ -1,5 +1,5 @@
 //! `make-binary-cache merge`: joins several binary caches into a new one, as
-//! the last step of a sharded build (see [`crate::shard`]) or for any caches
+//! the last step of a sharded build (see [`crate::input::shard`]) or for any caches
 //! of ours (or of `nix copy`).
 //!
 //! The inputs are only read (they are usually store paths). Nothing is
@@ -41,9 +41,9 @@
 //! (`std::io::copy` between files), which shares the blocks where the file
 //! system can reflink. The narinfos come last, after a `syncfs` has put
 //! every NAR on disk, in batches as `sign` writes them (see
-//! [`crate::sign`]); `sync: false` (`--no-sync`) skips that, as
+//! [`crate::commands::sign`]); `sync: false` (`--no-sync`) skips that, as
 //! `mergeBinaryCaches` does: in a build, syncing is Nix's (see "Durability"
-//! in [`crate::cache`]). `out` must be missing or empty: a merge writes a
+//! in [`crate::commands::build`]). `out` must be missing or empty: a merge writes a
 //! new cache.
 //!
 //! Merged caches of the shards of a closure are byte-identical to the cache
@@ -58,16 +58,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::atomic_file::AtomicFile;
-use crate::cache::{EMPTY_DIRS, count, human, per_second};
-use crate::cache_dir::{self, CacheDir, MAX_NARINFO, MAX_SMALL_FILE};
+use crate::cache::dir::{self as cache_dir, CacheDir, MAX_NARINFO, MAX_SMALL_FILE};
+use crate::cache::read::{self as read_cache, Expected, read_cache_info_in};
+use crate::durable::atomic_file::AtomicFile;
+use crate::durable::narinfos::{NarInfoWrite, write_narinfos};
 use crate::format::cache_info::{self, CacheInfo};
 use crate::format::hash::{HashingWriter, Sha256Hash};
+use crate::format::layout::EMPTY_DIRS;
 use crate::format::manifest::FILE_NAME as MANIFEST;
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::StorePath;
-use crate::narinfos::{NarInfoWrite, write_narinfos};
-use crate::read_cache::{self, Expected, read_cache_info_in};
+use crate::text::{count, human, per_second};
 use crate::workers::run_parallel;
 
 /// How to merge.

@@ -24,7 +24,7 @@
 //!
 //! * in place: each narinfo is replaced atomically (written unnamed, then
 //!   renamed over), under the cache's lock and by the rule of
-//!   [`crate::narinfos`]: one that another run changed since it was read
+//!   [`crate::durable::narinfos`]: one that another run changed since it was read
 //!   keeps that run's content and gets the signature only if it still
 //!   describes the NAR file checked. A cache inside the store directory is
 //!   refused even when writable (root can write into store paths): it would
@@ -58,14 +58,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use zeroize::Zeroizing;
 
-use crate::atomic_file::AtomicFile;
-use crate::cache::{count, human, per_second};
-use crate::cache_dir::{self, CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE, Stamp};
+use crate::cache::dir::{self as cache_dir, CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE, Stamp};
+use crate::cache::read::{self as read_cache, Expected, read_cache_info_in};
+use crate::durable::atomic_file::AtomicFile;
+use crate::durable::narinfos::{NarInfoWrite, write_narinfos};
 use crate::format::key::{SecretKey, fingerprint};
 use crate::format::manifest;
 use crate::format::narinfo::{ParsedNarInfo, nar_file, sort_signatures};
-use crate::narinfos::{NarInfoWrite, write_narinfos};
-use crate::read_cache::{self, Expected, read_cache_info_in};
+use crate::text::{count, human, per_second};
 use crate::workers::run_parallel;
 
 /// What a run did, for the closing log line.
@@ -250,7 +250,7 @@ fn prepare_dest(cache: &Path, out: &Path, store_dir: &str, info_text: &str) -> R
     if !empty {
         check_dest_cache(&dir, store_dir)?;
     }
-    let had_nars = crate::cache::has_nars(out)?;
+    let had_nars = crate::commands::build::layout::has_nars(out)?;
     cache_dir::create_dirs_beneath(out, Path::new("nar"))?;
     // First, so that an interrupted run leaves a cache `sign --out` may
     // write into again (its narinfos are written last).

@@ -51,16 +51,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 
-use crate::cache::{EMPTY_DIRS, count, human, per_second};
-use crate::cache_dir::{CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE, OpenError};
-use crate::compression::Compression;
+use crate::cache::dir::{CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE, OpenError};
+use crate::cache::read as read_cache;
+use crate::compress::Compression;
 use crate::format::cache_info;
 use crate::format::key::{PublicKey, fingerprint};
+use crate::format::layout::EMPTY_DIRS;
 use crate::format::listing::Listing;
 use crate::format::manifest::{self, Manifest};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
 use crate::format::store_path::check_store_dir;
-use crate::read_cache;
+use crate::text::{count, human, per_second};
 
 /// How to verify.
 pub struct Options {

@@ -2,7 +2,7 @@
 //! store path, so that no core idles while a block of some path waits.
 //!
 //! A store path's NAR is cut into blocks of the xz block size (24 MiB at
-//! level 6), each compressed on its own (see [`crate::xz`]) and written in
+//! level 6), each compressed on its own (see [`crate::compress::xz`]) and written in
 //! order by the worker reading that path ([`XzWriter`]). The blocks of a run
 //! meet in one [`BlockQueue`]:
 //!
@@ -28,14 +28,14 @@
 //! it compresses (in and out) and, while other workers help, the other
 //! blocks of its path in flight, each either waiting in the queue or, once
 //! compressed, waiting to be written (see
-//! [`crate::compression::Compression::encoder_memory`]).
+//! [`crate::compress::Compression::encoder_memory`]).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use crate::xz::{self, BlockEncoder, BlockSettings, BlockSizes};
+use crate::compress::xz::{self, BlockEncoder, BlockSettings, BlockSizes};
 
 /// The blocks of a run waiting for a worker, shared by all workers.
 #[derive(Default)]

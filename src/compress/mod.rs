@@ -7,9 +7,9 @@
 //!
 //! * xz cuts the NAR into blocks of a size fixed by the level (the size
 //!   liblzma's multi-threaded encoder picks for that preset) and compresses
-//!   each on its own, in any worker (see [`crate::blocks`]), writing the
+//!   each on its own, in any worker (see [`crate::compress::blocks`]), writing the
 //!   stream byte for byte as `lzma_stream_encoder_mt` would (see
-//!   [`crate::xz`]): its format depends on the block size and not on the
+//!   [`crate::compress::xz`]): its format depends on the block size and not on the
 //!   number of threads. The check is CRC64, as `xz` and Nix use.
 //! * zstd compresses a NAR of at most [`ZSTD_SINGLE_THREAD_MAX`] bytes in the
 //!   calling thread (0 workers, no zstdmt) and a larger one with at least one
@@ -20,10 +20,13 @@
 //!   small NARs as for a file of known size, but is not written to the frame.
 //!
 //! ```
-//! use make_binary_cache::compression::Compression;
+//! use make_binary_cache::compress::Compression;
 //! let c: Compression = "zstd".parse().unwrap();
 //! assert_eq!((c.to_string(), c.extension()), ("zstd".to_string(), ".zst"));
 //! ```
+
+pub mod blocks;
+pub mod xz;
 
 use std::io::{self, Write};
 
@@ -33,8 +36,8 @@ use zstd::zstd_safe::CParameter;
 
 pub use crate::format::compression::{Compression, EncoderDescription};
 
-use crate::blocks::{BlockQueue, XzWriter};
-use crate::xz::{BlockEncoder, BlockSettings};
+use crate::compress::blocks::{BlockQueue, XzWriter};
+use crate::compress::xz::{BlockEncoder, BlockSettings};
 
 impl Compression {
     /// The level the compressor uses when none is given: the same defaults as
@@ -79,7 +82,7 @@ impl Compression {
     /// for these settings, not a guess.
     ///
     /// * xz: `threads` is the number of blocks of the stream in flight at
-    ///   once (see [`crate::blocks`]). One block encoder
+    ///   once (see [`crate::compress::blocks`]). One block encoder
     ///   (`lzma_raw_encoder_memusage` of the filters [`Self::encoder`] uses,
     ///   dictionary sized to the input), the block read (no larger than the
     ///   input, since pages never written cost nothing) and its compressed
@@ -107,7 +110,7 @@ impl Compression {
             Self::Xz => {
                 let Some(settings) = xz_block_settings(level, input_size) else { return u64::MAX };
                 let block = input_size.min(settings.block_size()).max(1);
-                let bound = crate::xz::block_bound(block);
+                let bound = crate::compress::xz::block_bound(block);
                 // Blocks of this stream in flight besides the one compressed here.
                 let others = if input_size > settings.block_size() { u64::from(threads - 1) } else { 0 };
                 settings.encoder_memory().saturating_add(block).saturating_add(bound.saturating_mul(1 + others))
@@ -190,14 +193,14 @@ impl Compression {
                 let dict = xz_preset_dict_size(preset).map_or("invalid".into(), |d| d.to_string());
                 let block = xz_block_size(preset).map_or("invalid".into(), |b| b.to_string());
                 let mut parameters: Vec<(&'static str, String)> = owned(&[
-                    // What crate::xz writes, byte for byte, whoever
+                    // What crate::compress::xz writes, byte for byte, whoever
                     // compresses the blocks; its format differs from the
                     // single-threaded encoder's (sizes in block headers).
                     ("encoder", "lzma_stream_encoder_mt"),
                     ("filters", "lzma2"),
                     ("preset", &level.to_string()),
                     ("extreme", "false"),
-                    ("check", crate::xz::CHECK_NAME),
+                    ("check", crate::compress::xz::CHECK_NAME),
                 ]);
                 parameters.push(("blockSize", block));
                 parameters.push(("dictSize", format!("min({dict}, NarSize rounded up to a power of two, >= 4096)")));

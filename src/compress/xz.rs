@@ -3,7 +3,7 @@
 //! index and the stream footer (xz file format 1.2.0, sections 2 to 4).
 //!
 //! With these, blocks of one stream can be compressed by any thread, in any
-//! order, and put together afterwards (see [`crate::blocks`]). Each block is
+//! order, and put together afterwards (see [`crate::compress::blocks`]). Each block is
 //! written exactly as liblzma's multi-threaded encoder (stream_encoder_mt.c,
 //! `worker_encode`) writes it, so that a stream made here is byte for byte
 //! the stream `lzma_stream_encoder_mt` makes from the same data, filters and
@@ -21,7 +21,7 @@
 //! `lzma/index.h`); the symbols are in the liblzma that liblzma-sys links.
 //!
 //! ```
-//! use make_binary_cache::xz::{BlockEncoder, BlockSettings, stream_end, stream_header};
+//! use make_binary_cache::compress::xz::{BlockEncoder, BlockSettings, stream_end, stream_header};
 //! let settings = BlockSettings::new(6, 4096).unwrap().with_block_size(1 << 20).unwrap();
 //! let mut out = stream_header().to_vec();
 //! let mut block = Vec::new();
@@ -45,7 +45,7 @@ use liblzma_sys::{
 /// The integrity check of every block: CRC64, as `xz` and Nix use.
 const CHECK: lzma_check = LZMA_CHECK_CRC64;
 /// The name of that check, for the manifest (see
-/// [`crate::compression::Compression::describe_encoder`]), kept beside it.
+/// [`crate::compress::Compression::describe_encoder`]), kept beside it.
 pub const CHECK_NAME: &str = "crc64";
 
 /// The size of the stream header and of the stream footer.

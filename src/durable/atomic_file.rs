@@ -26,7 +26,7 @@
 //!
 //! ```no_run
 //! use std::io::Write;
-//! use make_binary_cache::atomic_file::AtomicFile;
+//! use make_binary_cache::durable::atomic_file::AtomicFile;
 //! let mut f = AtomicFile::create("/tmp/cache".as_ref(), "example")?;
 //! f.write_all(b"StoreDir: /nix/store\n")?;
 //! f.persist("nix-cache-info")?;

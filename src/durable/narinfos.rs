@@ -27,8 +27,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::atomic_file::{AtomicFile, FileSystems};
-use crate::cache_dir::{CacheDir, MAX_NARINFO, Stamp};
+use crate::cache::dir::{CacheDir, MAX_NARINFO, Stamp};
+use crate::durable::atomic_file::{AtomicFile, FileSystems};
 use crate::format::narinfo::{ParsedNarInfo, Settled, settle};
 
 /// An advisory lock on a cache directory, released when dropped.

@@ -1,6 +1,6 @@
 //! The compressions a cache can use, as Nix names them: the `Compression:`
 //! field of a narinfo and the extension of a NAR file. Pure: the encoders,
-//! their levels and their memory are `crate::compression`'s, which adds
+//! their levels and their memory are `crate::compress`'s, which adds
 //! them to [`Compression`]; what of an encoder decides its bytes is an
 //! [`EncoderDescription`], which the [manifest](super::manifest) records.
 //!
@@ -61,7 +61,7 @@ impl FromStr for Compression {
 }
 
 /// Everything besides the data that decides an encoder's output bytes, as
-/// `Compression::describe_encoder` (in `crate::compression`) reports it for the manifest.
+/// `Compression::describe_encoder` (in `crate::compress`) reports it for the manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncoderDescription {
     /// The level in effect (the default filled in); `None` for `none`.

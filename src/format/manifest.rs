@@ -19,14 +19,14 @@
 //! reusable.
 //!
 //! The claim a manifest makes is "every NAR in this cache was made so"; when
-//! a cache is written and when it is kept is [`crate::cache`]'s business.
+//! a cache is written and when it is kept is [`crate::commands::build`]'s business.
 //! When a run with other settings adds to a cache, its manifest is replaced
 //! by [`MIXED`], which claims nothing and, unlike a missing file, stays: no
 //! later run can mistake the cache for one with no NARs yet and write a
 //! manifest of its own.
 //!
 //! ```
-//! use make_binary_cache::compression::Compression;
+//! use make_binary_cache::compress::Compression;
 //! use make_binary_cache::format::manifest::Manifest;
 //! let ours = Manifest::new(Compression::Xz, Compression::Xz.describe_encoder(None));
 //! let text = ours.render();

@@ -58,3 +58,4 @@ mod layer {
         assert!(checked >= 14, "only {checked} files in {}", dir.display());
     }
 }
+pub mod layout;

@@ -11,7 +11,7 @@
 //! are written) or a [`Directory`], whose entries are nodes again. Entry names
 //! are checked (non-empty, no `/` or NUL, not `.` or `..`, strictly increasing),
 //! so what comes out is always a NAR Nix would accept. This module does no I/O
-//! of its own: the caller walks the file system (see [`crate::dump`]).
+//! of its own: the caller walks the file system (see [`crate::commands::build::dump`]).
 //!
 //! ```
 //! use std::io::Write;

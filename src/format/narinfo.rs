@@ -17,7 +17,7 @@
 //! what `sign` and `verify` read caches with, ours and `nix copy`'s alike.
 //!
 //! ```
-//! use make_binary_cache::{compression::Compression, format::narinfo::NarInfo, format::store_path::StorePath};
+//! use make_binary_cache::{compress::Compression, format::narinfo::NarInfo, format::store_path::StorePath};
 //! let path = StorePath::parse("/nix/store", "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a").unwrap();
 //! let hash = "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw".parse().unwrap();
 //! let info = NarInfo {

@@ -23,7 +23,7 @@
 //! attributes in the attrs file and unknown fields are skipped unbuilt.
 //!
 //! ```
-//! use make_binary_cache::closure::Attrs;
+//! use make_binary_cache::input::Attrs;
 //! let json = r#"{
 //!   "outputs": {"out": "/nix/store/00000000000000000000000000000000-binary-cache"},
 //!   "compression": "xz",
@@ -35,6 +35,9 @@
 //! assert_eq!(attrs.closure[0].nar_size, 952);
 //! ```
 
+pub mod nix;
+pub mod shard;
+
 use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
@@ -45,12 +48,12 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::compression::Compression;
+use crate::compress::Compression;
 use crate::format::content_address::ContentAddress;
 use crate::format::hash::Sha256Hash;
 use crate::format::signature::Signature;
 use crate::format::store_path::StorePath;
-use crate::shard::Shard;
+use crate::input::shard::Shard;
 
 /// What Nix knows about one store path: the facts a narinfo carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,9 +88,9 @@ pub struct Attrs {
     /// `indexDebugInfo`: write `debuginfo/<build id>.debug`.
     pub index_debug_info: bool,
     /// `shard` and `shards`: write only this shard's part of the closure
-    /// (see [`crate::shard`]); `None` for the whole closure.
+    /// (see [`crate::input::shard`]); `None` for the whole closure.
     pub shard: Option<Shard>,
-    /// `reuse`: earlier caches whose NARs may be copied (see [`crate::reuse`]).
+    /// `reuse`: earlier caches whose NARs may be copied (see [`crate::commands::build::reuse`]).
     pub reuse: Vec<PathBuf>,
 }
 

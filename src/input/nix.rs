@@ -4,7 +4,7 @@
 //! arguments (store paths, or symlinks to them such as nix-build's `result`)
 //! are resolved to store paths here, and `nix path-info --json --recursive`
 //! is run on them; its output goes to the same reader as `--closure FILE`
-//! (see [`crate::closure::parse_path_info_json`]), whichever of its two forms
+//! (see [`crate::input::parse_path_info_json`]), whichever of its two forms
 //! the installed Nix prints. This is the only place the program runs Nix; the
 //! builder and `--closure`/`--attrs` never do.
 

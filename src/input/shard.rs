@@ -1,6 +1,6 @@
 //! Shards: one closure split among several derivations, each writing the
 //! NARs and narinfos of its part, merged afterwards by `make-binary-cache
-//! merge` (see [`crate::merge`]).
+//! merge` (see [`crate::commands::merge`]).
 //!
 //! Every shard derivation gets the whole closure (from
 //! `exportReferencesGraph`) and its number, and computes the same partition
@@ -16,7 +16,7 @@
 //! and not only the merge.
 //!
 //! ```
-//! use make_binary_cache::shard::partition;
+//! use make_binary_cache::input::shard::partition;
 //! // Sizes 5, 4, 3, 3: 5 → shard 0, 4 → shard 1, then 3 ("c") → shard 1 (4 < 5),
 //! // then 3 ("d") → shard 0 (5 < 7).
 //! let parts = partition(&[("a", 5), ("b", 4), ("c", 3), ("d", 3)], 2);

@@ -36,14 +36,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::atomic_file::AtomicFile;
-use crate::cache_dir::{CacheDir, MAX_NARINFO, MAX_SMALL_FILE};
-use crate::closure::PathInfo;
-use crate::compression::Compression;
+use crate::cache::dir::{CacheDir, MAX_NARINFO, MAX_SMALL_FILE};
+use crate::cache::read::{self as read_cache, Expected, read_cache_info_in};
+use crate::compress::Compression;
+use crate::durable::atomic_file::AtomicFile;
 use crate::format::cache_info;
 use crate::format::manifest::{self, Manifest};
 use crate::format::narinfo::{ParsedNarInfo, nar_file};
-use crate::read_cache::{self, Expected, read_cache_info_in};
+use crate::input::PathInfo;
 
 /// The earlier caches whose NARs may be reused: those whose manifest is
 /// this run's.
