@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::commands::build::{Observer, Written};
-use crate::input::PathInfo;
+use crate::format::path_info::PathInfo;
 use crate::text::human;
 
 /// How often a path still in flight gets a line in a log.

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::common::{TempDir, path_info_file, skip_without_nix};
 use make_binary_cache::commands::build::{self, Observer, Settings, Written};
 use make_binary_cache::compress::Compression;
-use make_binary_cache::input::{self, PathInfo};
+use make_binary_cache::format::path_info::PathInfo;
+use make_binary_cache::input;
 
 #[derive(Default)]
 struct Counting {

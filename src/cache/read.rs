@@ -53,7 +53,7 @@ use crate::format::cache_info;
 use crate::format::hash::Sha256Hash;
 use crate::format::listing::Listing;
 use crate::format::nar_reader::{Event, NarError, NarReader};
-use crate::format::narinfo::ParsedNarInfo;
+use crate::format::narinfo::NarInfo;
 use crate::format::store_path::check_store_dir;
 
 /// The text of `dir/nix-cache-info`, which makes `dir` a binary cache.
@@ -104,7 +104,7 @@ pub struct Expected {
 }
 
 impl Expected {
-    pub fn of(info: &ParsedNarInfo) -> Self {
+    pub fn of(info: &NarInfo) -> Self {
         Self {
             file_size: info.file_size,
             file_hash: info.file_hash,
@@ -228,13 +228,13 @@ pub fn same_listing(listed: &[u8], ours: &[u8]) -> bool {
 /// 100,000 paths); `false` reads nothing.
 pub fn read_listing(
     cache: &CacheDir,
-    info: &ParsedNarInfo,
+    info: &NarInfo,
     listed: bool,
 ) -> Result<Option<Vec<u8>>, crate::cache::dir::OpenError> {
     if !listed {
         return Ok(None);
     }
-    let (name, nar_size) = (format!("{}.ls", info.store_path.hash_part()), info.nar_size);
+    let (name, nar_size) = (format!("{}.ls", info.path.hash_part()), info.nar_size);
     match cache.read_small(Path::new(&name), crate::cache::dir::max_listing(nar_size)) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.is_missing() => Ok(None),

@@ -5,7 +5,7 @@
 //! The inputs are only read (they are usually store paths). Nothing is
 //! taken unchecked:
 //!
-//! * every `<hash part>.narinfo` parses strictly ([`ParsedNarInfo::parse`],
+//! * every `<hash part>.narinfo` parses strictly ([`NarInfo::parse`],
 //!   for the store directory its `nix-cache-info` names), is named after its
 //!   store path, and its URL names a file inside its cache ([`nar_file`]);
 //! * a store path in several inputs must have the same NAR there (NarHash,
@@ -66,7 +66,7 @@ use crate::format::cache_info::{self, CacheInfo};
 use crate::format::hash::{HashingWriter, Sha256Hash};
 use crate::format::layout::EMPTY_DIRS;
 use crate::format::manifest::FILE_NAME as MANIFEST;
-use crate::format::narinfo::{ParsedNarInfo, nar_file};
+use crate::format::narinfo::{NarInfo, nar_file};
 use crate::format::store_path::StorePath;
 use crate::text::{count, human, per_second};
 use crate::workers::run_parallel;
@@ -121,7 +121,7 @@ struct Entry {
     /// `<hash part>.narinfo`.
     name: String,
     text: String,
-    info: ParsedNarInfo,
+    info: NarInfo,
 }
 
 /// What one input holds, read and parsed.
@@ -155,7 +155,7 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
     // One narinfo per store path; the same store path must be the same everywhere.
     let mut narinfos: BTreeMap<&str, &Entry> = BTreeMap::new();
     // Store paths whose narinfos differ but describe the same NAR: joined.
-    let mut joined: BTreeMap<&str, ParsedNarInfo> = BTreeMap::new();
+    let mut joined: BTreeMap<&str, NarInfo> = BTreeMap::new();
     let mut shared: Vec<(&Entry, &Entry)> = Vec::new();
     for entry in read.iter().flat_map(|input| &input.narinfos) {
         match narinfos.get(entry.name.as_str()) {
@@ -168,7 +168,7 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
                 join(info, &entry.info).map_err(|why| {
                     anyhow!(
                         "{} is in both {} and {}, {why}",
-                        entry.info.store_path,
+                        entry.info.path,
                         read[first.input].dir.join(&first.name).display(),
                         read[entry.input].dir.join(&entry.name).display()
                     )
@@ -245,7 +245,7 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
                     format!(
                         "checking the NAR file of {} ({}, which {} has too)",
                         input.join(&entry.name).display(),
-                        entry.info.store_path,
+                        entry.info.path,
                         read[first.input].dir.display()
                     )
                 })
@@ -290,7 +290,7 @@ enum Work<'a> {
 /// united, the Deriver and CA kept where one input has them, and the NAR
 /// file is the first input's (the other's is checked all the same). What
 /// differs otherwise is said.
-fn join(ours: &mut ParsedNarInfo, theirs: &ParsedNarInfo) -> Result<(), String> {
+fn join(ours: &mut NarInfo, theirs: &NarInfo) -> Result<(), String> {
     if (ours.nar_hash, ours.nar_size) != (theirs.nar_hash, theirs.nar_size) {
         return Err(format!(
             "with different NARs (NarHash {} and {}): a store path has one NAR; was it built twice, \
@@ -377,10 +377,10 @@ fn walk(root: &Path, rel: &Path, input: &mut Input) -> Result<()> {
 fn read_narinfo(cache: &CacheDir, name: &str, store_dir: &str, input: usize) -> Result<Entry> {
     let file = cache.path().join(name);
     let text = cache.read_text(Path::new(name), MAX_NARINFO)?;
-    let info = ParsedNarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    let expected = format!("{}.narinfo", info.store_path.hash_part());
+    let info = NarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let expected = format!("{}.narinfo", info.path.hash_part());
     if name != expected {
-        bail!("{}: the narinfo of {} must be named {expected}", file.display(), info.store_path);
+        bail!("{}: the narinfo of {} must be named {expected}", file.display(), info.path);
     }
     nar_file(&info.url).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     Ok(Entry { input, name: name.to_owned(), text, info })
@@ -447,7 +447,7 @@ fn agreed_manifest(inputs: &[Input], log: &impl Fn(&str)) -> Option<usize> {
 
 /// Every reference of every narinfo must have a narinfo.
 fn check_closed(narinfos: &BTreeMap<&str, &Entry>, inputs: &[Input]) -> Result<()> {
-    let present: BTreeSet<&StorePath> = narinfos.values().map(|e| &e.info.store_path).collect();
+    let present: BTreeSet<&StorePath> = narinfos.values().map(|e| &e.info.path).collect();
     let mut missing = narinfos
         .values()
         .flat_map(|entry| entry.info.references.iter().filter(|r| !present.contains(r)).map(move |r| (entry, r)));
@@ -458,7 +458,7 @@ fn check_closed(narinfos: &BTreeMap<&str, &Entry>, inputs: &[Input]) -> Result<(
         "the merged cache would not be closed: {} (in {}) refers to {reference}, which no input has{others}; \
          merge all the caches of the closure, or use --partial for a cache that leaves the missing paths to \
          another substituter",
-        entry.info.store_path,
+        entry.info.path,
         inputs[entry.input].dir.display()
     )
 }
@@ -569,7 +569,7 @@ fn copy_nar(input: &CacheDir, out: &Path, url: &Path, entry: &Entry, listed: boo
     read_cache::check_listed(copy.as_file(), &source, "the narinfo", &Expected::of(&entry.info), listed.as_deref())
         .and_then(|r| r.map_err(|why| anyhow!(why)))
         .with_context(|| {
-            format!("checking the NAR file of {} ({})", input.path().join(&entry.name).display(), entry.info.store_path)
+            format!("checking the NAR file of {} ({})", input.path().join(&entry.name).display(), entry.info.path)
         })?;
     let name = target.file_name().expect("a file").to_string_lossy().into_owned();
     copy.persist(&name).with_context(|| format!("naming {}", target.display()))
@@ -577,7 +577,7 @@ fn copy_nar(input: &CacheDir, out: &Path, url: &Path, entry: &Entry, listed: boo
 
 /// Whether `input` has a `.ls` listing of the NAR of `entry`.
 fn has_listing(input: &Input, entry: &Entry) -> bool {
-    input.files.contains(Path::new(&format!("{}.ls", entry.info.store_path.hash_part())))
+    input.files.contains(Path::new(&format!("{}.ls", entry.info.path.hash_part())))
 }
 
 /// Copies `input/rel` to `out/rel`, named once complete.

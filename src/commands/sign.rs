@@ -7,7 +7,7 @@
 //! it unpacks against the NarHash, so a signed narinfo over a corrupt NAR is
 //! no hole; but signing is the moment someone vouches for the cache, so
 //! nothing is signed that was not checked first: every narinfo is parsed
-//! strictly ([`ParsedNarInfo::parse`]), must be named after its store path,
+//! strictly ([`NarInfo::parse`]), must be named after its store path,
 //! and its NAR file must exist with the narinfo's FileSize and FileHash and
 //! decompress to the NarSize and NarHash, a valid NAR
 //! ([`read_cache::check`]). Only when every
@@ -64,7 +64,7 @@ use crate::durable::atomic_file::AtomicFile;
 use crate::durable::narinfos::{NarInfoWrite, write_narinfos};
 use crate::format::key::{SecretKey, fingerprint};
 use crate::format::manifest;
-use crate::format::narinfo::{ParsedNarInfo, nar_file, sort_signatures};
+use crate::format::narinfo::{NarInfo, nar_file, sort_signatures};
 use crate::text::{count, human, per_second};
 use crate::workers::run_parallel;
 
@@ -194,7 +194,7 @@ struct Entry {
     stamp: Stamp,
     /// Whether the cache has a `.ls` listing of its NAR.
     listed: bool,
-    info: ParsedNarInfo,
+    info: NarInfo,
 }
 
 /// Refuses to sign in place what must not or cannot be changed.
@@ -297,17 +297,17 @@ fn read_narinfos(cache: &CacheDir, store_dir: &str) -> Result<Vec<Entry>> {
         let file = cache.path().join(name);
         let (text, stamp) =
             cache.read_text_stamped(Path::new(name), MAX_NARINFO).map_err(|e| anyhow!("{e}; {DAMAGED}"))?;
-        let info = ParsedNarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}; {DAMAGED}", file.display()))?;
-        let expected = format!("{}.narinfo", info.store_path.hash_part());
+        let info = NarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}; {DAMAGED}", file.display()))?;
+        let expected = format!("{}.narinfo", info.path.hash_part());
         if name != expected {
-            bail!("{}: the narinfo of {} must be named {expected}; {DAMAGED}", file.display(), info.store_path);
+            bail!("{}: the narinfo of {} must be named {expected}; {DAMAGED}", file.display(), info.path);
         }
         if info.nar_size == 0 {
             // Nix refuses to compute the fingerprint of an empty NAR: none exists.
             bail!("{}: NarSize is 0; {DAMAGED}", file.display());
         }
         nar_file(&info.url).map_err(|e| anyhow!("{}: {e}; {DAMAGED}", file.display()))?;
-        let listed = listings.contains(std::ffi::OsStr::new(&format!("{}.ls", info.store_path.hash_part())));
+        let listed = listings.contains(std::ffi::OsStr::new(&format!("{}.ls", info.path.hash_part())));
         entries.push(Entry { name: name.to_owned(), text, stamp, listed, info });
     }
     if entries.is_empty() {
@@ -320,7 +320,7 @@ fn read_narinfos(cache: &CacheDir, store_dir: &str) -> Result<Vec<Entry>> {
 /// Checks the NAR of `entry` (copying it to `out` first when given, and
 /// naming the copy once checked) and returns the signed narinfo, and
 /// whether its text differs from the one read.
-fn sign_one(entry: &Entry, cache: &CacheDir, out: Option<&CacheDir>, key: &SecretKey) -> Result<(ParsedNarInfo, bool)> {
+fn sign_one(entry: &Entry, cache: &CacheDir, out: Option<&CacheDir>, key: &SecretKey) -> Result<(NarInfo, bool)> {
     let info = &entry.info;
     let narinfo_file = cache.path().join(&entry.name);
     let url = nar_file(&info.url).expect("checked when read");
@@ -339,11 +339,11 @@ fn sign_one(entry: &Entry, cache: &CacheDir, out: Option<&CacheDir>, key: &Secre
         }
     }
     let mut signed = info.clone();
-    let signature = key.sign(&fingerprint(&info.store_path, &info.nar_hash, info.nar_size, &info.references));
+    let signature = key.sign(&fingerprint(&info.path, &info.nar_hash, info.nar_size, &info.references));
     signed.signatures.retain(|s| s.key_name() != key.name());
     signed.signatures.push(signature);
     sort_signatures(&mut signed.signatures);
-    let text = signed.as_narinfo().render().map_err(|e| anyhow!("{}: {e}", narinfo_file.display()))?;
+    let text = signed.render().map_err(|e| anyhow!("{}: {e}", narinfo_file.display()))?;
     let changed = text != entry.text;
     Ok((signed, changed))
 }

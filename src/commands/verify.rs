@@ -6,7 +6,7 @@
 //! (only the NarHash and NarSize of what it unpacks, path by path, when it
 //! substitutes). For every `<hash>.narinfo` of the cache this checks:
 //!
-//! * the narinfo parses strictly ([`ParsedNarInfo::parse`]) for the store
+//! * the narinfo parses strictly ([`NarInfo::parse`]) for the store
 //!   directory that `nix-cache-info` names, and is named
 //!   `<hash part of its StorePath>.narinfo`;
 //! * its URL is a plain relative path inside the cache (no `..`, not
@@ -59,7 +59,7 @@ use crate::format::key::{PublicKey, fingerprint};
 use crate::format::layout::EMPTY_DIRS;
 use crate::format::listing::Listing;
 use crate::format::manifest::{self, Manifest};
-use crate::format::narinfo::{ParsedNarInfo, nar_file};
+use crate::format::narinfo::{NarInfo, nar_file};
 use crate::format::store_path::check_store_dir;
 use crate::text::{count, human, per_second};
 
@@ -181,15 +181,15 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
             }
         }
     }
-    let present: HashSet<&str> = infos.iter().map(|i| i.store_path.as_str()).collect();
+    let present: HashSet<&str> = infos.iter().map(|i| i.path.as_str()).collect();
     let listed: HashSet<&str> = listings.iter().map(String::as_str).collect();
 
     // Largest first, so that a big path does not start last.
-    let mut plan: Vec<&ParsedNarInfo> = infos.iter().collect();
+    let mut plan: Vec<&NarInfo> = infos.iter().collect();
     plan.sort_by(|a, b| {
         (b.file_size.saturating_add(b.nar_size))
             .cmp(&a.file_size.saturating_add(a.nar_size))
-            .then_with(|| a.store_path.cmp(&b.store_path))
+            .then_with(|| a.path.cmp(&b.path))
     });
     for info in &plan {
         if let Ok(path) = nar_file(&info.url) {
@@ -218,7 +218,7 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
                     signature_problems.fetch_add(unsigned, Ordering::Relaxed);
                     let findings: Vec<Finding> = problems
                         .into_iter()
-                        .map(|(severity, message)| Finding { severity, subject: info.store_path.to_string(), message })
+                        .map(|(severity, message)| Finding { severity, subject: info.path.to_string(), message })
                         .collect();
                     emit(&findings);
                 }
@@ -228,7 +228,7 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
 
     emit(&reference_cycles(&infos));
     emit(&unnamed_nar_files(cache, &urls));
-    let present_parts: HashSet<&str> = infos.iter().map(|i| i.store_path.hash_part()).collect();
+    let present_parts: HashSet<&str> = infos.iter().map(|i| i.path.hash_part()).collect();
     emit(&orphan_listings(&listings, &present_parts, cache));
     emit(&check_debug_info(cache, &urls));
     Ok(Summary {
@@ -389,7 +389,7 @@ fn check_debug_info(cache: &CacheDir, urls: &BTreeSet<PathBuf>) -> Vec<Finding> 
 /// Reads and parses one narinfo; a problem names the store path when the
 /// text has a `StorePath:` line, else the file, and comes with the text's
 /// `URL:`, if any.
-fn read_narinfo(cache: &CacheDir, name: &str, store_dir: &str) -> Result<ParsedNarInfo, (Finding, Option<String>)> {
+fn read_narinfo(cache: &CacheDir, name: &str, store_dir: &str) -> Result<NarInfo, (Finding, Option<String>)> {
     let file = cache.path().join(name);
     let text = cache
         .read_text(Path::new(name), MAX_NARINFO)
@@ -402,8 +402,8 @@ fn read_narinfo(cache: &CacheDir, name: &str, store_dir: &str) -> Result<ParsedN
             None => file.display().to_string(),
         }
     };
-    let info = ParsedNarInfo::parse(store_dir, &text).map_err(|e| (problem(subject(), e), url()))?;
-    let expected = format!("{}.narinfo", info.store_path.hash_part());
+    let info = NarInfo::parse(store_dir, &text).map_err(|e| (problem(subject(), e), url()))?;
+    let expected = format!("{}.narinfo", info.path.hash_part());
     if name != expected {
         return Err((problem(subject(), format!("its narinfo is named {name}, not {expected}")), url()));
     }
@@ -415,7 +415,7 @@ fn read_narinfo(cache: &CacheDir, name: &str, store_dir: &str) -> Result<ParsedN
 /// read.
 fn check_nar(
     cache: &CacheDir,
-    info: &ParsedNarInfo,
+    info: &NarInfo,
     listings: &HashSet<&str>,
     buf: &mut [u8],
     problems: &mut Vec<(Severity, String)>,
@@ -443,7 +443,7 @@ fn check_nar(
 
     let compression = info.compression;
     // A NAR listing, when there is one, is checked against the NAR as it is read.
-    let ls_name = format!("{}.ls", info.store_path.hash_part());
+    let ls_name = format!("{}.ls", info.path.hash_part());
     let listed = match read_cache::read_listing(cache, info, listings.contains(ls_name.as_str())) {
         Ok(listed) => listed,
         Err(e) => {
@@ -505,7 +505,7 @@ fn check_nar(
 }
 
 /// Every reference must have a narinfo in the cache.
-fn check_references(info: &ParsedNarInfo, present: &HashSet<&str>, problems: &mut Vec<(Severity, String)>) {
+fn check_references(info: &NarInfo, present: &HashSet<&str>, problems: &mut Vec<(Severity, String)>) {
     for reference in &info.references {
         if !present.contains(reference.as_str()) {
             problems.push((
@@ -519,9 +519,9 @@ fn check_references(info: &ParsedNarInfo, present: &HashSet<&str>, problems: &mu
 /// A problem for each reference cycle among the narinfos (a path referring
 /// to itself is no cycle): no store can hold one, and Nix refuses to copy
 /// such a closure ("cycle detected").
-fn reference_cycles(infos: &[ParsedNarInfo]) -> Vec<Finding> {
+fn reference_cycles(infos: &[NarInfo]) -> Vec<Finding> {
     use std::collections::HashMap;
-    let index: HashMap<&str, usize> = infos.iter().enumerate().map(|(i, info)| (info.store_path.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = infos.iter().enumerate().map(|(i, info)| (info.path.as_str(), i)).collect();
     let edges: Vec<Vec<usize>> = infos
         .iter()
         .enumerate()
@@ -554,11 +554,11 @@ fn reference_cycles(infos: &[ParsedNarInfo]) -> Vec<Finding> {
                     let from = stack.iter().position(|&(n, _)| n == to).expect("on the path");
                     let cycle: Vec<&str> = stack[from..]
                         .iter()
-                        .map(|&(n, _)| infos[n].store_path.as_str())
-                        .chain([infos[to].store_path.as_str()])
+                        .map(|&(n, _)| infos[n].path.as_str())
+                        .chain([infos[to].path.as_str()])
                         .collect();
                     findings.push(problem(
-                        infos[to].store_path.to_string(),
+                        infos[to].path.to_string(),
                         format!(
                             "its references form a cycle ({}); Nix refuses to copy such a closure",
                             cycle.join(" → ")
@@ -574,11 +574,11 @@ fn reference_cycles(infos: &[ParsedNarInfo]) -> Vec<Finding> {
 
 /// With keys, one signature at least must verify under one of them, as Nix
 /// requires with `require-sigs` (ValidPathInfo::checkSignatures).
-fn check_signatures(info: &ParsedNarInfo, keys: &[PublicKey], problems: &mut Vec<(Severity, String)>) {
+fn check_signatures(info: &NarInfo, keys: &[PublicKey], problems: &mut Vec<(Severity, String)>) {
     if keys.is_empty() {
         return;
     }
-    let fingerprint = fingerprint(&info.store_path, &info.nar_hash, info.nar_size, &info.references);
+    let fingerprint = fingerprint(&info.path, &info.nar_hash, info.nar_size, &info.references);
     let mut bad = Vec::new();
     let mut good = false;
     for sig in &info.signatures {
@@ -646,14 +646,14 @@ mod tests {
     /// Generated with `nix-store --generate-binary-cache-key` for these tests.
     const SK: &str = "test-1:3IGrl1aQqG+eViR40XHS/wgwq0gLZKJZ+v8x+dl/sVnJRmaOSLc3m0y1SgPUGpXPDjMa3/8/TyTRFviCRGvN3w==";
 
-    fn signed_by(keys: &[&SecretKey]) -> ParsedNarInfo {
-        let mut info = ParsedNarInfo::parse("/nix/store", NARINFO).unwrap();
-        let fp = fingerprint(&info.store_path, &info.nar_hash, info.nar_size, &info.references);
+    fn signed_by(keys: &[&SecretKey]) -> NarInfo {
+        let mut info = NarInfo::parse("/nix/store", NARINFO).unwrap();
+        let fp = fingerprint(&info.path, &info.nar_hash, info.nar_size, &info.references);
         info.signatures = keys.iter().map(|k| k.sign(&fp)).collect();
         info
     }
 
-    fn sig_findings(info: &ParsedNarInfo, keys: &[PublicKey]) -> Vec<(Severity, String)> {
+    fn sig_findings(info: &NarInfo, keys: &[PublicKey]) -> Vec<(Severity, String)> {
         let mut found = Vec::new();
         check_signatures(info, keys, &mut found);
         found
@@ -670,7 +670,7 @@ mod tests {
         assert_eq!(sig_findings(&good, &[other.clone(), pk.clone()]), []);
         assert_eq!(sig_findings(&signed_by(&[]), &[]), [], "no keys: nothing checked");
 
-        let problem = |info: &ParsedNarInfo, keys: &[PublicKey]| {
+        let problem = |info: &NarInfo, keys: &[PublicKey]| {
             let found = sig_findings(info, keys);
             assert!(matches!(found.as_slice(), [(Severity::Problem, _)]), "{found:?}");
             found[0].1.clone()
@@ -685,7 +685,7 @@ mod tests {
         assert!(problem(&changed, just_pk).starts_with("the signature by test-1 does not verify"));
         // A bad signature beside a good one: Nix accepts the path, we warn.
         let mut both = good.clone();
-        let fp = fingerprint(&changed.store_path, &changed.nar_hash, changed.nar_size, &changed.references);
+        let fp = fingerprint(&changed.path, &changed.nar_hash, changed.nar_size, &changed.references);
         both.signatures.push(sk.sign(&fp));
         let found = sig_findings(&both, &[pk]);
         assert!(matches!(found.as_slice(), [(Severity::Warning, m)] if m.contains("does not verify")), "{found:?}");

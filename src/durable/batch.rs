@@ -34,8 +34,8 @@ use crate::commands::build::Observer;
 use crate::commands::build::pipeline::Checked;
 use crate::durable::atomic_file::{AtomicFile, FileSystems};
 use crate::durable::narinfos::{self, CacheLock};
-use crate::format::narinfo::{ParsedNarInfo, Settled, settle};
-use crate::input::PathInfo;
+use crate::format::narinfo::{NarInfo, Settled, settle};
+use crate::format::path_info::PathInfo;
 
 /// How long a checked path's narinfo may wait for the `syncfs` that puts its
 /// NAR on disk.
@@ -198,7 +198,7 @@ impl<'a> NarInfoBatch<'a> {
     fn name_narinfo(&self, narinfo: AtomicFile, text: &str, name: &str) -> Result<()> {
         let Some(ours) = narinfo.persist_new(name)? else { return Ok(()) };
         let current = narinfos::current(&self.cache, name);
-        let parsed = ParsedNarInfo::parse(self.store_dir, text).map_err(|e| anyhow!("our own narinfo: {e}"))?;
+        let parsed = NarInfo::parse(self.store_dir, text).map_err(|e| anyhow!("our own narinfo: {e}"))?;
         match settle(self.store_dir, &parsed, current.as_deref(), None) {
             Settled::Unchanged => Ok(()),
             Settled::Write(merged) if merged == text => Ok(ours.persist(name)?),

@@ -29,7 +29,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::cache::dir::{CacheDir, MAX_NARINFO, Stamp};
 use crate::durable::atomic_file::{AtomicFile, FileSystems};
-use crate::format::narinfo::{ParsedNarInfo, Settled, settle};
+use crate::format::narinfo::{NarInfo, Settled, settle};
 
 /// An advisory lock on a cache directory, released when dropped.
 pub struct CacheLock(#[allow(dead_code)] Option<File>);
@@ -59,7 +59,7 @@ impl CacheLock {
 /// text it was read as (see [`settle`]).
 pub struct NarInfoWrite<'a> {
     pub name: &'a str,
-    pub info: &'a ParsedNarInfo,
+    pub info: &'a NarInfo,
     /// The text it was read as, and the file's stamp then.
     pub read_as: Option<(&'a str, Stamp)>,
 }

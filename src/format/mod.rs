@@ -27,6 +27,7 @@ pub mod nar;
 pub mod nar_reader;
 pub mod narinfo;
 pub mod nixbase32;
+pub mod path_info;
 pub mod signature;
 pub mod store_path;
 

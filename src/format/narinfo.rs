@@ -12,20 +12,23 @@
 //! parsers upstream (store paths, [`Signature`], [`ContentAddress`]) already
 //! refuse such values; this is the second line of defence.
 //!
-//! [`ParsedNarInfo::parse`] reads a narinfo back, strictly: every line must be
+//! [`NarInfo::parse`] reads a narinfo back, strictly: every line must be
 //! a field Nix writes, each once (but `Sig`), every value well-formed. It is
 //! what `sign` and `verify` read caches with, ours and `nix copy`'s alike.
 //!
 //! ```
-//! use make_binary_cache::{compress::Compression, format::narinfo::NarInfo, format::store_path::StorePath};
+//! use make_binary_cache::compress::Compression;
+//! use make_binary_cache::format::{narinfo::NarInfo, path_info::PathInfo, store_path::StorePath};
 //! let path = StorePath::parse("/nix/store", "/nix/store/q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a").unwrap();
 //! let hash = "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw".parse().unwrap();
-//! let info = NarInfo {
-//!     store_path: &path, url: "nar/1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw.nar".into(),
-//!     compression: Compression::None, file_hash: hash, file_size: 952, nar_hash: hash, nar_size: 952,
-//!     references: &[], deriver: None, signatures: &[], ca: None,
+//! let info = PathInfo {
+//!     path, nar_hash: hash, nar_size: 952, references: vec![], deriver: None, signatures: vec![], ca: None,
 //! };
-//! assert!(info.render().unwrap().contains("\nReferences: \n"));
+//! let narinfo = NarInfo {
+//!     info, url: "nar/1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw.nar".into(),
+//!     compression: Compression::None, file_hash: hash, file_size: 952,
+//! };
+//! assert!(narinfo.render().unwrap().contains("\nReferences: \n"));
 //! ```
 
 use std::fmt::Write;
@@ -35,32 +38,44 @@ use std::str::FromStr;
 use crate::format::compression::Compression;
 use crate::format::content_address::ContentAddress;
 use crate::format::hash::Sha256Hash;
+use crate::format::path_info::PathInfo;
+pub use crate::format::path_info::sort_signatures;
 use crate::format::signature::Signature;
 use crate::format::store_path::StorePath;
 
-pub struct NarInfo<'a> {
-    pub store_path: &'a StorePath,
+/// A narinfo: the path's [`PathInfo`] plus the fields of its NAR file.
+/// It derefs to the [`PathInfo`], so `narinfo.nar_hash` reads as Nix says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NarInfo {
+    pub info: PathInfo,
     /// Relative to the cache root: `nar/<FileHash nix32>.nar<ext>`.
     pub url: String,
     pub compression: Compression,
     pub file_hash: Sha256Hash,
     pub file_size: u64,
-    pub nar_hash: Sha256Hash,
-    pub nar_size: u64,
-    pub references: &'a [StorePath],
-    pub deriver: Option<&'a StorePath>,
-    pub signatures: &'a [Signature],
-    pub ca: Option<&'a ContentAddress>,
 }
 
-impl NarInfo<'_> {
-    /// `<hash part>.narinfo`, the file name Nix looks up.
-    pub fn file_name(&self) -> String {
-        format!("{}.narinfo", self.store_path.hash_part())
+impl std::ops::Deref for NarInfo {
+    type Target = PathInfo;
+    fn deref(&self) -> &PathInfo {
+        &self.info
     }
 }
 
-impl NarInfo<'_> {
+impl std::ops::DerefMut for NarInfo {
+    fn deref_mut(&mut self) -> &mut PathInfo {
+        &mut self.info
+    }
+}
+
+impl NarInfo {
+    /// `<hash part>.narinfo`, the file name Nix looks up.
+    pub fn file_name(&self) -> String {
+        format!("{}.narinfo", self.path.hash_part())
+    }
+}
+
+impl NarInfo {
     /// The narinfo's text, or an error naming the store path and the field
     /// when a value holds a line break or NUL.
     pub fn render(&self) -> Result<String, String> {
@@ -73,12 +88,12 @@ impl NarInfo<'_> {
             match value.chars().find(|c| matches!(c, '\n' | '\r' | '\0')) {
                 Some(bad) => Err(format!(
                     "{}: narinfo field `{key}` would contain {bad:?}, which would break the narinfo: {value:?}",
-                    self.store_path
+                    self.path
                 )),
                 None => Ok(()),
             }
         };
-        line("StorePath", self.store_path)?;
+        line("StorePath", &self.path)?;
         line("URL", &self.url)?;
         line("Compression", &self.compression)?;
         line("FileHash", &self.file_hash)?;
@@ -87,37 +102,20 @@ impl NarInfo<'_> {
         line("NarSize", &self.nar_size)?;
         let references: Vec<&str> = self.references.iter().map(StorePath::base_name).collect();
         line("References", &references.join(" "))?;
-        if let Some(deriver) = self.deriver {
+        if let Some(deriver) = &self.deriver {
             line("Deriver", &deriver.base_name())?;
         }
-        for sig in self.signatures {
+        for sig in &self.signatures {
             line("Sig", sig)?;
         }
-        if let Some(ca) = self.ca {
+        if let Some(ca) = &self.ca {
             line("CA", ca)?;
         }
         Ok(text)
     }
 }
 
-/// A narinfo read from a cache, owning its values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParsedNarInfo {
-    pub store_path: StorePath,
-    pub url: String,
-    pub compression: Compression,
-    pub file_hash: Sha256Hash,
-    pub file_size: u64,
-    pub nar_hash: Sha256Hash,
-    pub nar_size: u64,
-    /// Sorted.
-    pub references: Vec<StorePath>,
-    pub deriver: Option<StorePath>,
-    pub signatures: Vec<Signature>,
-    pub ca: Option<ContentAddress>,
-}
-
-impl ParsedNarInfo {
+impl NarInfo {
     /// Parses the text of a narinfo for a store in `store_dir`. Stricter than
     /// Nix, which skips unknown keys and takes the last of repeated ones: in a
     /// cache we check, either means something wrote what it should not have.
@@ -177,60 +175,27 @@ impl ParsedNarInfo {
             ca.check_path(&store_path, &references).map_err(|e| format!("field `CA`: {e}"))?;
         }
         Ok(Self {
-            store_path,
+            info: PathInfo {
+                path: store_path,
+                nar_hash: parsed("NarHash", field("NarHash")?)?,
+                nar_size: parsed("NarSize", field("NarSize")?)?,
+                references,
+                deriver,
+                signatures,
+                ca,
+            },
             url: url.to_owned(),
             compression: parsed("Compression", field("Compression")?)?,
             file_hash: parsed("FileHash", field("FileHash")?)?,
             file_size: parsed("FileSize", field("FileSize")?)?,
-            nar_hash: parsed("NarHash", field("NarHash")?)?,
-            nar_size: parsed("NarSize", field("NarSize")?)?,
-            references,
-            deriver,
-            signatures,
-            ca,
         })
-    }
-
-    /// Whether `other` says the same of the store path as a signature
-    /// vouches for: the same store path, NarHash, NarSize and references
-    /// (the [fingerprint](crate::format::key::fingerprint)). Then the
-    /// signatures of either are as valid on the other.
-    pub fn same_fingerprint(&self, other: &ParsedNarInfo) -> bool {
-        (&self.store_path, self.nar_hash, self.nar_size, &self.references)
-            == (&other.store_path, other.nar_hash, other.nar_size, &other.references)
     }
 
     /// Whether `other` also describes the same NAR file: the same URL,
     /// Compression, FileHash and FileSize.
-    pub fn same_file(&self, other: &ParsedNarInfo) -> bool {
+    pub fn same_file(&self, other: &NarInfo) -> bool {
         (&self.url, self.compression, self.file_hash, self.file_size)
             == (&other.url, other.compression, other.file_hash, other.file_size)
-    }
-
-    /// Adds the signatures of `other` (which must have the
-    /// [same fingerprint](Self::same_fingerprint)) that this one lacks, kept
-    /// sorted and without duplicates, as Nix keeps them (a `StringSet`).
-    pub fn add_signatures_of(&mut self, other: &ParsedNarInfo) {
-        debug_assert!(self.same_fingerprint(other), "signatures of another fingerprint");
-        self.signatures.extend(other.signatures.iter().cloned());
-        sort_signatures(&mut self.signatures);
-    }
-
-    /// The same values as a [`NarInfo`], to render.
-    pub fn as_narinfo(&self) -> NarInfo<'_> {
-        NarInfo {
-            store_path: &self.store_path,
-            url: self.url.clone(),
-            compression: self.compression,
-            file_hash: self.file_hash,
-            file_size: self.file_size,
-            nar_hash: self.nar_hash,
-            nar_size: self.nar_size,
-            references: &self.references,
-            deriver: self.deriver.as_ref(),
-            signatures: &self.signatures,
-            ca: self.ca.as_ref(),
-        }
     }
 }
 
@@ -262,8 +227,8 @@ pub enum Settled {
 ///   the same NAR file may be joined, and anything else is [`Settled::Changed`];
 ///   when `current` is still `expected`, `ours` (made from it) is written as
 ///   it is.
-pub fn settle(store_dir: &str, ours: &ParsedNarInfo, current: Option<&str>, expected: Option<&str>) -> Settled {
-    let render = |info: &ParsedNarInfo| info.as_narinfo().render().expect("a parsed narinfo renders");
+pub fn settle(store_dir: &str, ours: &NarInfo, current: Option<&str>, expected: Option<&str>) -> Settled {
+    let render = |info: &NarInfo| info.render().expect("a parsed narinfo renders");
     let Some(current) = current else { return Settled::Write(render(ours)) };
     let changed = expected.is_some_and(|expected| expected != current);
     if expected.is_some() && !changed {
@@ -272,7 +237,7 @@ pub fn settle(store_dir: &str, ours: &ParsedNarInfo, current: Option<&str>, expe
         let text = render(ours);
         return if text == current { Settled::Unchanged } else { Settled::Write(text) };
     }
-    match ParsedNarInfo::parse(store_dir, current).ok() {
+    match NarInfo::parse(store_dir, current).ok() {
         Some(theirs) if ours.same_fingerprint(&theirs) && (!changed || ours.same_file(&theirs)) => {
             let mut merged = ours.clone();
             merged.add_signatures_of(&theirs);
@@ -282,12 +247,6 @@ pub fn settle(store_dir: &str, ours: &ParsedNarInfo, current: Option<&str>, expe
         _ if changed => Settled::Changed,
         _ => Settled::Write(render(ours)),
     }
-}
-
-/// Sorts signatures as Nix writes them (by their text) and drops repeats.
-pub fn sort_signatures(signatures: &mut Vec<Signature>) {
-    signatures.sort_by_key(|s| s.to_string());
-    signatures.dedup();
 }
 
 /// A narinfo's URL as a path inside the cache: relative, without `.` or
@@ -334,7 +293,7 @@ mod tests {
     fn settling_keeps_the_signatures_of_the_same_nar_and_only_those() {
         let other = SIG.replace("cache.example.org-1", "other.example.org-1");
         let (a, b) = (SIG, other.as_str());
-        let parse = |t: &str| ParsedNarInfo::parse("/nix/store", t).unwrap();
+        let parse = |t: &str| NarInfo::parse("/nix/store", t).unwrap();
         let ours = parse(PLAIN);
         assert_eq!(settle("/nix/store", &ours, None, None), Settled::Write(PLAIN.to_owned()));
         assert_eq!(settle("/nix/store", &ours, Some(PLAIN), None), Settled::Unchanged);
@@ -372,17 +331,19 @@ mod tests {
         let nar_hash: Sha256Hash = "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw".parse().unwrap();
         let file_hash: Sha256Hash = "sha256:0mdqa9w1p6cmli6976v4wi0sw9r4p5prkj7lzfd1877wk11c9c73".parse().unwrap();
         let info = NarInfo {
-            store_path: &path,
+            info: PathInfo {
+                path,
+                nar_hash,
+                nar_size: 952,
+                references: refs.to_vec(),
+                deriver: Some(deriver),
+                signatures: vec![SIG.parse().unwrap()],
+                ca: Some("fixed:r:sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw".parse().unwrap()),
+            },
             url: format!("nar/{}.nar.xz", file_hash.nix32()),
             compression: Compression::Xz,
             file_hash,
             file_size: 100,
-            nar_hash,
-            nar_size: 952,
-            references: &refs,
-            deriver: Some(&deriver),
-            signatures: &[SIG.parse().unwrap()],
-            ca: Some(&"fixed:r:sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw".parse().unwrap()),
         };
         assert_eq!(info.file_name(), "y2grnhdvfn46jk5m3g13m90yzbj9scgb.narinfo");
         // What `nix copy` writes, and the CA line after the signatures.
@@ -398,17 +359,19 @@ mod tests {
         let path = StorePath::parse(store, "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b").unwrap();
         let hash: Sha256Hash = "sha256:1adfpa64hshm62r4plng0xkvvxaw9k4af6nv0ifxh1gga753wckw".parse().unwrap();
         let info = |url: &str| NarInfo {
-            store_path: &path,
+            info: PathInfo {
+                path: path.clone(),
+                nar_hash: hash,
+                nar_size: 1,
+                references: vec![],
+                deriver: None,
+                signatures: vec![],
+                ca: None,
+            },
             url: url.into(),
             compression: Compression::None,
             file_hash: hash,
             file_size: 1,
-            nar_hash: hash,
-            nar_size: 1,
-            references: &[],
-            deriver: None,
-            signatures: &[],
-            ca: None,
         };
         assert!(info("nar/x.nar").render().is_ok());
         for (url, bad) in [("nar/x.nar\nNarSize: 2", "'\\n'"), ("nar/x\r.nar", "'\\r'"), ("nar/x\0.nar", "'\\0'")] {
@@ -422,7 +385,9 @@ mod tests {
         }
         // A store directory nobody checked is caught too.
         let odd = StorePath::parse("/nix\nstore", "/nix\nstore/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b").unwrap();
-        let err = NarInfo { store_path: &odd, ..info("nar/x.nar") }.render().unwrap_err();
+        let mut odd_info = info("nar/x.nar");
+        odd_info.path = odd;
+        let err = odd_info.render().unwrap_err();
         assert!(err.contains("narinfo field `StorePath` would contain '\\n'"), "{err}");
     }
 
@@ -440,24 +405,24 @@ mod tests {
 
     #[test]
     fn parses_what_nix_writes_and_renders_it_back() {
-        let info = ParsedNarInfo::parse("/nix/store", NIX_COPY).unwrap();
-        assert_eq!(info.store_path.as_str(), "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b");
+        let info = NarInfo::parse("/nix/store", NIX_COPY).unwrap();
+        assert_eq!(info.path.as_str(), "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b");
         assert_eq!((info.compression, info.file_size, info.nar_size), (Compression::Xz, 100, 952));
         let refs: Vec<&str> = info.references.iter().map(StorePath::base_name).collect();
         assert_eq!(refs, ["q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a", "y2grnhdvfn46jk5m3g13m90yzbj9scgb-b"]);
         assert_eq!(info.deriver.as_ref().map(StorePath::base_name), Some("0c1ax3xdhph1hmrxhiby8mcxh0qamv2p-b.drv"));
         assert_eq!(info.signatures[0].key_name(), "cache.example.org-1");
         assert_eq!(info.ca, None);
-        let rendered = info.as_narinfo().render().unwrap();
+        let rendered = info.render().unwrap();
         assert_eq!(rendered, NIX_COPY);
-        assert_eq!(ParsedNarInfo::parse("/nix/store", &rendered).unwrap(), info);
+        assert_eq!(NarInfo::parse("/nix/store", &rendered).unwrap(), info);
         let unsorted = NIX_COPY.replace(
             "q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a y2grnhdvfn46jk5m3g13m90yzbj9scgb-b",
             "y2grnhdvfn46jk5m3g13m90yzbj9scgb-b q8ihi865qxz3d5f9dmrdjfcmzjj4xwrr-a",
         );
-        assert_eq!(ParsedNarInfo::parse("/nix/store", &unsorted).unwrap(), info);
+        assert_eq!(NarInfo::parse("/nix/store", &unsorted).unwrap(), info);
         let unknown = NIX_COPY.replace("Deriver: 0c1ax3xdhph1hmrxhiby8mcxh0qamv2p-b.drv", "Deriver: unknown-deriver");
-        assert_eq!(ParsedNarInfo::parse("/nix/store", &unknown).unwrap().deriver, None);
+        assert_eq!(NarInfo::parse("/nix/store", &unknown).unwrap().deriver, None);
     }
 
     #[test]
@@ -480,7 +445,7 @@ mod tests {
             (NIX_COPY.replace("StorePath: /nix/store/", "StorePath: /gnu/store/"), "field `StorePath`"),
         ];
         for (text, expected) in cases {
-            let err = ParsedNarInfo::parse("/nix/store", &text).unwrap_err();
+            let err = NarInfo::parse("/nix/store", &text).unwrap_err();
             assert!(err.contains(expected), "{expected:?} not in {err:?}");
         }
     }

@@ -7,9 +7,9 @@ use anyhow::{Result, anyhow, bail};
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::PathInfo;
 use super::json::*;
 use crate::compress::Compression;
+use crate::format::path_info::PathInfo;
 use crate::input::shard::Shard;
 
 /// The parts of a structured-attrs file we use.

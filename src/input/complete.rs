@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 
-use super::PathInfo;
+use crate::format::path_info::PathInfo;
 use crate::format::store_path::StorePath;
 
 /// Checks that the closure is one: every reference of every path is in it,

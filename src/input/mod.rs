@@ -47,22 +47,3 @@ mod tests;
 pub use attrs::Attrs;
 pub use complete::check_complete;
 pub use path_info::parse_path_info_json;
-
-use crate::format::content_address::ContentAddress;
-use crate::format::hash::Sha256Hash;
-use crate::format::signature::Signature;
-use crate::format::store_path::StorePath;
-
-/// What Nix knows about one store path: the facts a narinfo carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathInfo {
-    pub path: StorePath,
-    pub nar_hash: Sha256Hash,
-    pub nar_size: u64,
-    /// Sorted, and may contain `path` itself.
-    pub references: Vec<StorePath>,
-    /// A store path whose name ends in `.drv`.
-    pub deriver: Option<StorePath>,
-    pub signatures: Vec<Signature>,
-    pub ca: Option<ContentAddress>,
-}

@@ -7,9 +7,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::PathInfo;
 use super::json::*;
 use crate::format::content_address::ContentAddress;
+use crate::format::path_info::PathInfo;
 use crate::format::store_path::StorePath;
 
 /// Parses the output of `nix path-info --json --recursive`.

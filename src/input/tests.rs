@@ -6,8 +6,8 @@ mod readers {
     use std::path::PathBuf;
 
     use super::super::path_info::*;
-    use super::super::*;
     use crate::compress::Compression;
+    use crate::format::store_path::StorePath;
     use crate::input::shard::Shard;
 
     /// Content-addressed (`CA` below, referring to itself and to `B`).
@@ -602,9 +602,12 @@ mod properties {
     use super::super::attrs::*;
 
     use super::super::path_info::*;
-    use super::super::*;
     use crate::compress::Compression;
+    use crate::format::content_address::ContentAddress;
     use crate::format::narinfo::NarInfo;
+    use crate::format::path_info::PathInfo;
+    use crate::format::signature::Signature;
+    use crate::format::store_path::StorePath;
 
     const STORE: &str = "/nix/store";
     const FIELDS: [&str; 8] = ["path", "narHash", "narSize", "references", "deriver", "signatures", "ca", "valid"];
@@ -697,17 +700,11 @@ mod properties {
     /// Renders `info` as a narinfo and reads it back, checking the keys.
     fn round_trip(info: &PathInfo) {
         let narinfo = NarInfo {
-            store_path: &info.path,
+            info: info.clone(),
             url: format!("nar/{}.nar", info.nar_hash.nix32()),
             compression: Compression::None,
             file_hash: info.nar_hash,
             file_size: info.nar_size,
-            nar_hash: info.nar_hash,
-            nar_size: info.nar_size,
-            references: &info.references,
-            deriver: info.deriver.as_ref(),
-            signatures: &info.signatures,
-            ca: info.ca.as_ref(),
         };
         let text = narinfo.render().expect("a parsed path info always renders");
         let mut fields: BTreeMap<&str, Vec<&str>> = BTreeMap::new();

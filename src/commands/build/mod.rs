@@ -25,7 +25,7 @@ use std::time::Duration;
 use crate::compress::Compression;
 use crate::format::cache_info::CacheInfo;
 use crate::format::manifest::Manifest;
-use crate::input::PathInfo;
+use crate::format::path_info::PathInfo;
 use crate::text::{count, human, per_second};
 
 pub mod dump;

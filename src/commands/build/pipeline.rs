@@ -16,7 +16,7 @@ use crate::format::hash::{HashingWriter, Sha256Hash};
 use crate::format::listing::Listing;
 use crate::format::nar_reader::{Event, NarReader};
 use crate::format::narinfo::NarInfo;
-use crate::input::PathInfo;
+use crate::format::path_info::PathInfo;
 
 /// A store path whose NAR is checked and named, with its narinfo written
 /// but not yet named.
@@ -75,19 +75,7 @@ pub(crate) fn write_path(
     }
 
     let nar_name = format!("{}.nar{}", file_hash.nix32(), compression.extension());
-    let narinfo = NarInfo {
-        store_path: &info.path,
-        url: format!("nar/{nar_name}"),
-        compression,
-        file_hash,
-        file_size,
-        nar_hash,
-        nar_size,
-        references: &info.references,
-        deriver: info.deriver.as_ref(),
-        signatures: &info.signatures,
-        ca: info.ca.as_ref(),
-    };
+    let narinfo = NarInfo { info: info.clone(), url: format!("nar/{nar_name}"), compression, file_hash, file_size };
     // Rendered before the NAR is named: a refused narinfo leaves nothing behind.
     let text = narinfo.render().map_err(|e| anyhow!(e))?;
     name_nar(file, &nar_dir, &nar_name, file_size)

@@ -42,8 +42,8 @@ use crate::compress::Compression;
 use crate::durable::atomic_file::AtomicFile;
 use crate::format::cache_info;
 use crate::format::manifest::{self, Manifest};
-use crate::format::narinfo::{ParsedNarInfo, nar_file};
-use crate::input::PathInfo;
+use crate::format::narinfo::{NarInfo, nar_file};
+use crate::format::path_info::PathInfo;
 
 /// The earlier caches whose NARs may be reused: those whose manifest is
 /// this run's.
@@ -130,7 +130,7 @@ impl EarlierCaches {
                     anyhow!("{e}: the earlier cache {} is damaged (see --reuse)", cache.path().display())
                 })?,
             };
-            let theirs = ParsedNarInfo::parse(store_dir, &text).map_err(|e| {
+            let theirs = NarInfo::parse(store_dir, &text).map_err(|e| {
                 anyhow!(
                     "{}: {e}: the earlier cache {} is damaged (see --reuse)",
                     narinfo.display(),
@@ -139,7 +139,7 @@ impl EarlierCaches {
             })?;
             // Another store path with the same hash part, or the same path
             // built again with other contents: not this NAR.
-            if theirs.store_path != info.path || (theirs.nar_hash, theirs.nar_size) != (info.nar_hash, info.nar_size) {
+            if theirs.path != info.path || (theirs.nar_hash, theirs.nar_size) != (info.nar_hash, info.nar_size) {
                 continue;
             }
             if theirs.compression != compression {

@@ -18,7 +18,7 @@ use crate::commands::build::{Observer, Settings, Summary};
 use crate::compress::blocks::BlockQueue;
 use crate::compress::{Compression, Contexts};
 use crate::durable::batch::NarInfoBatch;
-use crate::input::PathInfo;
+use crate::format::path_info::PathInfo;
 use crate::resources::{MemoryBudget, path_need};
 
 /// Writes the cache for `closure` into `out`, telling `observer` how it goes.
