@@ -200,31 +200,25 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
     let nar_bytes = AtomicU64::new(0);
     let signature_problems = AtomicUsize::new(0);
     let file_bytes = AtomicU64::new(0);
-    let next = AtomicUsize::new(0);
-    let workers = options.jobs.min(crate::resources::system::cores()).clamp(1, plan.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                let mut buf = vec![0u8; CHUNK];
-                while let Some(info) = plan.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let mut problems = Vec::new();
-                    let (nar, file) = check_nar(cache, info, &listed, &mut buf, &mut problems);
-                    nar_bytes.fetch_add(nar, Ordering::Relaxed);
-                    file_bytes.fetch_add(file, Ordering::Relaxed);
-                    check_references(info, &present, &mut problems);
-                    let before = problems.len();
-                    check_signatures(info, &options.public_keys, &mut problems);
-                    let unsigned = problems[before..].iter().filter(|(s, _)| *s == Severity::Problem).count();
-                    signature_problems.fetch_add(unsigned, Ordering::Relaxed);
-                    let findings: Vec<Finding> = problems
-                        .into_iter()
-                        .map(|(severity, message)| Finding { severity, subject: info.path.to_string(), message })
-                        .collect();
-                    emit(&findings);
-                }
-            });
+    crate::workers::run(options.jobs, plan.len(), |_, queue| {
+        let mut buf = vec![0u8; CHUNK];
+        while let Some(info) = queue.next().map(|i| plan[i]) {
+            let mut problems = Vec::new();
+            let (nar, file) = check_nar(cache, info, &listed, &mut buf, &mut problems);
+            nar_bytes.fetch_add(nar, Ordering::Relaxed);
+            file_bytes.fetch_add(file, Ordering::Relaxed);
+            check_references(info, &present, &mut problems);
+            let before = problems.len();
+            check_signatures(info, &options.public_keys, &mut problems);
+            let unsigned = problems[before..].iter().filter(|(s, _)| *s == Severity::Problem).count();
+            signature_problems.fetch_add(unsigned, Ordering::Relaxed);
+            let findings: Vec<Finding> = problems
+                .into_iter()
+                .map(|(severity, message)| Finding { severity, subject: info.path.to_string(), message })
+                .collect();
+            emit(&findings);
         }
-    });
+    })?;
 
     emit(&reference_cycles(&infos));
     emit(&unnamed_nar_files(cache, &urls));

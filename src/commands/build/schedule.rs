@@ -4,7 +4,7 @@
 //! path left help with other paths' blocks (see [`crate::compress::blocks`]).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -20,6 +20,7 @@ use crate::compress::{Compression, Contexts};
 use crate::durable::batch::NarInfoBatch;
 use crate::format::path_info::PathInfo;
 use crate::resources::{MemoryBudget, path_need};
+use crate::workers;
 
 /// Writes the cache for `closure` into `out`, telling `observer` how it goes.
 pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observer: &impl Observer) -> Result<Summary> {
@@ -38,126 +39,101 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
     let notes = create_layout(out, &settings.cache_info(), &settings.manifest())?.into_iter().collect();
     let narinfos = NarInfoBatch::new(out, &settings.store_dir, settings.sync)?;
 
-    let next = AtomicUsize::new(0);
     // Only what is compressed counts: copying is quick.
     let unstarted_bytes =
         AtomicU64::new(plan.iter().zip(&reusable).filter(|(_, r)| r.is_none()).map(|(info, _)| info.nar_size).sum());
     observer.started(plan.len(), plan.iter().map(|info| info.nar_size).sum());
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let totals = Mutex::new((0u64, 0u64));
-    let workers = settings.jobs.clamp(1, plan.len().max(1));
+    let workers = workers::count(settings.jobs, plan.len());
     let memory = MemoryBudget::new(settings.max_memory);
     // xz shares its blocks between the workers (see [`crate::compress::blocks`]).
     let blocks = (settings.compression == Compression::Xz).then(|| Arc::new(BlockQueue::default()));
-    let naming = std::thread::scope(|scope| {
+    let (worked, naming) = std::thread::scope(|scope| {
         let namer = scope.spawn(|| narinfos.name_batches(observer));
-        // The batch closes when the last worker stops (and not before all
-        // are spawned): paths checked before a failure still get narinfos.
-        let spawning = narinfos.producer();
-        for worker in 0..workers {
-            let producer = narinfos.producer();
-            let (plan, reusable, next, unstarted_bytes, failed, first_error, totals, memory, narinfos, blocks) = (
-                &plan,
-                &reusable,
-                &next,
-                &unstarted_bytes,
-                &failed,
-                &first_error,
-                &totals,
-                &memory,
-                &narinfos,
-                &blocks,
-            );
-            scope.spawn(move || {
-                let _producer = producer;
-                let mut dumper = Dumper::default();
-                let mut contexts = blocks.clone().map_or_else(Contexts::default, Contexts::sharing);
-                let mut reserved = 0;
-                while !failed.load(Ordering::Relaxed) {
-                    // Counted before taking a path, so that helpers never
-                    // leave while a path may still queue blocks.
-                    let _owner = blocks.as_ref().map(|queue| queue.owner());
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(info) = plan.get(index) else { break };
-                    observer.path_started(worker, info);
-                    let on_nar = |bytes| observer.nar_bytes(worker, bytes);
-                    let result = if let Some(reusable) = &reusable[index] {
-                        // No compressor: nothing to reserve.
-                        write_path(info, out, settings, Source::Reuse(reusable), &mut dumper, &on_nar)
-                    } else {
-                        let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
-                        let wanted = match settings.compression {
-                            // Blocks in flight, not threads: any idle worker
-                            // helps with them (see [`crate::compress::blocks`]).
-                            Compression::Xz => settings
-                                .compression
-                                .useful_threads(info.nar_size, settings.compression_level)
-                                .min(u32::try_from(workers).unwrap_or(u32::MAX)),
-                            _ => compression_threads(info.nar_size, rest, settings),
-                        };
-                        let need = |threads| {
-                            path_need(settings.compression, settings.compression_level, info.nar_size, threads)
-                        };
-                        let threads = memory.reserve(&mut reserved, wanted, need, || contexts.release());
-                        let source = Source::Compress(threads, &mut contexts);
-                        let result = write_path(info, out, settings, source, &mut dumper, &on_nar);
-                        if !contexts.holds_memory() {
-                            memory.release(&mut reserved);
-                        }
-                        result
+        // The batch closes when every worker has stopped: paths checked
+        // before a failure still get narinfos.
+        let producing = narinfos.producer();
+        let worked = workers::run(settings.jobs, plan.len(), |worker, queue| {
+            let mut dumper = Dumper::default();
+            let mut contexts = blocks.clone().map_or_else(Contexts::default, Contexts::sharing);
+            let mut reserved = 0;
+            loop {
+                // Counted before taking a path, so that helpers never
+                // leave while a path may still queue blocks.
+                let _owner = blocks.as_ref().map(|blocks| blocks.owner());
+                let Some(index) = queue.next() else { break };
+                let info = plan[index];
+                observer.path_started(worker, info);
+                let on_nar = |bytes| observer.nar_bytes(worker, bytes);
+                let result = if let Some(reusable) = &reusable[index] {
+                    // No compressor: nothing to reserve.
+                    write_path(info, out, settings, Source::Reuse(reusable), &mut dumper, &on_nar)
+                } else {
+                    let rest = unstarted_bytes.fetch_sub(info.nar_size, Ordering::Relaxed) - info.nar_size;
+                    let wanted = match settings.compression {
+                        // Blocks in flight, not threads: any idle worker
+                        // helps with them (see [`crate::compress::blocks`]).
+                        Compression::Xz => settings
+                            .compression
+                            .useful_threads(info.nar_size, settings.compression_level)
+                            .min(u32::try_from(workers).unwrap_or(u32::MAX)),
+                        _ => compression_threads(info.nar_size, rest, settings),
                     };
-                    observer.path_finished(worker);
-                    match result {
-                        Ok(checked) => {
-                            let mut t = totals.lock().unwrap();
-                            t.0 += checked.written.nar_size;
-                            t.1 += checked.written.file_size;
-                            drop(t);
-                            if !narinfos.add(info, checked) {
-                                // Naming failed: the run fails with that error.
-                                failed.store(true, Ordering::Relaxed);
-                            }
-                        }
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            first_error.lock().unwrap().get_or_insert(e);
+                    let need =
+                        |threads| path_need(settings.compression, settings.compression_level, info.nar_size, threads);
+                    let threads = memory.reserve(&mut reserved, wanted, need, || contexts.release());
+                    let source = Source::Compress(threads, &mut contexts);
+                    let result = write_path(info, out, settings, source, &mut dumper, &on_nar);
+                    if !contexts.holds_memory() {
+                        memory.release(&mut reserved);
+                    }
+                    result
+                };
+                observer.path_finished(worker);
+                match result {
+                    Ok(checked) => {
+                        let mut t = totals.lock().unwrap();
+                        t.0 += checked.written.nar_size;
+                        t.1 += checked.written.file_size;
+                        drop(t);
+                        if !narinfos.add(info, checked) {
+                            // Naming failed: the run fails with that error.
+                            queue.stop();
                         }
                     }
+                    Err(e) => queue.fail(e),
                 }
-                if let Some(queue) = blocks
-                    && !failed.load(Ordering::Relaxed)
-                {
-                    // No paths left: compress other paths' blocks, within
-                    // the budget, holding nothing while waiting for them.
-                    contexts.release();
-                    memory.release(&mut reserved);
-                    let level = settings.compression_level;
-                    let reserved = std::cell::Cell::new(0);
-                    let afford = |nar_size| {
-                        let mut mine = reserved.get();
-                        let fits = memory.try_reserve(&mut mine, path_need(Compression::Xz, level, nar_size, 1));
-                        reserved.set(mine);
-                        fits
-                    };
-                    let rest = || {
-                        let mut mine = reserved.take();
-                        memory.release(&mut mine);
-                    };
-                    queue.help(contexts.xz_encoder(), afford, rest);
-                    rest();
-                }
+            }
+            if let Some(blocks) = &blocks
+                && !queue.stopped()
+            {
+                // No paths left: compress other paths' blocks, within
+                // the budget, holding nothing while waiting for them.
                 contexts.release();
                 memory.release(&mut reserved);
-            });
-        }
-        drop(spawning);
-        namer.join().expect("the narinfo thread does not panic")
+                let level = settings.compression_level;
+                let reserved = std::cell::Cell::new(0);
+                let afford = |nar_size| {
+                    let mut mine = reserved.get();
+                    let fits = memory.try_reserve(&mut mine, path_need(Compression::Xz, level, nar_size, 1));
+                    reserved.set(mine);
+                    fits
+                };
+                let rest = || {
+                    let mut mine = reserved.take();
+                    memory.release(&mut mine);
+                };
+                blocks.help(contexts.xz_encoder(), afford, rest);
+                rest();
+            }
+            contexts.release();
+            memory.release(&mut reserved);
+        });
+        drop(producing);
+        (worked, namer.join().expect("the narinfo thread does not panic"))
     });
     let synced = narinfos.sync();
-    if let Some(e) = first_error.into_inner().unwrap() {
-        return Err(e);
-    }
+    worked?;
     naming?;
     synced?;
     let (nar_bytes, file_bytes) = totals.into_inner().unwrap();
