@@ -1,8 +1,7 @@
 //! Durability: how files are named only once complete ([`atomic_file`]),
 //! put on disk (`syncfs` per file system), and how narinfos are named where
-//! others may be writing ([`narinfos`], for `sign` and `merge`; [`batch`],
-//! for the builder's stream of checked paths).
+//! others may be writing ([`narinfos`]). The builder names its narinfos in
+//! batches of its own on these ([`crate::commands::build::durability`]).
 
 pub mod atomic_file;
-pub mod batch;
 pub mod narinfos;

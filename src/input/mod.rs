@@ -13,7 +13,7 @@
 //! such as `closureSize`, so newer Nix versions keep working. Every value that
 //! ends up in a narinfo is validated here, where it is read, with an error
 //! naming the store path and the field: store paths (and a deriver, which must
-//! be a `.drv`), the NAR hash, [`Signature`]s and the [`ContentAddress`]. So a
+//! be a `.drv`), the NAR hash, [`Signature`](crate::format::signature::Signature)s and the [`ContentAddress`](crate::format::content_address::ContentAddress). So a
 //! signature carrying `\nURL: nar/<another NAR>` or a `ca` of `garbage` is an
 //! error here, never a narinfo line.
 //!

@@ -6,7 +6,7 @@
 //! [`schedule`] hands the store paths to the workers, largest NAR first,
 //! within the memory budget; [`pipeline`] runs one store path through
 //! read → NAR → NarHash → compress → FileHash → file and writes its narinfo;
-//! [`crate::durable::batch`] names the narinfos once their NARs are on disk.
+//! [`crate::commands::build::durability`] names the narinfos once their NARs are on disk.
 //! [`reuse`] copies NARs of earlier caches instead of compressing them
 //! again; [`dump`] serialises a store path as `nix-store --dump` does.
 //!
@@ -29,6 +29,7 @@ use crate::format::path_info::PathInfo;
 use crate::text::{count, human, per_second};
 
 pub mod dump;
+pub mod durability;
 pub mod layout;
 pub mod pipeline;
 pub mod reuse;

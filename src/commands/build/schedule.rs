@@ -11,13 +11,13 @@ use std::time::Instant;
 use anyhow::Result;
 
 use crate::commands::build::dump::Dumper;
+use crate::commands::build::durability::NarInfoBatch;
 use crate::commands::build::layout::create_layout;
 use crate::commands::build::pipeline::{Source, write_path};
 use crate::commands::build::reuse::Reusable;
 use crate::commands::build::{Observer, Settings, Summary};
 use crate::compress::blocks::BlockQueue;
 use crate::compress::{Compression, Contexts};
-use crate::durable::batch::NarInfoBatch;
 use crate::format::path_info::PathInfo;
 use crate::resources::{MemoryBudget, path_need};
 use crate::workers;
