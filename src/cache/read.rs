@@ -50,7 +50,7 @@ use sha2::Digest;
 use crate::cache::dir::{CacheDir, MAX_SMALL_FILE};
 use crate::compress::Compression;
 use crate::format::cache_info;
-use crate::format::hash::Sha256Hash;
+use crate::format::hash::{HashingReader, Sha256Hash};
 use crate::format::listing::Listing;
 use crate::format::nar_reader::{Event, NarError, NarReader};
 use crate::format::narinfo::NarInfo;
@@ -462,32 +462,6 @@ impl Read for PositionalReader<'_> {
                 Err(e) => return Err(io::Error::new(e.kind(), ReadError(e))),
             }
         }
-    }
-}
-
-/// Hashes and counts what is read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: sha2::Sha256,
-    size: u64,
-}
-
-impl<R> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        Self { inner, hasher: sha2::Sha256::new(), size: 0 }
-    }
-
-    fn finish(self) -> (Sha256Hash, u64) {
-        (Sha256Hash(self.hasher.finalize().into()), self.size)
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
     }
 }
 

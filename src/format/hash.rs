@@ -243,6 +243,34 @@ impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
     }
 }
 
+/// Hashes and counts what is read through it: [`HashingWriter`]'s
+/// counterpart, for NARs read back from a cache.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    read: u64,
+}
+
+impl<R> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self { inner, hasher: sha2::Sha256::new(), read: 0 }
+    }
+
+    /// The digest and byte count of everything read.
+    pub fn finish(self) -> (Sha256Hash, u64) {
+        (Sha256Hash(self.hasher.finalize().into()), self.read)
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
