@@ -38,7 +38,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -51,6 +51,7 @@ use crate::cache::dir::{CacheDir, MAX_SMALL_FILE};
 use crate::compress::Compression;
 use crate::format::cache_info;
 use crate::format::hash::{HashingReader, Sha256Hash};
+use crate::format::layout::NAR_DIR;
 use crate::format::listing::Listing;
 use crate::format::nar_reader::{Event, NarError, NarReader};
 use crate::format::narinfo::NarInfo;
@@ -81,6 +82,27 @@ pub fn read_cache_info_in(cache: &CacheDir, named: &str) -> Result<String> {
         ),
         result => Ok(result?),
     }
+}
+
+/// Whether the cache in `out` holds a narinfo or a NAR file (not counting
+/// the temporary files of runs, whose names start with `.`).
+pub fn has_nars(out: &Path) -> Result<bool> {
+    let visible = |dir: &Path, narinfo_only: bool| -> Result<bool> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+        };
+        for entry in entries {
+            let name = entry.with_context(|| format!("reading {}", dir.display()))?.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with('.') && (!narinfo_only || name.ends_with(".narinfo")) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    Ok(visible(out, true)? || visible(&out.join(NAR_DIR), false)?)
 }
 
 /// The `StoreDir` that `text`, read from `dir/nix-cache-info`, names, checked

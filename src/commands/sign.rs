@@ -3,7 +3,7 @@
 //! `trusted-public-keys`.
 //!
 //! A signature vouches for a store path's NarHash, NarSize and references
-//! (the [`fingerprint`]), not for the files of the cache. Nix checks the NAR
+//! (the [`fingerprint`](crate::format::key::fingerprint)), not for the files of the cache. Nix checks the NAR
 //! it unpacks against the NarHash, so a signed narinfo over a corrupt NAR is
 //! no hole; but signing is the moment someone vouches for the cache, so
 //! nothing is signed that was not checked first: every narinfo is parsed
@@ -62,7 +62,7 @@ use crate::cache::dir::{self as cache_dir, CacheDir, Kind, MAX_NARINFO, MAX_SMAL
 use crate::cache::read::{self as read_cache, Expected, read_cache_info_in};
 use crate::durable::atomic_file::AtomicFile;
 use crate::durable::narinfos::{NarInfoWrite, write_narinfos};
-use crate::format::key::{SecretKey, fingerprint};
+use crate::format::key::SecretKey;
 use crate::format::manifest;
 use crate::format::narinfo::{NarInfo, nar_file, sort_signatures};
 use crate::text::{count, human, per_second};
@@ -250,7 +250,7 @@ fn prepare_dest(cache: &Path, out: &Path, store_dir: &str, info_text: &str) -> R
     if !empty {
         check_dest_cache(&dir, store_dir)?;
     }
-    let had_nars = crate::commands::build::layout::has_nars(out)?;
+    let had_nars = crate::cache::read::has_nars(out)?;
     cache_dir::create_dirs_beneath(out, Path::new("nar"))?;
     // First, so that an interrupted run leaves a cache `sign --out` may
     // write into again (its narinfos are written last).
@@ -339,7 +339,7 @@ fn sign_one(entry: &Entry, cache: &CacheDir, out: Option<&CacheDir>, key: &Secre
         }
     }
     let mut signed = info.clone();
-    let signature = key.sign(&fingerprint(&info.path, &info.nar_hash, info.nar_size, &info.references));
+    let signature = key.sign(&info.fingerprint());
     signed.signatures.retain(|s| s.key_name() != key.name());
     signed.signatures.push(signature);
     sort_signatures(&mut signed.signatures);

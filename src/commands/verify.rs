@@ -18,7 +18,7 @@
 //!   ([`crate::format::nar_reader`]);
 //! * every reference has a narinfo in the cache: the cache is closed;
 //! * with public keys, at least one of its signatures verifies under one of
-//!   them (the [`fingerprint`] Nix signs).
+//!   them (the [`fingerprint`](crate::format::key::fingerprint) Nix signs).
 //!
 //! Files in `nar/` that no narinfo names, and unknown files at the top of the
 //! cache, are warnings only: they do no harm to Nix, but may be leftovers.
@@ -55,7 +55,7 @@ use crate::cache::dir::{CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE, OpenError};
 use crate::cache::read as read_cache;
 use crate::compress::Compression;
 use crate::format::cache_info;
-use crate::format::key::{PublicKey, fingerprint};
+use crate::format::key::PublicKey;
 use crate::format::layout::EMPTY_DIRS;
 use crate::format::listing::Listing;
 use crate::format::manifest::{self, Manifest};
@@ -572,7 +572,7 @@ fn check_signatures(info: &NarInfo, keys: &[PublicKey], problems: &mut Vec<(Seve
     if keys.is_empty() {
         return;
     }
-    let fingerprint = fingerprint(&info.path, &info.nar_hash, info.nar_size, &info.references);
+    let fingerprint = info.fingerprint();
     let mut bad = Vec::new();
     let mut good = false;
     for sig in &info.signatures {
@@ -642,7 +642,7 @@ mod tests {
 
     fn signed_by(keys: &[&SecretKey]) -> NarInfo {
         let mut info = NarInfo::parse("/nix/store", NARINFO).unwrap();
-        let fp = fingerprint(&info.path, &info.nar_hash, info.nar_size, &info.references);
+        let fp = info.fingerprint();
         info.signatures = keys.iter().map(|k| k.sign(&fp)).collect();
         info
     }
@@ -679,7 +679,7 @@ mod tests {
         assert!(problem(&changed, just_pk).starts_with("the signature by test-1 does not verify"));
         // A bad signature beside a good one: Nix accepts the path, we warn.
         let mut both = good.clone();
-        let fp = fingerprint(&changed.path, &changed.nar_hash, changed.nar_size, &changed.references);
+        let fp = changed.fingerprint();
         both.signatures.push(sk.sign(&fp));
         let found = sig_findings(&both, &[pk]);
         assert!(matches!(found.as_slice(), [(Severity::Warning, m)] if m.contains("does not verify")), "{found:?}");

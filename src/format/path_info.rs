@@ -6,6 +6,7 @@
 
 use crate::format::content_address::ContentAddress;
 use crate::format::hash::Sha256Hash;
+use crate::format::key;
 use crate::format::signature::Signature;
 use crate::format::store_path::StorePath;
 
@@ -24,6 +25,11 @@ pub struct PathInfo {
 }
 
 impl PathInfo {
+    /// What a signature of this path signs (see [`key::fingerprint`]).
+    pub fn fingerprint(&self) -> String {
+        key::fingerprint(&self.path, &self.nar_hash, self.nar_size, &self.references)
+    }
+
     /// Whether `other` says the same of the store path as a signature
     /// vouches for: the same store path, NarHash, NarSize and references
     /// (the [fingerprint](crate::format::key::fingerprint)). Then the

@@ -114,7 +114,7 @@ impl Attrs {
 /// The attributes of a structured-attrs file we use; the derivation's other
 /// attributes are skipped without being built.
 #[derive(Default)]
-pub(crate) struct RawAttrs<'a> {
+struct RawAttrs<'a> {
     closure: Option<Vec<PathInfo>>,
     outputs: Option<RawOutputs<'a>>,
     compression: Loose<'a>,
@@ -135,7 +135,7 @@ pub(crate) struct RawOutputs<'a> {
     out: Loose<'a>,
 }
 
-pub(crate) struct AttrsVisitor<'r, 's> {
+struct AttrsVisitor<'r, 's> {
     reader: &'r Reader<'s>,
 }
 
@@ -195,7 +195,7 @@ impl<'de> Visitor<'de> for AttrsVisitor<'_, '_> {
 }
 
 /// The attrs file's `closure` list.
-pub(crate) struct ClosureSeed<'r, 's> {
+struct ClosureSeed<'r, 's> {
     reader: &'r Reader<'s>,
 }
 
@@ -220,7 +220,7 @@ impl<'de> Visitor<'de> for ClosureSeed<'_, '_> {
 }
 
 /// `maxMemory` in the attrs file: see [`crate::resources::parse_size`].
-pub(crate) fn parse_max_memory(value: &Loose) -> Result<Option<u64>> {
+fn parse_max_memory(value: &Loose) -> Result<Option<u64>> {
     match value {
         Loose::Missing | Loose::Null => Ok(None),
         Loose::Str(s) => Ok(Some(crate::resources::parse_size(s).map_err(|e| anyhow!("field `maxMemory`: {e}"))?)),

@@ -90,7 +90,7 @@ impl Loose<'_> {
         }
     }
 
-    pub(crate) fn integer(&self) -> Option<i64> {
+    fn integer(&self) -> Option<i64> {
         match *self {
             Self::Unsigned(n) => i64::try_from(n).ok(),
             Self::Signed(n) => Some(n),
@@ -139,7 +139,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Loose<'a> {
     }
 }
 
-pub(crate) struct LooseVisitor<'a>(PhantomData<&'a ()>);
+struct LooseVisitor<'a>(PhantomData<&'a ()>);
 
 impl<'de: 'a, 'a> Visitor<'de> for LooseVisitor<'a> {
     type Value = Loose<'a>;

@@ -116,7 +116,7 @@ impl RawEntry<'_> {
 
 /// `nix path-info --json`: an array on Nix before 2.19, an object keyed by
 /// store path on newer Nix (where `null` marks a path that is not valid).
-pub(crate) struct PathInfoVisitor<'r, 's> {
+struct PathInfoVisitor<'r, 's> {
     reader: &'r Reader<'s>,
 }
 
@@ -152,7 +152,7 @@ impl<'de> Visitor<'de> for PathInfoVisitor<'_, '_> {
 
 /// Sorts by store path. A path listed twice is harmless if both entries
 /// agree; if they disagree, one of them is wrong and we cannot know which.
-pub(crate) fn check_unique(mut infos: Vec<PathInfo>) -> Result<Vec<PathInfo>> {
+fn check_unique(mut infos: Vec<PathInfo>) -> Result<Vec<PathInfo>> {
     // In place, without the scratch space a stable sort takes: a closure can
     // have hundreds of thousands of entries, and equal paths must be equal
     // entries anyway.

@@ -39,21 +39,21 @@ use crate::format::path_info::PathInfo;
 
 /// How long a checked path's narinfo may wait for the `syncfs` that puts its
 /// NAR on disk.
-pub(crate) const BATCH_AGE: Duration = Duration::from_secs(1);
+const BATCH_AGE: Duration = Duration::from_secs(1);
 
 /// At most this many narinfos wait at once: each holds an open file. Workers
 /// wait when it is reached, so it must not be small: with 256, 10,000 tiny
 /// store paths made 40 `syncfs` calls, the workers waiting on each, instead
 /// of one a second. The soft limit of open files (often 1024) is raised to
 /// the hard one for this, and [`OTHER_FILES`] are left for the rest.
-pub(crate) const BATCH_MAX: usize = 8192;
+const BATCH_MAX: usize = 8192;
 
 /// Open files kept free for the rest of the run: the walk (a descriptor per
 /// directory level of each worker), NAR files, the store's files.
-pub(crate) const OTHER_FILES: u64 = 512;
+const OTHER_FILES: u64 = 512;
 
 /// How many narinfos may wait at once, given the open-files limit.
-pub(crate) fn batch_max() -> usize {
+fn batch_max() -> usize {
     let limit = crate::resources::system::raise_open_files_limit(BATCH_MAX as u64 + OTHER_FILES);
     usize::try_from(limit.saturating_sub(OTHER_FILES)).unwrap_or(BATCH_MAX).clamp(16, BATCH_MAX)
 }
@@ -86,7 +86,7 @@ pub(crate) struct NarInfoBatch<'a> {
 }
 
 #[derive(Default)]
-pub(crate) struct BatchState<'a> {
+struct BatchState<'a> {
     waiting: Vec<(&'a PathInfo, Checked)>,
     /// Live [`Producer`]s: when the last goes, the batch is closed.
     producers: usize,

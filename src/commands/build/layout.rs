@@ -58,6 +58,7 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 
 use crate::cache::dir::{self as cache_dir, CacheDir};
+use crate::cache::read::has_nars;
 use crate::durable::atomic_file::AtomicFile;
 use crate::format::cache_info::{self, CacheInfo};
 use crate::format::layout::EMPTY_DIRS;
@@ -71,7 +72,7 @@ use crate::format::store_path::StorePath;
 /// Nix reads them. A setting this run was not given may be anything:
 /// the cache is simply added to. A cache cannot say two things at once,
 /// and rewriting what another run wrote would change it under its users.
-pub(crate) fn check_cache_info_text(info: &CacheInfo, text: &str, file: &Path) -> Result<()> {
+fn check_cache_info_text(info: &CacheInfo, text: &str, file: &Path) -> Result<()> {
     let parsed = cache_info::parse(text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     if let Some(theirs) = parsed.store_dir.map(|f| f.value)
         && theirs != info.store_dir
@@ -138,7 +139,7 @@ pub(crate) fn create_layout(out: &Path, info: &CacheInfo, manifest: &Manifest) -
 /// directory, but for what a run of ours leaves without `nix-cache-info`
 /// (the layout's directories, the manifest, hidden temporary files): a
 /// cache is never written among other files, such as a source tree.
-pub(crate) fn check_out(out: &Path) -> Result<()> {
+fn check_out(out: &Path) -> Result<()> {
     match fs::metadata(out) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", out.display())),
@@ -213,30 +214,9 @@ pub(crate) fn settle_manifest(out: &Path, manifest: &Manifest, had_nars: bool) -
     Ok(None)
 }
 
-/// Whether the cache in `out` holds a narinfo or a NAR file (not counting
-/// the temporary files of runs, whose names start with `.`).
-pub(crate) fn has_nars(out: &Path) -> Result<bool> {
-    let visible = |dir: &Path, narinfo_only: bool| -> Result<bool> {
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-        };
-        for entry in entries {
-            let name = entry.with_context(|| format!("reading {}", dir.display()))?.file_name();
-            let name = name.to_string_lossy();
-            if !name.starts_with('.') && (!narinfo_only || name.ends_with(".narinfo")) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    };
-    Ok(visible(out, true)? || visible(&out.join("nar"), false)?)
-}
-
 /// Fails unless the `nix-cache-info` of the cache in `out`, if it has one, agrees
 /// with `info` (see [`check_cache_info_text`]).
-pub(crate) fn check_cache_info(out: &Path, info: &CacheInfo) -> Result<()> {
+fn check_cache_info(out: &Path, info: &CacheInfo) -> Result<()> {
     let Some(text) = read_own(out, "nix-cache-info")? else { return Ok(()) };
     check_cache_info_text(info, &text, &out.join("nix-cache-info"))
 }
@@ -244,7 +224,7 @@ pub(crate) fn check_cache_info(out: &Path, info: &CacheInfo) -> Result<()> {
 /// The small file `name` of the cache in `out`, read as every file of a
 /// cache is (see [`CacheDir`]): never through a symlink, never a FIFO, in
 /// bounds. `None` when `out` or the file does not exist.
-pub(crate) fn read_own(out: &Path, name: &str) -> Result<Option<String>> {
+fn read_own(out: &Path, name: &str) -> Result<Option<String>> {
     let cache = match CacheDir::open(out) {
         Ok(cache) => cache,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -272,10 +252,6 @@ mod tests {
 
     use crate::commands::build::Settings;
     use crate::compress::Compression;
-
-    fn settings(compression: Compression, jobs: usize) -> Settings {
-        Settings { jobs, ..Settings::new("/nix/store".into(), compression) }
-    }
 
     #[test]
     fn a_narinfo_counts_only_if_it_names_the_path() {
@@ -312,7 +288,7 @@ mod tests {
     }
 
     fn layout(dir: &Path, info: &CacheInfo) -> Result<Option<String>> {
-        create_layout(dir, info, &settings(Compression::Zstd, 1).manifest())
+        create_layout(dir, info, &Settings::new("/nix/store".into(), Compression::Zstd).manifest())
     }
 
     fn store(store_dir: &str) -> CacheInfo<'_> {

@@ -94,13 +94,7 @@ pub(crate) fn write_path(
 /// its narinfo is named: each atomically, the listing replacing an older one
 /// (it lists the same NAR) and a debug info entry never replacing one, as
 /// Nix's `addToStoreCommon` (binary-cache-store.cc) does.
-pub(crate) fn write_listing(
-    info: &PathInfo,
-    out: &Path,
-    settings: &Settings,
-    listing: &Listing,
-    nar_url: &str,
-) -> Result<()> {
+fn write_listing(info: &PathInfo, out: &Path, settings: &Settings, listing: &Listing, nar_url: &str) -> Result<()> {
     if settings.write_nar_listing {
         let name = format!("{}.ls", info.path.hash_part());
         let context = || format!("writing the NAR listing of {} to {}", info.path, out.join(&name).display());
@@ -126,7 +120,7 @@ pub(crate) fn write_listing(
 /// written by an earlier or concurrent run, and is left alone; unless its
 /// size is not `file_size`, when it is damaged (a run of an older version cut
 /// by a power loss, or someone's editing) and replaced.
-pub(crate) fn name_nar(file: AtomicFile, nar_dir: &Path, nar_name: &str, file_size: u64) -> io::Result<()> {
+fn name_nar(file: AtomicFile, nar_dir: &Path, nar_name: &str, file_size: u64) -> io::Result<()> {
     let Some(file) = file.persist_new(nar_name)? else { return Ok(()) };
     match fs::metadata(nar_dir.join(nar_name)) {
         Ok(existing) if existing.len() == file_size => Ok(()),
@@ -138,7 +132,7 @@ pub(crate) fn name_nar(file: AtomicFile, nar_dir: &Path, nar_name: &str, file_si
 /// Streams the NAR of `info.path` through the compressor into a new, still
 /// unnamed file in `nar_dir`, returning it with (NarHash, NarSize, FileHash,
 /// FileSize); `on_nar` is told the size of every chunk of NAR on its way.
-pub(crate) fn compress_nar(
+fn compress_nar(
     info: &PathInfo,
     nar_dir: &Path,
     settings: &Settings,
@@ -174,15 +168,15 @@ pub(crate) fn compress_nar(
 
 /// The buffer that gathers the NAR's many small tokens (and small files)
 /// before they reach the NarHash and the compressor.
-pub(crate) const TOKEN_BUFFER: usize = 64 * 1024;
+const TOKEN_BUFFER: usize = 64 * 1024;
 
 /// The buffer in front of a NAR file: at most one write(2) per this much.
-pub(crate) const FILE_BUFFER: usize = 128 * 1024;
+const FILE_BUFFER: usize = 128 * 1024;
 
 /// Walks `info.path` into `inner` as a NAR, through a buffer of `buffer`
 /// bytes, returning its NarHash and NarSize, `inner`, and the NAR's listing
 /// when one is wanted.
-pub(crate) fn dump_nar<W: Write>(
+fn dump_nar<W: Write>(
     info: &PathInfo,
     nar_dir: &Path,
     settings: &Settings,
@@ -211,7 +205,7 @@ pub(crate) fn dump_nar<W: Write>(
 
 /// Passes the NAR on to `inner` and, when there is one, to a [`NarReader`]
 /// that builds its listing, and tells `on_nar` how much went.
-pub(crate) struct Tee<'o, W, F> {
+struct Tee<'o, W, F> {
     inner: W,
     reader: Option<NarReader<F>>,
     on_nar: &'o dyn Fn(u64),
@@ -234,7 +228,7 @@ impl<W: Write, F: FnMut(Event)> Write for Tee<'_, W, F> {
 
 /// The file a NAR is written to: always counted; hashed and buffered when
 /// compressed (uncompressed, it comes from a buffer already).
-pub(crate) struct NarFile {
+struct NarFile {
     file: BufWriter<AtomicFile>,
     hasher: Option<sha2::Sha256>,
     size: u64,
