@@ -13,13 +13,19 @@ use anyhow::Result;
 pub struct Queue {
     next: AtomicUsize,
     len: usize,
+    workers: usize,
     stopped: AtomicBool,
     first_error: Mutex<Option<anyhow::Error>>,
 }
 
 impl Queue {
-    fn new(len: usize) -> Self {
-        Self { next: AtomicUsize::new(0), len, stopped: AtomicBool::new(false), first_error: Mutex::new(None) }
+    fn new(len: usize, workers: usize) -> Self {
+        Self { next: AtomicUsize::new(0), len, workers, stopped: AtomicBool::new(false), first_error: Mutex::new(None) }
+    }
+
+    /// How many workers take from this queue.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// The index of the next item to work on; `None` when all are taken or
@@ -49,18 +55,12 @@ impl Queue {
     }
 }
 
-/// How many workers [`run`] starts for `jobs` asked and `len` items: never
-/// more than the cores, nor than the items, and at least one.
-pub fn count(jobs: usize, len: usize) -> usize {
-    jobs.min(crate::resources::system::cores()).clamp(1, len.max(1))
-}
-
 /// Runs `worker(index, queue)` on up to `jobs` threads (never more than the
 /// cores, nor than `len`, at least one) over a queue of `len` items, and
 /// returns the first error given to [`Queue::fail`].
 pub fn run(jobs: usize, len: usize, worker: impl Fn(usize, &Queue) + Sync) -> Result<()> {
-    let queue = Queue::new(len);
-    let workers = count(jobs, len);
+    let workers = jobs.min(crate::resources::system::cores()).clamp(1, len.max(1));
+    let queue = Queue::new(len, workers);
     std::thread::scope(|scope| {
         for index in 0..workers {
             let (queue, worker) = (&queue, &worker);

@@ -44,7 +44,6 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
         AtomicU64::new(plan.iter().zip(&reusable).filter(|(_, r)| r.is_none()).map(|(info, _)| info.nar_size).sum());
     observer.started(plan.len(), plan.iter().map(|info| info.nar_size).sum());
     let totals = Mutex::new((0u64, 0u64));
-    let workers = workers::count(settings.jobs, plan.len());
     let memory = MemoryBudget::new(settings.max_memory);
     // xz shares its blocks between the workers (see [`crate::compress::blocks`]).
     let blocks = (settings.compression == Compression::Xz).then(|| Arc::new(BlockQueue::default()));
@@ -76,7 +75,7 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
                         Compression::Xz => settings
                             .compression
                             .useful_threads(info.nar_size, settings.compression_level)
-                            .min(u32::try_from(workers).unwrap_or(u32::MAX)),
+                            .min(u32::try_from(queue.workers()).unwrap_or(u32::MAX)),
                         _ => compression_threads(info.nar_size, rest, settings),
                     };
                     let need =
