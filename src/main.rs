@@ -6,9 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, anyhow, bail};
 use make_binary_cache::commands::build::{self, Settings};
-use make_binary_cache::commands::merge;
-use make_binary_cache::commands::sign;
-use make_binary_cache::commands::verify;
+use make_binary_cache::commands::{merge, sign, verify};
 use make_binary_cache::compress::Compression;
 use make_binary_cache::format::key::PublicKey;
 use make_binary_cache::format::path_info::PathInfo;

@@ -77,10 +77,11 @@ fn store_files(tmp: &TempDir, label: &str, sizes: &[usize]) -> PathBuf {
 /// as GNU time reads it from wait4's ru_maxrss. Not wait4 of our own child:
 /// a child spawned by this (large, multi-threaded) test process starts with
 /// this process's high-water mark, which a parallel test can push past the
-/// budget (seen here: 121 MiB for a run that used 60); one forked by the
-/// small `time` starts from that.
+/// budget (seen here: 121 MiB for a run that stays under 100 MiB alone); one
+/// forked by the small `time` starts from that.
 fn run_measured(cmd: &mut Command) -> (bool, String, u64) {
-    let report = tempfile_path("rss");
+    let dir = TempDir::new("rss");
+    let report = dir.join("time");
     let mut timed = Command::new("/usr/bin/time");
     timed.arg("-f").arg("%M").arg("-o").arg(&report).arg(cmd.get_program()).args(cmd.get_args());
     for (key, value) in cmd.get_envs() {
@@ -94,16 +95,9 @@ fn run_measured(cmd: &mut Command) -> (bool, String, u64) {
     child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     let ok = child.wait().unwrap().success();
     let text = fs::read_to_string(&report).unwrap();
-    let _ = fs::remove_file(&report);
     // With -o, time writes "Command exited with non-zero status N" first on failure.
     let kib: u64 = text.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("time: {text:?}"));
     (ok, stderr, kib * 1024)
-}
-
-fn tempfile_path(label: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    std::env::temp_dir().join(format!("mbc-{label}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
 }
 
 #[test]
