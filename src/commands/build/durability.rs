@@ -27,7 +27,7 @@ use std::path::Path;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 
 use crate::cache::dir::CacheDir;
 use crate::commands::build::Observer;
@@ -185,21 +185,21 @@ impl<'a> NarInfoBatch<'a> {
         self.sync()?;
         // Shared: builds only add, and may name side by side; `sign` waits.
         let _lock = CacheLock::take(&self.cache, false)?;
-        for (info, Checked { file, narinfo, text, narinfo_name, written }) in batch {
-            self.name_narinfo(file, &narinfo, &text, &narinfo_name)
+        for (info, Checked { narinfo, text, narinfo_name, written }) in batch {
+            self.name_narinfo(narinfo, &text, &narinfo_name)
                 .with_context(|| format!("writing {}", self.out.join(&narinfo_name).display()))?;
             observer.path_written(info, &written);
         }
         Ok(())
     }
 
-    /// Names `file`, which holds `narinfo` rendered as `text`, by the rule
-    /// of [`narinfos`]: where the cache has a narinfo of the same NAR, its
-    /// signatures stay.
-    fn name_narinfo(&self, file: AtomicFile, narinfo: &NarInfo, text: &str, name: &str) -> Result<()> {
-        let Some(ours) = file.persist_new(name)? else { return Ok(()) };
+    /// Names `narinfo` (saying `text`) by the rule of [`narinfos`]: where
+    /// the cache has a narinfo of the same NAR, its signatures stay.
+    fn name_narinfo(&self, narinfo: AtomicFile, text: &str, name: &str) -> Result<()> {
+        let Some(ours) = narinfo.persist_new(name)? else { return Ok(()) };
         let current = narinfos::current(&self.cache, name);
-        match settle(self.store_dir, narinfo, current.as_deref(), None) {
+        let parsed = NarInfo::parse(self.store_dir, text).map_err(|e| anyhow!("our own narinfo: {e}"))?;
+        match settle(self.store_dir, &parsed, current.as_deref(), None) {
             Settled::Unchanged => Ok(()),
             Settled::Write(merged) if merged == text => Ok(ours.persist(name)?),
             Settled::Write(merged) => {

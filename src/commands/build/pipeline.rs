@@ -21,10 +21,8 @@ use crate::format::path_info::PathInfo;
 /// A store path whose NAR is checked and named, with its narinfo written
 /// but not yet named.
 pub(crate) struct Checked {
-    /// The narinfo's file, unnamed.
-    pub(crate) file: AtomicFile,
-    /// What it says, as a record and as text.
-    pub(crate) narinfo: NarInfo,
+    pub(crate) narinfo: AtomicFile,
+    /// What it says.
     pub(crate) text: String,
     pub(crate) narinfo_name: String,
     pub(crate) written: Written,
@@ -89,7 +87,7 @@ pub(crate) fn write_path(
     let context = || format!("writing {}", out.join(&narinfo_name).display());
     let mut file = AtomicFile::create(out, &narinfo_name).with_context(context)?;
     file.write_all(text.as_bytes()).with_context(context)?;
-    Ok(Checked { file, narinfo, text, narinfo_name, written: Written { nar_size, file_size, reused } })
+    Ok(Checked { narinfo: file, text, narinfo_name, written: Written { nar_size, file_size, reused } })
 }
 
 /// Writes the NAR listing and debug info entries of a checked path, before
