@@ -15,10 +15,12 @@
 //!   every file beneath it; [`durable`]: naming files once complete and on
 //!   disk; [`input`]: what goes in; [`workers`], [`resources`], [`text`];
 //! * [`commands`]: one module per subcommand (`build`, `sign`, `verify`,
-//!   `merge`); [`progress`] shows how a run goes; `main.rs` parses the
-//!   command line, dispatches and reports.
+//!   `merge`); [`progress`] shows how a run goes; [`cli`] turns the command
+//!   line into a plan for one of them; `main.rs` parses, dispatches and
+//!   reports.
 
 pub mod cache;
+pub mod cli;
 pub mod commands;
 pub mod compress;
 pub mod durable;
@@ -46,6 +48,8 @@ mod layers {
         // The builder's Observer is what progress shows.
         ("progress", &["commands", "format", "text"]),
         ("commands", &["cache", "compress", "durable", "format", "input", "resources", "text", "workers"]),
+        // The command line: a plan for one of the commands.
+        ("cli", &["commands", "compress", "format", "input", "resources"]),
     ];
 
     fn sources(path: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {

@@ -274,8 +274,8 @@ fn help_and_unknown_subcommands_are_not_store_paths() {
     assert!(out.contains("make-binary-cache sign"), "{out}");
     let out = run_ok(ours().args(["help", "verify"]));
     assert!(out.contains("--public-key"), "{out}");
-    let err = run_fail(ours().args(["completions", "bash"]));
-    assert!(err.contains("completions is neither a subcommand (sign, verify, merge, help) nor a path"), "{err}");
+    let err = run_fail(ours().args(["frobnicate", "bash"]));
+    assert!(err.contains("frobnicate is neither a subcommand (sign, verify, merge, help) nor a path"), "{err}");
     let err = run_fail(ours().args(["help", "frobnicate"]));
     assert!(err.contains("help frobnicate: there is no such subcommand"), "{err}");
 }
@@ -557,4 +557,106 @@ fn a_build_log_gets_a_line_per_path_although_stderr_is_a_terminal() {
     assert!(screen.contains(&format!("copied {root} (NAR ")), "no line per store path: {screen}");
     // indicatif redraws its bar with escape sequences; log lines have none.
     assert!(!screen.contains('\x1b'), "a progress bar in the build log: {screen:?}");
+}
+
+/// A shell or tool the completion and manual tests run; .ci/run installs them.
+fn tool(name: &str) -> Command {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().unwrap();
+    assert!(found.status.success(), "{name} is not installed: apt-get install zsh fish groff-base (see .ci/run)");
+    Command::new(name)
+}
+
+#[test]
+fn bash_completes_subcommands_flags_and_their_values() {
+    let tmp = TempDir::new("complete-bash");
+    let script = tmp.join("make-binary-cache.bash");
+    fs::write(&script, run_ok(ours().args(["--generate", "complete-bash"]))).unwrap();
+    // What bash offers after the words of each line, the cursor on the last.
+    let cases = [
+        ("make-binary-cache si", "sign"),
+        ("make-binary-cache verify --public-key-f", "--public-key-file"),
+        ("make-binary-cache --compression z", "zstd"),
+        ("make-binary-cache merge --j", "--jobs"),
+        ("make-binary-cache help ve", "verify"),
+        ("make-binary-cache --wr", "--write-nar-listing"),
+    ];
+    for (line, expected) in cases {
+        let out = tool("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({line}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); _make_binary_cache; \
+                 printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                script.display()
+            ))
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        let offered = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && offered.lines().any(|l| l == expected), "{line}: {offered:?} lacks {expected}");
+    }
+}
+
+#[test]
+fn fish_completes_subcommands_flags_and_their_values() {
+    let tmp = TempDir::new("complete-fish");
+    let script = tmp.join("make-binary-cache.fish");
+    fs::write(&script, run_ok(ours().args(["--generate", "complete-fish"]))).unwrap();
+    let cases = [
+        ("make-binary-cache si", "sign"),
+        ("make-binary-cache sign --sec", "--secret-key-file"),
+        ("make-binary-cache --compression ", "xz"),
+        ("make-binary-cache verify --req", "--require-sigs"),
+    ];
+    for (line, expected) in cases {
+        let out = tool("fish")
+            .arg("--no-config")
+            .arg("-c")
+            .arg(format!("source {}; complete -C '{line}'", script.display()))
+            .output()
+            .unwrap();
+        let offered = String::from_utf8_lossy(&out.stdout);
+        let words: Vec<&str> = offered.lines().map(|l| l.split('\t').next().unwrap()).collect();
+        assert!(out.status.success() && words.contains(&expected), "{line}: {offered:?} lacks {expected}");
+    }
+    // Flags of one subcommand are not offered for another.
+    let out = tool("fish")
+        .arg("--no-config")
+        .arg("-c")
+        .arg(format!("source {}; complete -C 'make-binary-cache verify --'", script.display()))
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("--secret-key-file"));
+}
+
+#[test]
+fn zsh_completion_is_a_valid_script_naming_every_subcommand() {
+    let tmp = TempDir::new("complete-zsh");
+    let script = tmp.join("_make-binary-cache");
+    let text = run_ok(ours().args(["--generate", "complete-zsh"]));
+    assert!(text.starts_with("#compdef make-binary-cache"), "{text}");
+    fs::write(&script, &text).unwrap();
+    // Completion itself needs zsh's line editor; the syntax is what can be checked here.
+    let out = tool("zsh").arg("-n").arg(&script).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for word in ["sign)", "verify)", "merge)", "--secret-key-file", "--public-key-file", "--reuse"] {
+        assert!(text.contains(word), "zsh completion lacks {word}");
+    }
+}
+
+#[test]
+fn the_manual_page_renders_without_warnings() {
+    let tmp = TempDir::new("man");
+    let page = tmp.join("make-binary-cache.1");
+    fs::write(&page, run_ok(ours().args(["--generate", "man"]))).unwrap();
+    let out = tool("groff").args(["-man", "-Tutf8", "-ww", "-z"]).arg(&page).output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tool("groff").args(["-man", "-Tascii", "-P-cbou"]).arg(&page).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in
+        ["SYNOPSIS", "--secret-key-file", "--public-key-file", "--write-nar-listing", "MAKE-BINARY-CACHE MERGE"]
+    {
+        assert!(text.replace('\u{2010}', "-").contains(needle), "the manual lacks {needle}");
+    }
+    let err = run_fail(ours().args(["--generate", "pdf"]));
+    assert!(err.contains("--generate \"pdf\": give man, complete-bash"), "{err}");
 }

@@ -357,5 +357,5 @@ fn help_reads_like_documentation() {
     let err = run_fail(ours().args(["sign", "somewhere"]));
     assert!(err.contains("--secret-key-file KEY is required"), "{err}");
     let err = run_fail(ours().args(["sign", "--secret-key-file", "k", "a", "b"]));
-    assert!(err.contains("one CACHE directory"), "{err}");
+    assert!(err.contains("takes one CACHE;"), "{err}");
 }

@@ -353,7 +353,7 @@ fn not_a_cache_and_bad_arguments() {
     let err = run_fail(ours().arg("verify"));
     assert!(err.contains("CACHE directory to verify is required"), "{err}");
     let err = run_fail(ours().args(["verify", "a", "b"]));
-    assert!(err.contains("one CACHE directory"), "{err}");
+    assert!(err.contains("takes one CACHE;"), "{err}");
     let err = run_fail(ours().args(["verify", "--jobs", "0", "a"]));
     assert!(err.contains("--jobs 0: give at least 1"), "{err}");
     let help = run_ok(ours().args(["verify", "--help"]));

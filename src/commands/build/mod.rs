@@ -1,14 +1,15 @@
 //! The builder: writes the cache of a closure (`make-binary-cache --out DIR
 //! PATH...`, and mkBinaryCache's builder).
 //!
-//! The work is split by concern: [`layout`] makes or checks the cache's
-//! directories, `nix-cache-info` and manifest before anything else;
-//! [`schedule`] hands the store paths to the workers, largest NAR first,
-//! within the memory budget; [`pipeline`] runs one store path through
-//! read → NAR → NarHash → compress → FileHash → file and writes its narinfo;
-//! [`crate::commands::build::durability`] names the narinfos once their NARs are on disk.
-//! [`reuse`] copies NARs of earlier caches instead of compressing them
-//! again; [`dump`] serialises a store path as `nix-store --dump` does.
+//! The work is split by concern: [`job`] is one run, fitted to the machine;
+//! [`layout`] makes or checks the cache's directories, `nix-cache-info` and
+//! manifest before anything else; [`schedule`] hands the store paths to the
+//! workers, largest NAR first, within the memory budget; [`pipeline`] runs
+//! one store path through read → NAR → NarHash → compress → FileHash → file
+//! and writes its narinfo; [`durability`] names the narinfos once their NARs
+//! are on disk. [`reuse`] copies NARs of earlier caches instead of
+//! compressing them again; [`dump`] serialises a store path as
+//! `nix-store --dump` does.
 //!
 //! Each store path goes through one pass: the file system walk produces the
 //! NAR, which is hashed and counted (NarHash, NarSize), compressed, and hashed
@@ -30,11 +31,13 @@ use crate::text::{count, human, per_second};
 
 pub mod dump;
 pub mod durability;
+pub mod job;
 pub mod layout;
 pub mod pipeline;
 pub mod reuse;
 pub mod schedule;
 
+pub use job::{Job, Note};
 pub use layout::has_narinfo;
 pub use reuse::EarlierCaches;
 pub use schedule::write_cache;
