@@ -40,10 +40,11 @@ fn passthru_tests_fail_on_a_cache_that_lacks_the_paths() {
     }
     let tmp = TempDir::new("passthru-broken");
     let dummy = tmp.join("empty-cache-builder");
-    // A structured-attrs builder gets its outputs in .attrs.sh (bash arrays).
+    // A structured-attrs builder gets its outputs in .attrs.sh (bash arrays);
+    // with arguments (the package's --generate), it prints nothing.
     write_executable(
         &dummy,
-        "#!/bin/bash\nset -eu\n. \"$NIX_BUILD_TOP/.attrs.sh\"\n/bin/mkdir \"${outputs[out]}\"\n\
+        "#!/bin/bash\nset -eu\n[ $# = 0 ] || exit 0\n. \"$NIX_BUILD_TOP/.attrs.sh\"\n/bin/mkdir \"${outputs[out]}\"\n\
          echo 'StoreDir: /nix/store' > \"${outputs[out]}/nix-cache-info\"\n",
     )
     .unwrap();
@@ -156,6 +157,17 @@ fn flake_package_overlay_and_formatter() {
     run_ok(&mut flakes.nix(&["build", "--out-link", link.to_str().unwrap(), &flakes.attr("default")]));
     let version = run_ok(Command::new(link.join("bin/make-binary-cache")).arg("--version"));
     assert!(version.contains(env!("CARGO_PKG_VERSION")), "{version}");
+    // With the completions and the manual page it makes, where nixpkgs' installShellFiles puts them.
+    let share = link.join("share");
+    for (file, generate) in [
+        ("bash-completion/completions/make-binary-cache.bash", "complete-bash"),
+        ("zsh/site-functions/_make-binary-cache", "complete-zsh"),
+        ("fish/vendor_completions.d/make-binary-cache.fish", "complete-fish"),
+        ("man/man1/make-binary-cache.1", "man"),
+    ] {
+        let installed = fs::read_to_string(share.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(installed.trim_end(), run_ok(ours().args(["--generate", generate])), "{file}");
+    }
     let named = run_ok(&mut flakes.nix(&[
         "eval",
         "--raw",

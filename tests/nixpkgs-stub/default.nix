@@ -61,9 +61,45 @@ let
     in
     drv // passthru // { inherit meta passthru; };
 
-  stdenvNoCC = {
+  stdenvNoCC = rec {
     inherit mkDerivation system;
     shell = "/bin/sh";
+    # One platform: the build machine runs what it builds.
+    hostPlatform = {
+      inherit system;
+      canExecute = platform: platform.system == system;
+    };
+    buildPlatform = hostPlatform;
+  };
+
+  # nixpkgs' installShellFiles, for what nix/package.nix uses: a setup hook
+  # with installShellCompletion (files named NAME.bash, NAME.zsh, NAME.fish)
+  # and installManPage (section from the file name), installing where
+  # nixpkgs' does.
+  installShellFiles = mkDerivation {
+    name = "install-shell-files";
+    buildCommand = ''
+      mkdir -p "$out/nix-support"
+      cat > "$out/nix-support/setup-hook" <<'EOF'
+      installShellCompletion() {
+          for file in "$@"; do
+              name=''${file##*/}; name=''${name%.*}
+              case "$file" in
+                  *.bash) dir=share/bash-completion/completions; target=$name.bash ;;
+                  *.zsh) dir=share/zsh/site-functions; target=_$name ;;
+                  *.fish) dir=share/fish/vendor_completions.d; target=$name.fish ;;
+                  *) echo "installShellCompletion: $file: no .bash, .zsh or .fish" >&2; return 1 ;;
+              esac
+              mkdir -p "$out/$dir" && cp "$file" "$out/$dir/$target"
+          done
+      }
+      installManPage() {
+          for page in "$@"; do
+              mkdir -p "$out/share/man/man''${page##*.}" && cp "$page" "$out/share/man/man''${page##*.}/"
+          done
+      }
+      EOF
+    '';
   };
 
   prebuilt =
@@ -83,6 +119,8 @@ let
       cargoLock,
       meta ? { },
       passthru ? { },
+      nativeBuildInputs ? [ ],
+      postInstall ? "",
       ...
     }:
     mkDerivation {
@@ -95,11 +133,21 @@ let
       inherit prebuilt;
       mainProgram = meta.mainProgram or pname;
       PATH = "/usr/bin:/bin";
-      buildCommand = ''
-        mkdir -p "$out/bin"
-        cp "$prebuilt" "$out/bin/$mainProgram"
-        chmod 0555 "$out/bin/$mainProgram"
-      '';
+      # bash, as in nixpkgs' stdenv: postInstall may use it.
+      realBuilder = "/bin/bash";
+      args = [
+        "-eu"
+        "-c"
+        ''
+          for input in ${toString nativeBuildInputs}; do
+            source "$input/nix-support/setup-hook"
+          done
+          mkdir -p "$out/bin" && cd "$(mktemp -d)"
+          cp "$prebuilt" "$out/bin/$mainProgram"
+          chmod 0555 "$out/bin/$mainProgram"
+          ${postInstall}
+        ''
+      ];
       inherit meta;
     };
 
@@ -146,6 +194,7 @@ let
       stdenvNoCC
       callPackage
       rustPlatform
+      installShellFiles
       nix
       nixfmt
       ;

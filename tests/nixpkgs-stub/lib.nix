@@ -70,6 +70,8 @@ in
 
   assertMsg = pred: msg: pred || builtins.throw msg;
 
+  optionalString = cond: s: if cond then s else "";
+
   concatMapStringsSep = sep: f: list: builtins.concatStringsSep sep (map f list);
 
   importTOML = path: builtins.fromTOML (builtins.readFile path);
