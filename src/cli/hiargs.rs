@@ -235,7 +235,7 @@ fn settings(store_dir: String, compression: Option<Compression>, level: Option<i
 }
 
 fn parse_compression(value: &OsString) -> Result<Compression> {
-    utf8(value, "--compression")?.parse().map_err(|e: String| anyhow!("--compression: {e}"))
+    utf8(value, "--compression")?.parse().map_err(|e| anyhow!("--compression: {e}"))
 }
 
 fn read_attrs(file: &Path, store_dir: &str) -> Result<Attrs> {

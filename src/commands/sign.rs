@@ -108,7 +108,7 @@ pub fn read_secret_key(file: &Path) -> Result<SecretKey> {
     File::open(file)
         .and_then(|mut f| f.read_to_string(&mut text))
         .with_context(|| format!("reading the secret key file {}", file.display()))?;
-    text.parse().map_err(|e: String| {
+    text.parse().map_err(|e: crate::format::key::Error| {
         anyhow!(
             "{}: {e}; --secret-key-file takes the secret key file that \
              `nix-store --generate-binary-cache-key NAME KEY PUB` writes to KEY",

@@ -307,7 +307,7 @@ fn list_top(cache: &CacheDir) -> Result<(Vec<String>, Vec<String>, Vec<Finding>)
             let checked = cache
                 .read_text(Path::new(name), MAX_SMALL_FILE)
                 .map_err(|e| e.to_string())
-                .and_then(|t| Manifest::check(&t));
+                .and_then(|t| Manifest::check(&t).map_err(|e| e.to_string()));
             if let Err(e) = checked {
                 findings.push(warning(shown, format!("not a make-binary-cache manifest: {e}")));
             }
@@ -396,7 +396,7 @@ fn read_narinfo(cache: &CacheDir, name: &str, store_dir: &str) -> Result<NarInfo
             None => file.display().to_string(),
         }
     };
-    let info = NarInfo::parse(store_dir, &text).map_err(|e| (problem(subject(), e), url()))?;
+    let info = NarInfo::parse(store_dir, &text).map_err(|e| (problem(subject(), e.to_string()), url()))?;
     let expected = format!("{}.narinfo", info.path.hash_part());
     if name != expected {
         return Err((problem(subject(), format!("its narinfo is named {name}, not {expected}")), url()));
@@ -419,7 +419,7 @@ fn check_nar(
     let rel = match nar_file(url) {
         Ok(rel) => rel,
         Err(e) => {
-            fail(e);
+            fail(e.to_string());
             return (0, 0);
         }
     };

@@ -461,7 +461,7 @@ mod tests {
     fn names_and_extensions_are_nixs() {
         let table: Vec<_> = Compression::ALL.iter().map(|c| (c.name(), c.extension())).collect();
         assert_eq!(table, [("none", ""), ("xz", ".xz"), ("zstd", ".zst")]);
-        assert!("gzip".parse::<Compression>().unwrap_err().contains("\"none\", \"xz\", \"zstd\""));
+        assert!("gzip".parse::<Compression>().unwrap_err().to_string().contains("\"none\", \"xz\", \"zstd\""));
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl<'t> Parsed<'t> {
 
 /// Reads `text` as Nix does (see the module). Fails, naming the key and both
 /// lines, when a known key is given twice.
-pub fn parse(text: &str) -> Result<Parsed<'_>, String> {
+pub fn parse(text: &str) -> Result<Parsed<'_>, Error> {
     let mut parsed = Parsed::default();
     for (n, line) in text.split('\n').enumerate() {
         let n = n + 1;
@@ -119,7 +119,7 @@ pub fn parse(text: &str) -> Result<Parsed<'_>, String> {
             }
         };
         if let Some(first) = slot {
-            return Err(format!("{key} appears twice (lines {} and {n})", first.line));
+            return Err(Error::Twice { key: key.to_owned(), first: first.line, second: n });
         }
         *slot = Some(Field { line: n, value: value.trim() });
     }
@@ -128,18 +128,29 @@ pub fn parse(text: &str) -> Result<Parsed<'_>, String> {
 
 /// A `Priority` value: a whole number that fits Nix's `int`. (Nix's `stoi`
 /// would also take `30abc` as 30; that is refused here.)
-pub fn parse_priority(value: &str) -> Result<i32, String> {
-    value.parse::<i32>().map_err(|_| format!("Priority must be a whole number, not {value:?}"))
+pub fn parse_priority(value: &str) -> Result<i32, Error> {
+    value.parse::<i32>().map_err(|_| Error::Priority(value.to_owned()))
 }
 
 /// A `WantMassQuery` value as we write it: `0` or `1`. (Nix takes any value
 /// but `1` as false.)
-pub fn parse_want_mass_query(value: &str) -> Result<bool, String> {
+pub fn parse_want_mass_query(value: &str) -> Result<bool, Error> {
     match value {
         "0" => Ok(false),
         "1" => Ok(true),
-        _ => Err(format!("WantMassQuery must be 0 or 1, not {value:?}")),
+        _ => Err(Error::WantMassQuery(value.to_owned())),
     }
+}
+
+/// Why a `nix-cache-info` or one of its values is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{key} appears twice (lines {first} and {second})")]
+    Twice { key: String, first: usize, second: usize },
+    #[error("Priority must be a whole number, not {0:?}")]
+    Priority(String),
+    #[error("WantMassQuery must be 0 or 1, not {0:?}")]
+    WantMassQuery(String),
 }
 
 #[cfg(test)]
@@ -185,8 +196,16 @@ mod tests {
 
     #[test]
     fn a_key_given_twice_is_refused() {
-        assert_eq!(parse("StoreDir: /a\nStoreDir: /a\n").unwrap_err(), "StoreDir appears twice (lines 1 and 2)");
-        assert!(parse("Priority: 1\nStoreDir: /a\nPriority: 2\n").unwrap_err().contains("Priority appears twice"));
+        assert_eq!(
+            parse("StoreDir: /a\nStoreDir: /a\n").unwrap_err().to_string(),
+            "StoreDir appears twice (lines 1 and 2)"
+        );
+        assert!(
+            parse("Priority: 1\nStoreDir: /a\nPriority: 2\n")
+                .unwrap_err()
+                .to_string()
+                .contains("Priority appears twice")
+        );
         // Unknown keys may repeat: Nix ignores them.
         assert_eq!(parse("X: 1\nX: 2\n").unwrap().unknown, [(1, "X"), (2, "X")]);
     }
@@ -196,10 +215,10 @@ mod tests {
         assert_eq!(parse_priority("40"), Ok(40));
         assert_eq!(parse_priority("-1"), Ok(-1));
         for bad in ["", "high", "30abc", "99999999999"] {
-            assert!(parse_priority(bad).unwrap_err().contains("whole number"), "{bad}");
+            assert!(parse_priority(bad).unwrap_err().to_string().contains("whole number"), "{bad}");
         }
         assert_eq!(parse_want_mass_query("1"), Ok(true));
         assert_eq!(parse_want_mass_query("0"), Ok(false));
-        assert!(parse_want_mass_query("true").unwrap_err().contains("0 or 1"));
+        assert!(parse_want_mass_query("true").unwrap_err().to_string().contains("0 or 1"));
     }
 }

@@ -50,15 +50,17 @@ impl fmt::Display for Compression {
 }
 
 impl FromStr for Compression {
-    type Err = String;
+    type Err = UnknownCompression;
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| format!("unknown compression {s:?}: expected one of \"none\", \"xz\", \"zstd\""))
+    fn from_str(s: &str) -> Result<Self, UnknownCompression> {
+        Self::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| UnknownCompression(s.to_owned()))
     }
 }
+
+/// A compression we do not write (bzip2, br, ...).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown compression {0:?}: expected one of \"none\", \"xz\", \"zstd\"")]
+pub struct UnknownCompression(pub String);
 
 /// Everything besides the data that decides an encoder's output bytes, as
 /// `Compression::describe_encoder` (in `crate::compress`) reports it for the manifest.

@@ -32,7 +32,7 @@ use std::str::FromStr;
 
 use sha2::Digest;
 
-use crate::format::hash::{Hash, HashAlgorithm};
+use crate::format::hash::{self, Hash, HashAlgorithm};
 use crate::format::nixbase32;
 use crate::format::store_path::StorePath;
 
@@ -69,9 +69,9 @@ pub struct ContentAddress {
 
 impl ContentAddress {
     /// `text:` addresses take only sha256 hashes.
-    pub fn new(method: Method, hash: Hash) -> Result<Self, String> {
+    pub fn new(method: Method, hash: Hash) -> Result<Self, Error> {
         if method == Method::Text && hash.algorithm() != HashAlgorithm::Sha256 {
-            return Err(format!("a text content address uses sha256, not {}", hash.algorithm()));
+            return Err(Error::TextNotSha256(hash.algorithm()));
         }
         Ok(Self { method, hash })
     }
@@ -92,7 +92,7 @@ impl ContentAddress {
     /// libstore's store-api.cc). A narinfo whose `CA` says otherwise is one
     /// Nix refuses ("claims to be content-addressed but isn't"). The error
     /// says what differs.
-    pub fn check_path(&self, path: &StorePath, references: &[StorePath]) -> Result<(), String> {
+    pub fn check_path(&self, path: &StorePath, references: &[StorePath]) -> Result<(), Error> {
         let store_dir = path.store_dir();
         let has_self = references.contains(path);
         // In the order of Nix's StorePathSet: by base name.
@@ -111,15 +111,15 @@ impl ContentAddress {
         };
         let sha256 = |bytes: &[u8]| -> [u8; 32] { sha2::Sha256::digest(bytes).into() };
         let (kind, inner) = match self.method {
-            Method::Text if has_self => return Err("a text content address cannot refer to itself".into()),
+            Method::Text if has_self => return Err(Error::TextSelfReference),
             Method::Text => (with_references("text"), self.hash.digest().try_into().expect("sha256, checked")),
             Method::Recursive if self.hash.algorithm() == HashAlgorithm::Sha256 => {
                 (with_references("source"), self.hash.digest().try_into().expect("a sha256 digest"))
             }
-            Method::Git => return Err("git content addresses (experimental in Nix) cannot be checked here".into()),
+            Method::Git => return Err(Error::Git),
             Method::Flat | Method::Recursive => {
                 if !references.is_empty() {
-                    return Err(format!("a {} content address cannot have references", self.method.prefix()));
+                    return Err(Error::FixedReferences(self.method.prefix()));
                 }
                 let recursive = if self.method == Method::Recursive { "r:" } else { "" };
                 let inner = format!("fixed:out:{recursive}{}:{}:", self.hash.algorithm(), hex(self.hash.digest()));
@@ -134,14 +134,12 @@ impl ContentAddress {
         }
         let expected = format!("{store_dir}/{}-{}", nixbase32::encode(&compressed), path.name());
         if expected != path.as_str() {
-            return Err(format!(
-                "{self} with {} gives the store path {expected}, not {path}",
-                if references.is_empty() {
-                    "no references".to_owned()
-                } else {
-                    format!("{} references", references.len())
-                }
-            ));
+            return Err(Error::Mismatch {
+                address: self.to_string(),
+                references: references.len(),
+                expected,
+                path: path.to_string(),
+            });
         }
         Ok(())
     }
@@ -151,14 +149,40 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-impl FromStr for ContentAddress {
-    type Err = String;
+/// Why a content address does not parse, or does not give its store path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{text:?} is not a content address: {why}")]
+    Parse { text: String, why: Box<Error> },
+    #[error("expected text:<algo>:<hash> or fixed:[r:|git:]<algo>:<hash>")]
+    Shape,
+    #[error("unknown prefix {0:?} (expected text or fixed)")]
+    Prefix(String),
+    #[error("expected <algo>:<hash>")]
+    AlgorithmAndHash,
+    #[error("{0}")]
+    Hash(#[from] hash::Error),
+    #[error("a text content address uses sha256, not {0}")]
+    TextNotSha256(HashAlgorithm),
+    #[error("a text content address cannot refer to itself")]
+    TextSelfReference,
+    #[error("git content addresses (experimental in Nix) cannot be checked here")]
+    Git,
+    #[error("a {0} content address cannot have references")]
+    FixedReferences(&'static str),
+    #[error("{address} with {} gives the store path {expected}, not {path}", match references {
+        0 => "no references".to_owned(),
+        n => format!("{n} references"),
+    })]
+    Mismatch { address: String, references: usize, expected: String, path: String },
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let fail = |why: String| format!("{s:?} is not a content address: {why}");
-        let (prefix, rest) = s
-            .split_once(':')
-            .ok_or_else(|| fail("expected text:<algo>:<hash> or fixed:[r:|git:]<algo>:<hash>".into()))?;
+impl FromStr for ContentAddress {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let fail = |why: Error| Error::Parse { text: s.to_owned(), why: Box::new(why) };
+        let (prefix, rest) = s.split_once(':').ok_or_else(|| fail(Error::Shape))?;
         let (method, rest) = match prefix {
             "text" => (Method::Text, rest),
             "fixed" => {
@@ -170,11 +194,11 @@ impl FromStr for ContentAddress {
                     (Method::Flat, rest)
                 }
             }
-            _ => return Err(fail(format!("unknown prefix {prefix:?} (expected text or fixed)"))),
+            _ => return Err(fail(Error::Prefix(prefix.to_owned()))),
         };
-        let (algorithm, digest) = rest.split_once(':').ok_or_else(|| fail("expected <algo>:<hash>".into()))?;
-        let algorithm: HashAlgorithm = algorithm.parse().map_err(fail)?;
-        let hash = Hash::parse_unprefixed(digest, algorithm).map_err(fail)?;
+        let (algorithm, digest) = rest.split_once(':').ok_or_else(|| fail(Error::AlgorithmAndHash))?;
+        let algorithm: HashAlgorithm = algorithm.parse().map_err(|e: hash::Error| fail(e.into()))?;
+        let hash = Hash::parse_unprefixed(digest, algorithm).map_err(|e| fail(e.into()))?;
         Self::new(method, hash).map_err(fail)
     }
 }
@@ -263,7 +287,7 @@ mod tests {
         ];
         for (s, expected) in cases {
             let err = s.parse::<ContentAddress>().unwrap_err();
-            assert!(err.contains(expected), "{s:?}: {err:?} lacks {expected:?}");
+            assert!(err.to_string().contains(expected), "{s:?}: {err:?} lacks {expected:?}");
         }
     }
 
@@ -310,7 +334,7 @@ mod tests {
         // The case: a CA on a path that is not content-addressed.
         let ca: ContentAddress = "fixed:r:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw".parse().unwrap();
         let e = ca.check_path(&path("/nix/store/qvwdpxbvi51z19a9lq2jw6xpq2by2a1z-h"), &[]).unwrap_err();
-        assert!(e.contains("gives the store path /nix/store/pi8axnzkz80qa3x5smwjwxcc9n9hjik0-h"), "{e}");
+        assert!(e.to_string().contains("gives the store path /nix/store/pi8axnzkz80qa3x5smwjwxcc9n9hjik0-h"), "{e}");
     }
 
     #[test]

@@ -44,27 +44,56 @@ impl fmt::Debug for Sha256Hash {
     }
 }
 
+/// Why a hash does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Nix32(#[from] nixbase32::DecodeError),
+    #[error("invalid hexadecimal digest")]
+    Hex,
+    #[error("a sha256 digest has 52 (nix32) or 64 (hex) characters, not {0}")]
+    Sha256Length(usize),
+    #[error("invalid base64 in SRI hash: {0}")]
+    Sri(base64::DecodeError),
+    #[error("expected sha256:<nix32>, sha256:<hex> or sha256-<base64>")]
+    Form,
+    #[error("unknown hash algorithm {0:?} (expected md5, sha1, sha256 or sha512)")]
+    UnknownAlgorithm(String),
+    #[error("a {algorithm} digest has {} bytes, not {got}", algorithm.size())]
+    DigestSize { algorithm: HashAlgorithm, got: usize },
+    #[error("invalid {encoding} {algorithm} hash {hash:?}{}", why.as_ref().map(|w| format!(": {w}")).unwrap_or_default())]
+    Encoding { encoding: &'static str, algorithm: HashAlgorithm, hash: String, why: Option<String> },
+    #[error(
+        "{hash:?} has the wrong length for a {algorithm} hash: {} (base16), {} (nix32) or {} (base64) characters \
+         expected, not {}",
+        2 * algorithm.size(),
+        nixbase32::encoded_len(algorithm.size()),
+        base64::encoded_len(algorithm.size(), true).unwrap_or(0),
+        hash.len()
+    )]
+    Length { algorithm: HashAlgorithm, hash: String },
+}
+
 impl FromStr for Sha256Hash {
-    type Err = String;
+    type Err = Error;
 
     /// Accepts `sha256:<nix32>`, `sha256:<hex>` and SRI `sha256-<base64>`.
     /// Other algorithms are rejected: Nix has hashed NARs with SHA-256 only.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, Error> {
         let bytes = if let Some(digest) = s.strip_prefix("sha256:") {
             match digest.len() {
-                52 => nixbase32::decode(digest, 32).map_err(|e| e.to_string())?,
-                64 => decode_hex(digest).ok_or("invalid hexadecimal digest")?,
-                n => return Err(format!("a sha256 digest has 52 (nix32) or 64 (hex) characters, not {n}")),
+                52 => nixbase32::decode(digest, 32)?,
+                64 => decode_hex(digest).ok_or(Error::Hex)?,
+                n => return Err(Error::Sha256Length(n)),
             }
         } else if let Some(digest) = s.strip_prefix("sha256-") {
-            base64::engine::general_purpose::STANDARD
-                .decode(digest)
-                .map_err(|e| format!("invalid base64 in SRI hash: {e}"))?
+            base64::engine::general_purpose::STANDARD.decode(digest).map_err(Error::Sri)?
         } else {
-            return Err("expected sha256:<nix32>, sha256:<hex> or sha256-<base64>".into());
+            return Err(Error::Form);
         };
-        let digest: [u8; 32] =
-            bytes.try_into().map_err(|b: Vec<u8>| format!("a sha256 digest has 32 bytes, not {}", b.len()))?;
+        let digest: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| Error::DigestSize { algorithm: HashAlgorithm::Sha256, got: b.len() })?;
         Ok(Self(digest))
     }
 }
@@ -103,13 +132,13 @@ impl HashAlgorithm {
 }
 
 impl FromStr for HashAlgorithm {
-    type Err = String;
+    type Err = Error;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, Error> {
         [Self::Md5, Self::Sha1, Self::Sha256, Self::Sha512]
             .into_iter()
             .find(|a| a.name() == s)
-            .ok_or_else(|| format!("unknown hash algorithm {s:?} (expected md5, sha1, sha256 or sha512)"))
+            .ok_or_else(|| Error::UnknownAlgorithm(s.to_owned()))
     }
 }
 
@@ -130,9 +159,9 @@ pub struct Hash {
 
 impl Hash {
     /// `digest` must have `algorithm.size()` bytes.
-    pub fn new(algorithm: HashAlgorithm, digest: &[u8]) -> Result<Self, String> {
+    pub fn new(algorithm: HashAlgorithm, digest: &[u8]) -> Result<Self, Error> {
         if digest.len() != algorithm.size() {
-            return Err(format!("a {algorithm} digest has {} bytes, not {}", algorithm.size(), digest.len()));
+            return Err(Error::DigestSize { algorithm, got: digest.len() });
         }
         let mut bytes = [0; 64];
         bytes[..digest.len()].copy_from_slice(digest);
@@ -144,25 +173,17 @@ impl Hash {
     /// case), nix32, or padded base64. SRI is not accepted there, so neither
     /// here. Unlike Nix we want base64 to be canonical (Nix skips newlines in
     /// it and stops at the first `=`); we print the hash in nix32 anyway.
-    pub fn parse_unprefixed(s: &str, algorithm: HashAlgorithm) -> Result<Self, String> {
+    pub fn parse_unprefixed(s: &str, algorithm: HashAlgorithm) -> Result<Self, Error> {
         let n = algorithm.size();
-        let base64_len = base64::encoded_len(n, true).unwrap_or(0);
+        let invalid = |encoding, why: Option<String>| Error::Encoding { encoding, algorithm, hash: s.to_owned(), why };
         let digest = if s.len() == 2 * n {
-            decode_hex(s).ok_or_else(|| format!("invalid base16 {algorithm} hash {s:?}"))?
+            decode_hex(s).ok_or_else(|| invalid("base16", None))?
         } else if s.len() == nixbase32::encoded_len(n) {
-            nixbase32::decode(s, n).map_err(|e| format!("invalid nix32 {algorithm} hash {s:?}: {e}"))?
-        } else if s.len() == base64_len {
-            base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .map_err(|e| format!("invalid base64 {algorithm} hash {s:?}: {e}"))?
+            nixbase32::decode(s, n).map_err(|e| invalid("nix32", Some(e.to_string())))?
+        } else if s.len() == base64::encoded_len(n, true).unwrap_or(0) {
+            base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| invalid("base64", Some(e.to_string())))?
         } else {
-            return Err(format!(
-                "{s:?} has the wrong length for a {algorithm} hash: {} (base16), {} (nix32) or {base64_len} (base64) \
-                 characters expected, not {}",
-                2 * n,
-                nixbase32::encoded_len(n),
-                s.len()
-            ));
+            return Err(Error::Length { algorithm, hash: s.to_owned() });
         };
         Self::new(algorithm, &digest)
     }

@@ -41,7 +41,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
 use crate::format::hash::Sha256Hash;
-use crate::format::signature::{Signature, check_key_name};
+use crate::format::signature::{KeyNameError, Signature, check_key_name};
 use crate::format::store_path::StorePath;
 
 /// What a store path's signatures sign, as Nix's `ValidPathInfo::fingerprint`
@@ -99,15 +99,36 @@ impl SecretKey {
     }
 }
 
+/// Why a key does not parse. No variant holds the key's bytes or text: it
+/// may be a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("the {what} is not of the form <key name>:<base64 key>")]
+    Form { what: &'static str },
+    #[error("the {what}'s name: {why}")]
+    Name { what: &'static str, why: KeyNameError },
+    #[error("{what} {name:?} is empty after its name")]
+    Empty { what: &'static str, name: String },
+    #[error("{what} {name:?}: the key is not valid base64")]
+    Base64 { what: &'static str, name: String },
+    #[error("{what} {name:?}: the key has {got} bytes, not {expected}")]
+    Length { what: &'static str, name: String, got: usize, expected: usize },
+    #[error("secret key {0:?} is corrupt: its second half is not the public key of its first half (the seed)")]
+    Corrupt(String),
+    #[error("public key {0:?}: its 32 bytes are not a point of ed25519")]
+    NotAPoint(String),
+}
+
 impl FromStr for SecretKey {
-    type Err = String;
+    type Err = Error;
 
     /// Parses the text of a secret key file. Trailing whitespace (a final
     /// line break added by an editor) is ignored; anything else is refused
     /// with an error that names the key but never shows its bytes.
-    fn from_str(text: &str) -> Result<Self, String> {
-        let (name, base64) = split_key(text.trim_end(), "secret key")?;
-        let bytes = Zeroizing::new(decode(base64, Self::LEN).map_err(|e| format!("secret key {name:?}: {e}"))?);
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let what = "secret key";
+        let (name, base64) = split_key(text.trim_end(), what)?;
+        let bytes = Zeroizing::new(decode(base64, Self::LEN, what, name)?);
         let mut seed = Zeroizing::new([0u8; 32]);
         seed.copy_from_slice(&bytes[..32]);
         let key = SigningKey::from_bytes(&seed);
@@ -115,9 +136,7 @@ impl FromStr for SecretKey {
         // copy, so a file whose halves disagree would make signatures that
         // verify under neither key.
         if key.verifying_key().as_bytes()[..] != bytes[32..] {
-            return Err(format!(
-                "secret key {name:?} is corrupt: its second half is not the public key of its first half (the seed)"
-            ));
+            return Err(Error::Corrupt(name.to_owned()));
         }
         Ok(Self { name: name.to_owned(), key })
     }
@@ -160,16 +179,16 @@ impl PublicKey {
 }
 
 impl FromStr for PublicKey {
-    type Err = String;
+    type Err = Error;
 
     /// Parses `<name>:<base64 of 32 bytes>`; surrounding whitespace is
     /// ignored (a key file ending in a line break).
-    fn from_str(text: &str) -> Result<Self, String> {
-        let (name, base64) = split_key(text.trim(), "public key")?;
-        let bytes = decode(base64, Self::LEN).map_err(|e| format!("public key {name:?}: {e}"))?;
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let what = "public key";
+        let (name, base64) = split_key(text.trim(), what)?;
+        let bytes = decode(base64, Self::LEN, what, name)?;
         let bytes: [u8; Self::LEN] = bytes.try_into().expect("decode checked the length");
-        let key = VerifyingKey::from_bytes(&bytes)
-            .map_err(|_| format!("public key {name:?}: its 32 bytes are not a point of ed25519"))?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| Error::NotAPoint(name.to_owned()))?;
         Ok(Self { name: name.to_owned(), key })
     }
 }
@@ -189,25 +208,24 @@ impl fmt::Debug for PublicKey {
 /// Splits `<name>:<base64>` at the first `:` as Nix's `Key` constructor does,
 /// and checks the name as [`Signature`] does, since it will name signatures.
 /// The error does not quote `text`: it may be a secret.
-fn split_key<'a>(text: &'a str, what: &str) -> Result<(&'a str, &'a str), String> {
-    let (name, base64) =
-        text.split_once(':').ok_or_else(|| format!("the {what} is not of the form <key name>:<base64 key>"))?;
-    check_key_name(name).map_err(|e| format!("the {what}'s name: {e}"))?;
+fn split_key<'a>(text: &'a str, what: &'static str) -> Result<(&'a str, &'a str), Error> {
+    let (name, base64) = text.split_once(':').ok_or(Error::Form { what })?;
+    check_key_name(name).map_err(|why| Error::Name { what, why })?;
     if base64.is_empty() {
-        return Err(format!("{what} {name:?} is empty after its name"));
+        return Err(Error::Empty { what, name: name.to_owned() });
     }
     Ok((name, base64))
 }
 
-/// Decodes canonical padded base64 of exactly `len` bytes; the error never
-/// shows the input.
-fn decode(base64: &str, len: usize) -> Result<Vec<u8>, String> {
-    let bytes = STANDARD.decode(base64).map_err(|_| "the key is not valid base64".to_string())?;
+/// Decodes canonical padded base64 of exactly `len` bytes, of the key `name`;
+/// the error never shows the input.
+fn decode(base64: &str, len: usize, what: &'static str, name: &str) -> Result<Vec<u8>, Error> {
+    let bytes = STANDARD.decode(base64).map_err(|_| Error::Base64 { what, name: name.to_owned() })?;
     if bytes.len() != len {
-        let n = bytes.len();
+        let got = bytes.len();
         // Wipe what may be a secret of the wrong length before dropping it.
         drop(Zeroizing::new(bytes));
-        return Err(format!("the key has {n} bytes, not {len}"));
+        return Err(Error::Length { what, name: name.to_owned(), got, expected: len });
     }
     Ok(bytes)
 }
@@ -329,7 +347,7 @@ mod tests {
             (mixed, "secret key \"k\" is corrupt: its second half is not the public key"),
         ];
         for (text, expected) in cases {
-            let err = text.parse::<SecretKey>().unwrap_err();
+            let err = text.parse::<SecretKey>().unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err:?} lacks {expected:?}");
             assert!(!err.contains(&b64[..20]) && !err.contains(&b64[50..70]), "{err:?} shows the key");
         }
@@ -342,7 +360,7 @@ mod tests {
             ("k:yUZmjki3N5tMtUoD1BqVzw4zGt//P08k0Rb4gkRrzd9=".to_owned(), "not valid base64"),
             ("nokey".to_owned(), "not of the form"),
         ] {
-            let err = text.parse::<PublicKey>().unwrap_err();
+            let err = text.parse::<PublicKey>().unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err:?} lacks {expected:?}");
         }
         let pk: PublicKey = format!("{PK}\n").parse().unwrap();

@@ -34,7 +34,7 @@
 //! assert!(text.ends_with("}\n"));
 //! assert_eq!(ours.compare(&text), Ok(()));
 //! let level_9 = Manifest::new(Compression::Xz, Compression::Xz.describe_encoder(Some(9)));
-//! assert_eq!(level_9.compare(&text), Err("compressionLevel: 6 there, 9 here".to_owned()));
+//! assert_eq!(level_9.compare(&text).unwrap_err().to_string(), "compressionLevel: 6 there, 9 here");
 //! ```
 
 use std::collections::BTreeMap;
@@ -102,13 +102,13 @@ impl Manifest {
     }
 
     /// Whether `text` is a manifest or [`MIXED`]: what `verify` checks.
-    pub fn check(text: &str) -> Result<(), String> {
+    pub fn check(text: &str) -> Result<(), Error> {
         if text == MIXED { Ok(()) } else { Self::parse(text).map(drop) }
     }
 
     /// Parses a manifest strictly: every field there, none unknown.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        serde_json::from_str(text).map_err(|e| e.to_string())
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        serde_json::from_str(text).map_err(|e| Error::Json(e.to_string()))
     }
 
     /// Whether the manifest `text` (another cache's) describes NARs made as
@@ -116,11 +116,11 @@ impl Manifest {
     /// both values (`compressionLevel: 9 there, 6 here`), or says why the
     /// text is no manifest. The values are compared, not the bytes, so that
     /// the answer does not depend on formatting.
-    pub fn compare(&self, text: &str) -> Result<(), String> {
-        let theirs: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-        let Value::Object(theirs) = theirs else { return Err("not a JSON object".into()) };
+    pub fn compare(&self, text: &str) -> Result<(), Error> {
+        let theirs: Value = serde_json::from_str(text).map_err(|e| Error::NotJson(e.to_string()))?;
+        let Value::Object(theirs) = theirs else { return Err(Error::NotAnObject) };
         if theirs.contains_key("mixed") {
-            return Err("its NARs were made with different settings".into());
+            return Err(Error::Mixed);
         }
         let Value::Object(ours) = serde_json::to_value(self).expect("a manifest serialises") else {
             unreachable!("a manifest is an object")
@@ -130,7 +130,7 @@ impl Manifest {
             differ(key, theirs.get(key), ours.get(key))?;
         }
         if let Some(key) = theirs.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-            return Err(format!("{key}: there, but unknown here"));
+            return Err(Error::Unknown(key.clone()));
         }
         Ok(())
     }
@@ -138,7 +138,7 @@ impl Manifest {
 
 /// `Err` naming `key` (and, inside objects, the nested key) when the two
 /// values differ.
-fn differ(key: &str, theirs: Option<&Value>, ours: Option<&Value>) -> Result<(), String> {
+fn differ(key: &str, theirs: Option<&Value>, ours: Option<&Value>) -> Result<(), Error> {
     match (theirs, ours) {
         (Some(Value::Object(theirs)), Some(Value::Object(ours))) => {
             let keys: std::collections::BTreeSet<&String> = theirs.keys().chain(ours.keys()).collect();
@@ -150,9 +150,27 @@ fn differ(key: &str, theirs: Option<&Value>, ours: Option<&Value>) -> Result<(),
         (theirs, ours) if theirs == ours => Ok(()),
         (theirs, ours) => {
             let show = |v: Option<&Value>| v.map_or("missing".to_owned(), Value::to_string);
-            Err(format!("{key}: {} there, {} here", show(theirs), show(ours)))
+            Err(Error::Differs { key: key.to_owned(), theirs: show(theirs), ours: show(ours) })
         }
     }
+}
+
+/// Why a text is no manifest, or another cache's manifest differs from ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// serde_json's message: where and what.
+    #[error("{0}")]
+    Json(String),
+    #[error("not JSON: {0}")]
+    NotJson(String),
+    #[error("not a JSON object")]
+    NotAnObject,
+    #[error("its NARs were made with different settings")]
+    Mixed,
+    #[error("{0}: there, but unknown here")]
+    Unknown(String),
+    #[error("{key}: {theirs} there, {ours} here")]
+    Differs { key: String, theirs: String, ours: String },
 }
 
 #[cfg(test)]
@@ -196,26 +214,38 @@ mod tests {
         let compact = serde_json::to_string(&ours).unwrap();
         assert_eq!(ours.compare(&compact), Ok(()));
         let zstd = Manifest::new(Compression::Zstd, Compression::Zstd.describe_encoder(None)).render();
-        assert_eq!(ours.compare(&zstd), Err("compression: \"zstd\" there, \"xz\" here".into()));
+        assert_eq!(
+            ours.compare(&zstd).map_err(|e| e.to_string()),
+            Err("compression: \"zstd\" there, \"xz\" here".into())
+        );
         let old_lib = ours.render().replace(&ours.libraries["liblzma"], "5.2.5");
         assert_eq!(
-            ours.compare(&old_lib),
+            ours.compare(&old_lib).map_err(|e| e.to_string()),
             Err(format!("libraries.liblzma: \"5.2.5\" there, \"{}\" here", ours.libraries["liblzma"]))
         );
         let old_tool = ours.render().replace(env!("CARGO_PKG_VERSION"), "0.0.1");
-        assert!(ours.compare(&old_tool).unwrap_err().starts_with("toolVersion: \"0.0.1\" there"));
+        assert!(ours.compare(&old_tool).unwrap_err().to_string().starts_with("toolVersion: \"0.0.1\" there"));
         let other_check = ours.render().replace("crc64", "sha256");
-        assert_eq!(ours.compare(&other_check), Err("encoder.check: \"sha256\" there, \"crc64\" here".into()));
+        assert_eq!(
+            ours.compare(&other_check).map_err(|e| e.to_string()),
+            Err("encoder.check: \"sha256\" there, \"crc64\" here".into())
+        );
         let future = ours.render().replace("\"manifestVersion\": 1", "\"manifestVersion\": 2");
-        assert_eq!(ours.compare(&future), Err("manifestVersion: 2 there, 1 here".into()));
+        assert_eq!(ours.compare(&future).map_err(|e| e.to_string()), Err("manifestVersion: 2 there, 1 here".into()));
         let extra = ours.render().replacen('{', "{\"threads\": 4,", 1);
-        assert_eq!(ours.compare(&extra), Err("threads: there, but unknown here".into()));
+        assert_eq!(ours.compare(&extra).map_err(|e| e.to_string()), Err("threads: there, but unknown here".into()));
         let missing = ours.render().replace("    \"extreme\": \"false\",\n", "");
-        assert_eq!(ours.compare(&missing), Err("encoder.extreme: missing there, \"false\" here".into()));
-        assert!(ours.compare("garbage").unwrap_err().starts_with("not JSON"));
-        assert_eq!(ours.compare("[1]"), Err("not a JSON object".into()));
+        assert_eq!(
+            ours.compare(&missing).map_err(|e| e.to_string()),
+            Err("encoder.extreme: missing there, \"false\" here".into())
+        );
+        assert!(ours.compare("garbage").unwrap_err().to_string().starts_with("not JSON"));
+        assert_eq!(ours.compare("[1]").map_err(|e| e.to_string()), Err("not a JSON object".into()));
         assert!(Manifest::parse(&extra).is_err());
-        assert_eq!(ours.compare(MIXED), Err("its NARs were made with different settings".into()));
+        assert_eq!(
+            ours.compare(MIXED).map_err(|e| e.to_string()),
+            Err("its NARs were made with different settings".into())
+        );
         assert_eq!(Manifest::check(MIXED), Ok(()));
         assert_eq!(Manifest::check(&ours.render()), Ok(()));
         assert!(Manifest::check(&extra).is_err());

@@ -15,12 +15,19 @@
 //! * [`manifest`]: `make-binary-cache.json`, how a cache's NARs were made.
 //! * [`signature`]: `<key name>:<base64>` ed25519 signatures.
 //! * [`key`]: ed25519 secret and public keys, and the fingerprint they sign.
+//! * [`path_info`]: the one record of a store path's facts.
+//! * [`layout`]: the names of a cache's directories.
+//!
+//! Each module that can refuse input has its own error enum (`thiserror`),
+//! whose variants say what was wrong and carry what the message names; the
+//! messages are what users read, so tests compare them.
 
 pub mod cache_info;
 pub mod compression;
 pub mod content_address;
 pub mod hash;
 pub mod key;
+pub mod layout;
 pub mod listing;
 pub mod manifest;
 pub mod nar;
@@ -58,5 +65,25 @@ mod layer {
         }
         assert!(checked >= 14, "only {checked} files in {}", dir.display());
     }
+
+    /// Errors are typed: no function outside the tests returns a `String`
+    /// as its error.
+    #[test]
+    fn format_errors_are_typed() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/format");
+        let stringly = [", ", "String>"].concat();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            for (n, line) in code.lines().enumerate() {
+                assert!(
+                    !(line.contains("Result<") && line.contains(&stringly)),
+                    "{}:{}: {line}",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+    }
 }
-pub mod layout;

@@ -35,13 +35,13 @@ use std::fmt::Write;
 use std::path::{Component, Path};
 use std::str::FromStr;
 
-use crate::format::compression::Compression;
-use crate::format::content_address::ContentAddress;
-use crate::format::hash::Sha256Hash;
+use crate::format::compression::{Compression, UnknownCompression};
+use crate::format::content_address::{self, ContentAddress};
+use crate::format::hash::{self, Sha256Hash};
 use crate::format::path_info::PathInfo;
 pub use crate::format::path_info::sort_signatures;
-use crate::format::signature::Signature;
-use crate::format::store_path::StorePath;
+use crate::format::signature::{self, Signature};
+use crate::format::store_path::{self, StorePath};
 
 /// A narinfo: the path's [`PathInfo`] plus the fields of its NAR file.
 /// It derefs to the [`PathInfo`], so `narinfo.nar_hash` reads as Nix says it.
@@ -78,18 +78,15 @@ impl NarInfo {
 impl NarInfo {
     /// The narinfo's text, or an error naming the store path and the field
     /// when a value holds a line break or NUL.
-    pub fn render(&self) -> Result<String, String> {
+    pub fn render(&self) -> Result<String, Error> {
         let mut text = String::with_capacity(512);
-        let mut line = |key: &str, value: &dyn std::fmt::Display| -> Result<(), String> {
+        let mut line = |key: &'static str, value: &dyn std::fmt::Display| -> Result<(), Error> {
             let start = text.len();
             // Writing to a String cannot fail.
             let _ = writeln!(text, "{key}: {value}");
             let value = &text[start + key.len() + 2..text.len() - 1];
             match value.chars().find(|c| matches!(c, '\n' | '\r' | '\0')) {
-                Some(bad) => Err(format!(
-                    "{}: narinfo field `{key}` would contain {bad:?}, which would break the narinfo: {value:?}",
-                    self.path
-                )),
+                Some(bad) => Err(Error::Unrenderable { path: self.path.clone(), key, bad, value: value.to_owned() }),
                 None => Ok(()),
             }
         };
@@ -120,42 +117,45 @@ impl NarInfo {
     /// Nix, which skips unknown keys and takes the last of repeated ones: in a
     /// cache we check, either means something wrote what it should not have.
     /// The error names the line.
-    pub fn parse(store_dir: &str, text: &str) -> Result<Self, String> {
-        let body = text.strip_suffix('\n').ok_or("the narinfo does not end with a line break")?;
+    pub fn parse(store_dir: &str, text: &str) -> Result<Self, Error> {
+        let body = text.strip_suffix('\n').ok_or(Error::NoFinalLineBreak)?;
         let mut fields: [Option<&str>; FIELDS.len()] = Default::default();
         let mut signatures = Vec::new();
         for (n, line) in body.split('\n').enumerate() {
-            let at = || format!("line {}", n + 1);
-            let (key, value) = line.split_once(": ").ok_or_else(|| format!("{}: no `: ` in {line:?}", at()))?;
+            let n = n + 1;
+            let (key, value) =
+                line.split_once(": ").ok_or_else(|| Error::NoSeparator { line: n, text: line.to_owned() })?;
             if key == "Sig" {
-                signatures.push(value.parse::<Signature>().map_err(|e| format!("{}: field `Sig`: {e}", at()))?);
+                signatures.push(value.parse::<Signature>().map_err(|why| Error::Signature { line: n, why })?);
                 continue;
             }
-            let slot =
-                FIELDS.iter().position(|&k| k == key).ok_or_else(|| format!("{}: unknown field `{key}`", at()))?;
+            let slot = FIELDS
+                .iter()
+                .position(|&k| k == key)
+                .ok_or_else(|| Error::UnknownField { line: n, key: key.to_owned() })?;
             if fields[slot].replace(value).is_some() {
-                return Err(format!("{}: field `{key}` appears twice", at()));
+                return Err(Error::Twice { line: n, key: FIELDS[slot] });
             }
         }
-        let field = |key: &str| -> Result<&str, String> {
+        let field = |key: &'static str| -> Result<&str, Error> {
             let slot = FIELDS.iter().position(|&k| k == key).expect("a known field");
-            fields[slot].ok_or_else(|| format!("field `{key}` is missing"))
+            fields[slot].ok_or(Error::Missing(key))
         };
-        fn parsed<T: FromStr>(key: &str, value: &str) -> Result<T, String>
+        fn parsed<T: FromStr>(key: &'static str, value: &str) -> Result<T, Error>
         where
-            T::Err: std::fmt::Display,
+            T::Err: Into<FieldError>,
         {
-            value.parse().map_err(|e| format!("field `{key}`: {e}"))
+            value.parse().map_err(|e: T::Err| Error::Field { key, why: e.into() })
         }
-        let in_store = |key: &str, base: &str| {
-            StorePath::parse(store_dir, &format!("{store_dir}/{base}")).map_err(|e| format!("field `{key}`: {e}"))
+        let in_store = |key: &'static str, base: &str| {
+            StorePath::parse(store_dir, &format!("{store_dir}/{base}")).map_err(|e| Error::Field { key, why: e.into() })
         };
 
-        let store_path =
-            StorePath::parse(store_dir, field("StorePath")?).map_err(|e| format!("field `StorePath`: {e}"))?;
+        let store_path = StorePath::parse(store_dir, field("StorePath")?)
+            .map_err(|e| Error::Field { key: "StorePath", why: e.into() })?;
         let url = field("URL")?;
         if url.is_empty() || url.contains(char::is_whitespace) {
-            return Err(format!("field `URL`: {url:?} is not a URL"));
+            return Err(Error::Field { key: "URL", why: FieldError::Url(url.to_owned()) });
         }
         let mut references = match field("References")? {
             "" => Vec::new(),
@@ -172,7 +172,7 @@ impl NarInfo {
             Some(ca) => Some(parsed::<ContentAddress>("CA", ca)?),
         };
         if let Some(ca) = &ca {
-            ca.check_path(&store_path, &references).map_err(|e| format!("field `CA`: {e}"))?;
+            ca.check_path(&store_path, &references).map_err(|e| Error::Field { key: "CA", why: e.into() })?;
         }
         Ok(Self {
             info: PathInfo {
@@ -252,15 +252,58 @@ pub fn settle(store_dir: &str, ours: &NarInfo, current: Option<&str>, expected: 
 /// A narinfo's URL as a path inside the cache: relative, without `.` or
 /// `..`, no scheme, so that a narinfo cannot make `sign` or `verify` read
 /// (or copy) a file outside the cache. Pure: it only looks at the text.
-pub fn nar_file(url: &str) -> Result<&Path, String> {
+pub fn nar_file(url: &str) -> Result<&Path, Error> {
     let path = Path::new(url);
     if url.contains("://") || url.contains('\0') {
-        return Err(format!("URL {url:?} is not a file of the cache"));
+        return Err(Error::NotAFile(url.to_owned()));
     }
     if path.components().any(|c| !matches!(c, Component::Normal(_))) {
-        return Err(format!("URL {url:?} is not a plain relative path inside the cache"));
+        return Err(Error::NotRelative(url.to_owned()));
     }
     Ok(path)
+}
+
+/// Why a narinfo does not parse or render, or its URL names no file of the
+/// cache. Parse errors name the line or the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("the narinfo does not end with a line break")]
+    NoFinalLineBreak,
+    #[error("line {line}: no `: ` in {text:?}")]
+    NoSeparator { line: usize, text: String },
+    #[error("line {line}: unknown field `{key}`")]
+    UnknownField { line: usize, key: String },
+    #[error("line {line}: field `{key}` appears twice")]
+    Twice { line: usize, key: &'static str },
+    #[error("line {line}: field `Sig`: {why}")]
+    Signature { line: usize, why: signature::Error },
+    #[error("field `{0}` is missing")]
+    Missing(&'static str),
+    #[error("field `{key}`: {why}")]
+    Field { key: &'static str, why: FieldError },
+    #[error("{path}: narinfo field `{key}` would contain {bad:?}, which would break the narinfo: {value:?}")]
+    Unrenderable { path: StorePath, key: &'static str, bad: char, value: String },
+    #[error("URL {0:?} is not a file of the cache")]
+    NotAFile(String),
+    #[error("URL {0:?} is not a plain relative path inside the cache")]
+    NotRelative(String),
+}
+
+/// Why the value of a narinfo field is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    #[error("{0}")]
+    StorePath(#[from] store_path::Error),
+    #[error("{0}")]
+    Hash(#[from] hash::Error),
+    #[error("{0}")]
+    ContentAddress(#[from] content_address::Error),
+    #[error("{0}")]
+    Compression(#[from] UnknownCompression),
+    #[error("{0}")]
+    Number(#[from] std::num::ParseIntError),
+    #[error("{0:?} is not a URL")]
+    Url(String),
 }
 
 /// The fields a narinfo may have besides `Sig`, in the order Nix writes them;
@@ -376,7 +419,7 @@ mod tests {
         assert!(info("nar/x.nar").render().is_ok());
         for (url, bad) in [("nar/x.nar\nNarSize: 2", "'\\n'"), ("nar/x\r.nar", "'\\r'"), ("nar/x\0.nar", "'\\0'")] {
             assert_eq!(
-                info(url).render().unwrap_err(),
+                info(url).render().unwrap_err().to_string(),
                 format!(
                     "/nix/store/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b: narinfo field `URL` would contain {bad}, \
                      which would break the narinfo: {url:?}"
@@ -387,7 +430,7 @@ mod tests {
         let odd = StorePath::parse("/nix\nstore", "/nix\nstore/y2grnhdvfn46jk5m3g13m90yzbj9scgb-b").unwrap();
         let mut odd_info = info("nar/x.nar");
         odd_info.path = odd;
-        let err = odd_info.render().unwrap_err();
+        let err = odd_info.render().unwrap_err().to_string();
         assert!(err.contains("narinfo field `StorePath` would contain '\\n'"), "{err}");
     }
 
@@ -445,7 +488,7 @@ mod tests {
             (NIX_COPY.replace("StorePath: /nix/store/", "StorePath: /gnu/store/"), "field `StorePath`"),
         ];
         for (text, expected) in cases {
-            let err = NarInfo::parse("/nix/store", &text).unwrap_err();
+            let err = NarInfo::parse("/nix/store", &text).unwrap_err().to_string();
             assert!(err.contains(expected), "{expected:?} not in {err:?}");
         }
     }

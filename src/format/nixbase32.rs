@@ -62,26 +62,15 @@ pub fn decode(s: &str, n: usize) -> Result<Vec<u8>, DecodeError> {
 }
 
 /// Why a nix32 string was rejected.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    #[error("expected {expected} nix32 characters, got {got}")]
     Length { expected: usize, got: usize },
+    #[error("{0:?} is not a nix32 character")]
     Character(char),
+    #[error("nix32 string has non-zero padding bits")]
     Padding,
 }
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Length { expected, got } => {
-                write!(f, "expected {expected} nix32 characters, got {got}")
-            }
-            Self::Character(c) => write!(f, "{c:?} is not a nix32 character"),
-            Self::Padding => write!(f, "nix32 string has non-zero padding bits"),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 #[cfg(test)]
 mod tests {

@@ -38,7 +38,7 @@ impl Signature {
     pub const LEN: usize = 64;
 
     /// A signature by the key `key_name`, which must pass [`check_key_name`].
-    pub fn new(key_name: &str, bytes: [u8; Self::LEN]) -> Result<Self, String> {
+    pub fn new(key_name: &str, bytes: [u8; Self::LEN]) -> Result<Self, KeyNameError> {
         check_key_name(key_name)?;
         Ok(Self { key_name: key_name.to_owned(), bytes })
     }
@@ -55,35 +55,57 @@ impl Signature {
 /// A key name as Nix uses it before the `:` of a key or signature, limited to
 /// what can safely stand on a narinfo line: non-empty, without `:`, whitespace
 /// or control characters.
-pub fn check_key_name(name: &str) -> Result<(), String> {
+pub fn check_key_name(name: &str) -> Result<(), KeyNameError> {
     if name.is_empty() {
-        return Err("the key name is empty".into());
+        return Err(KeyNameError::Empty);
     }
     if let Some(bad) = name.chars().find(|&c| c == ':' || c.is_whitespace() || c.is_control()) {
-        return Err(format!("the key name {name:?} contains the character {bad:?}"));
+        return Err(KeyNameError::Character { name: name.to_owned(), bad });
     }
     Ok(())
 }
 
-impl FromStr for Signature {
-    type Err = String;
+/// Why a name cannot name a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyNameError {
+    #[error("the key name is empty")]
+    Empty,
+    #[error("the key name {name:?} contains the character {bad:?}")]
+    Character { name: String, bad: char },
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (name, base64) =
-            s.split_once(':').ok_or_else(|| format!("{s:?} is not of the form <key name>:<base64 signature>"))?;
-        check_key_name(name).map_err(|e| format!("{s:?}: {e}"))?;
+/// Why a `Sig:` value does not parse; each names the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0:?} is not of the form <key name>:<base64 signature>")]
+    Form(String),
+    #[error("{text:?}: {why}")]
+    KeyName { text: String, why: KeyNameError },
+    #[error(
+        "{text:?}: the signature must be {} characters of base64 ({} bytes), not {}",
+        base64::encoded_len(Signature::LEN, true).unwrap_or(0),
+        Signature::LEN,
+        text.split_once(':').map_or(0, |(_, b)| b.len())
+    )]
+    Length { text: String },
+    #[error("{text:?}: the signature is not canonical base64: {why}")]
+    Base64 { text: String, why: base64::DecodeError },
+    #[error("{text:?}: the signature has {got} bytes")]
+    Bytes { text: String, got: usize },
+}
+
+impl FromStr for Signature {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let (name, base64) = s.split_once(':').ok_or_else(|| Error::Form(s.to_owned()))?;
+        check_key_name(name).map_err(|why| Error::KeyName { text: s.to_owned(), why })?;
         // Length first: it bounds the work, and gives the clearer error.
-        let expected = base64::encoded_len(Self::LEN, true).unwrap_or(0);
-        if base64.len() != expected {
-            return Err(format!(
-                "{s:?}: the signature must be {expected} characters of base64 ({} bytes), not {}",
-                Self::LEN,
-                base64.len()
-            ));
+        if base64.len() != base64::encoded_len(Self::LEN, true).unwrap_or(0) {
+            return Err(Error::Length { text: s.to_owned() });
         }
-        let bytes =
-            STANDARD.decode(base64).map_err(|e| format!("{s:?}: the signature is not canonical base64: {e}"))?;
-        let bytes = bytes.try_into().map_err(|b: Vec<u8>| format!("{s:?}: the signature has {} bytes", b.len()))?;
+        let bytes = STANDARD.decode(base64).map_err(|why| Error::Base64 { text: s.to_owned(), why })?;
+        let bytes = bytes.try_into().map_err(|b: Vec<u8>| Error::Bytes { text: s.to_owned(), got: b.len() })?;
         Ok(Self { key_name: name.to_owned(), bytes })
     }
 }
@@ -141,7 +163,7 @@ mod tests {
             (&format!("k:x:{}", &b64[2..]), "not canonical base64"),
         ];
         for (s, expected) in cases {
-            let err = s.parse::<Signature>().unwrap_err();
+            let err = s.parse::<Signature>().unwrap_err().to_string();
             assert!(err.contains(expected), "{s:?}: {err:?} lacks {expected:?}");
         }
         assert!(Signature::new("a:b", [0; 64]).is_err());

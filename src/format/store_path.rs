@@ -37,12 +37,12 @@ pub struct StorePath {
 
 impl StorePath {
     /// Parses `path`, which must lie directly inside `store_dir`.
-    pub fn parse(store_dir: &str, path: &str) -> Result<Self, String> {
+    pub fn parse(store_dir: &str, path: &str) -> Result<Self, Error> {
         let base = path
             .strip_prefix(store_dir)
             .and_then(|rest| rest.strip_prefix('/'))
-            .ok_or_else(|| format!("{path:?} is not in the store directory {store_dir}"))?;
-        validate_base_name(base).map_err(|why| format!("{path:?} is not a valid store path: {why}"))?;
+            .ok_or_else(|| Error::NotInStore { path: path.to_owned(), store_dir: store_dir.to_owned() })?;
+        validate_base_name(base).map_err(|why| Error::Invalid { path: path.to_owned(), why })?;
         Ok(Self { full: path.to_owned(), base_start: path.len() - base.len() })
     }
 
@@ -74,38 +74,75 @@ impl StorePath {
 /// Checks that `dir` can be a store directory: absolute, not `/`, without a
 /// trailing slash, empty, `.` or `..` components, and without control
 /// characters (it is written on a line of `nix-cache-info` and narinfo files).
-pub fn check_store_dir(dir: &str) -> Result<(), String> {
+pub fn check_store_dir(dir: &str) -> Result<(), StoreDirError> {
     if !dir.starts_with('/') {
-        return Err("it must be an absolute path".into());
+        return Err(StoreDirError::Relative);
     }
     if dir == "/" {
-        return Err("it must not be the root directory".into());
+        return Err(StoreDirError::Root);
     }
     if let Some(bad) = dir.chars().find(|c| c.is_control()) {
-        return Err(format!("it contains the control character {bad:?}"));
+        return Err(StoreDirError::Control(bad));
     }
     if dir[1..].split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        return Err("it must be normalised: no trailing slash, no empty, `.` or `..` components".into());
+        return Err(StoreDirError::NotNormalised);
     }
     Ok(())
 }
 
-fn validate_base_name(base: &str) -> Result<(), String> {
+/// Why a string is not a store path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{path:?} is not in the store directory {store_dir}")]
+    NotInStore { path: String, store_dir: String },
+    #[error("{path:?} is not a valid store path: {why}")]
+    Invalid { path: String, why: BaseNameError },
+}
+
+/// Why `<hash>-<name>` is not a store path's base name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BaseNameError {
+    #[error("expected <32-character hash>-<name>")]
+    Shape,
+    #[error("hash part {0:?} is not nix32")]
+    HashNotNix32(String),
+    #[error("name must have 1 to {MAX_NAME_LEN} characters")]
+    NameLength,
+    #[error("name must not start with a dot")]
+    LeadingDot,
+    #[error("name contains the character {0:?}")]
+    NameCharacter(char),
+}
+
+/// Why a directory cannot be a store directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreDirError {
+    #[error("it must be an absolute path")]
+    Relative,
+    #[error("it must not be the root directory")]
+    Root,
+    #[error("it contains the control character {0:?}")]
+    Control(char),
+    #[error("it must be normalised: no trailing slash, no empty, `.` or `..` components")]
+    NotNormalised,
+}
+
+fn validate_base_name(base: &str) -> Result<(), BaseNameError> {
     let (hash, name) = base
         .split_at_checked(HASH_LEN)
         .and_then(|(hash, rest)| Some((hash, rest.strip_prefix('-')?)))
-        .ok_or("expected <32-character hash>-<name>")?;
+        .ok_or(BaseNameError::Shape)?;
     if !hash.bytes().all(|b| nixbase32::ALPHABET.contains(&b)) {
-        return Err(format!("hash part {hash:?} is not nix32"));
+        return Err(BaseNameError::HashNotNix32(hash.to_owned()));
     }
     if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err(format!("name must have 1 to {MAX_NAME_LEN} characters"));
+        return Err(BaseNameError::NameLength);
     }
     if name.starts_with('.') {
-        return Err("name must not start with a dot".into());
+        return Err(BaseNameError::LeadingDot);
     }
     if let Some(bad) = name.chars().find(|&c| !(c.is_ascii_alphanumeric() || "+-._?=".contains(c))) {
-        return Err(format!("name contains the character {bad:?}"));
+        return Err(BaseNameError::NameCharacter(bad));
     }
     Ok(())
 }
@@ -189,7 +226,7 @@ mod tests {
             ("/nix/\0store", "control character '\\0'"),
         ] {
             let err = check_store_dir(bad).unwrap_err();
-            assert!(err.contains(why), "{bad:?}: {err:?} lacks {why:?}");
+            assert!(err.to_string().contains(why), "{bad:?}: {err:?} lacks {why:?}");
         }
     }
 }

@@ -57,7 +57,7 @@ impl Attrs {
         };
         let compression = match raw.compression {
             Loose::Missing | Loose::Null => None,
-            Loose::Str(s) => Some(s.parse().map_err(|e: String| anyhow!("field `compression`: {e}"))?),
+            Loose::Str(s) => Some(s.parse::<Compression>().map_err(|e| anyhow!("field `compression`: {e}"))?),
             other => bail!("field `compression` must be a string or null, not {}", other.kind()),
         };
         let compression_level = raw.compression_level.optional_integer("compressionLevel", "an integer")?;
