@@ -8,6 +8,7 @@ mod common;
 mod cli;
 mod concurrency;
 mod deployments;
+mod docs;
 mod e2e_nix;
 mod hostile;
 mod integrity;
