@@ -34,15 +34,6 @@ impl Command {
         }
     }
 
-    pub fn page(self) -> &'static Page {
-        match self {
-            Command::Build => &super::pages::BUILD,
-            Command::Sign => &super::pages::SIGN,
-            Command::Verify => &super::pages::VERIFY,
-            Command::Merge => &super::pages::MERGE,
-        }
-    }
-
     /// Its flags and operands, in the order its help lists them.
     pub fn flags(self) -> impl Iterator<Item = &'static Flag> {
         FLAGS.iter().filter(move |flag| flag.command == self)

@@ -5,6 +5,18 @@
 
 use super::defs::{Command, Page, Section};
 
+impl Command {
+    /// Its help page (the flags come from the table).
+    pub fn page(self) -> &'static Page {
+        match self {
+            Command::Build => &BUILD,
+            Command::Sign => &SIGN,
+            Command::Verify => &VERIFY,
+            Command::Merge => &MERGE,
+        }
+    }
+}
+
 pub static BUILD: Page = Page {
     command: Command::Build,
     summary: "write a flat-file Nix binary cache for a closure",
