@@ -7,7 +7,8 @@
 //! private mount namespace whose /tmp is an empty tmpfs (the blocks write
 //! /tmp/store and the like), with HOME and cargo's install root in that
 //! /tmp, so nothing of the user's is touched but the Nix store, which the
-//! commands are about. `$ ` lines are commands (a line ending in `\`
+//! commands are about. The copy lives in /var/tmp; the repository's
+//! target/ is bind-mounted into it, so the dependencies are built once. `$ ` lines are commands (a line ending in `\`
 //! continues); the other lines are output, and each one without `…` must
 //! be among what the block printed. A block right after
 //! `<!-- not run: REASON -->` is not run; the test lists it with its reason.
@@ -136,15 +137,17 @@ fn the_documented_commands_run_as_typed() {
     }
     assert!(run.len() >= 10, "only {} blocks to run: {run:?}", run.len());
 
-    // Outside /tmp, which the namespace replaces.
-    let work = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("docs-{}", std::process::id()));
+    // Outside /tmp, which the namespace replaces (the repository itself may
+    // be under /tmp: its target/ is bind-mounted in before /tmp is hidden).
+    let work = PathBuf::from("/var/tmp").join(format!("mbc-docs-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
     let (repo, out) = (work.join("repo"), work.join("out"));
     checkout(&repo);
     fs::create_dir_all(&out).unwrap();
     // The checkout builds into the repository's target/, as a second clone
     // pointed there would: the dependencies are built once.
-    symlink(root.join("target"), repo.join("target")).unwrap();
+    fs::create_dir_all(repo.join("target")).unwrap();
+    fs::create_dir_all(root.join("target")).unwrap();
     for (n, block) in run.iter().enumerate() {
         fs::write(out.join(format!("{n:03}.sh")), &block.script).unwrap();
     }
@@ -152,11 +155,13 @@ fn the_documented_commands_run_as_typed() {
     let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{real_home}/.cargo"));
     let rustup_home = std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{real_home}/.rustup"));
     let driver = r#"
-set -u
+set -eu
+mount --bind "$3" "$1/target"
 mount -t tmpfs tmpfs /tmp
 mkdir -p /tmp/home /tmp/cargo-root/bin
 export HOME=/tmp/home CARGO_INSTALL_ROOT=/tmp/cargo-root PATH="/tmp/cargo-root/bin:$PATH"
 cd "$1"
+set +e
 for script in "$2"/*.sh; do
     bash -e "$script" > "${script%.sh}.out" 2> "${script%.sh}.err"
     status=$?
@@ -173,6 +178,7 @@ done
         .arg(&driver_file)
         .arg(&repo)
         .arg(&out)
+        .arg(root.join("target"))
         .env("CARGO_HOME", cargo_home)
         .env("RUSTUP_HOME", rustup_home)
         .env_remove("CARGO_TARGET_DIR")

@@ -152,9 +152,16 @@ fn check_out(out: &Path) -> Result<()> {
     if fs::symlink_metadata(out.join("nix-cache-info")).is_ok() {
         return Ok(());
     }
-    let entries = fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?;
-    for entry in entries {
-        let name = entry.with_context(|| format!("reading {}", out.display()))?.file_name();
+    let mut names = Vec::new();
+    for entry in fs::read_dir(out).with_context(|| format!("reading {}", out.display()))? {
+        names.push(entry.with_context(|| format!("reading {}", out.display()))?.file_name());
+    }
+    // Another run may have made it a cache since the look above (its
+    // narinfos only come after its nix-cache-info).
+    if names.iter().any(|name| name == "nix-cache-info") {
+        return Ok(());
+    }
+    for name in &names {
         let name = name.to_string_lossy();
         if name.starts_with('.') || name == "nar" || name == manifest::FILE_NAME || EMPTY_DIRS.contains(&name.as_ref())
         {
