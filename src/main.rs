@@ -7,14 +7,15 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use make_binary_cache::cli::{self, Invocation, hiargs};
-use make_binary_cache::commands::{build, merge, sign, verify};
+use make_binary_cache::commands::catalog::Catalog;
+use make_binary_cache::commands::{build, diff, gc, ls, merge, sign, verify};
 use make_binary_cache::compress::Compression;
 use make_binary_cache::progress::{Mode, Progress};
 use make_binary_cache::text;
 
 fn main() -> ExitCode {
     match try_main() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("make-binary-cache: error: {e}");
             let mut said = e.to_string();
@@ -26,20 +27,46 @@ fn main() -> ExitCode {
                 }
                 said = text;
             }
-            ExitCode::FAILURE
+            // diff(1)'s convention: 1 says the caches differ.
+            if std::env::args().nth(1).is_some_and(|a| a == "diff") { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
 }
 
-fn try_main() -> Result<()> {
+fn try_main() -> Result<ExitCode> {
     match cli::parse(std::env::args_os().skip(1).collect())? {
         Invocation::Print(text) => print!("{text}"),
         Invocation::Build(plan) => run_build(plan)?,
         Invocation::Sign(plan) => run_sign(plan)?,
         Invocation::Verify(plan) => run_verify(plan)?,
         Invocation::Merge(plan) => run_merge(plan)?,
+        Invocation::Ls(plan) => {
+            let listing = ls::list(&Catalog::read(&plan.cache, plan.jobs)?);
+            print(&if plan.json { listing.json() } else { listing.table() })?;
+        }
+        Invocation::Diff(plan) => {
+            let (old, new) = (Catalog::read(&plan.old, plan.jobs)?, Catalog::read(&plan.new, plan.jobs)?);
+            let diff = diff::diff(&old, &new)?;
+            print(&if plan.json { diff.json() } else { diff.text() })?;
+            if diff.differ() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Invocation::Gc(plan) => {
+            let summary = gc::collect(&plan.cache, &plan.options, say)
+                .with_context(|| format!("collecting garbage in {}", plan.cache.display()))?;
+            say(&format!("gc {}: {summary}", plan.cache.display()));
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to stdout; a closed pipe (`| head`) ends the output quietly.
+fn print(text: &str) -> Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => Ok(result?),
+    }
 }
 
 fn say(line: &str) {

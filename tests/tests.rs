@@ -12,6 +12,7 @@ mod docs;
 mod e2e_nix;
 mod hostile;
 mod integrity;
+mod lifecycle;
 mod merge;
 mod nar_dump;
 mod nar_proptest;

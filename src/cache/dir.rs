@@ -191,6 +191,45 @@ impl CacheDir {
         read_dir_fd(fd).map_err(|e| OpenError::Io(shown, e))
     }
 
+    /// The directory `rel` beneath the cache, open in its turn (reached
+    /// through no symlink).
+    pub fn open_dir(&self, rel: &Path) -> Result<CacheDir, OpenError> {
+        let shown = self.path.join(rel);
+        let dir = self
+            .open_beneath(rel, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(|e| refused(e, &self.path, shown.clone()))?;
+        Ok(CacheDir { path: shown, dir })
+    }
+
+    /// Removes the file `rel` beneath the cache (a symlink itself, never
+    /// what it points to) and returns the bytes it held: its size, or 0 when
+    /// it was already gone (another run removed it).
+    pub fn remove(&self, rel: &Path) -> Result<u64, OpenError> {
+        let shown = self.path.join(rel);
+        let (parent, name) = match (rel.parent(), rel.file_name()) {
+            (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => (Some(self.open_dir(parent)?), name),
+            (_, Some(name)) => (None, name),
+            _ => return Err(OpenError::NotBeneath(shown)),
+        };
+        let at = parent.as_ref().map_or(self.dir.as_raw_fd(), |p| p.dir.as_raw_fd());
+        let c = cstring(name).map_err(|e| OpenError::Io(shown.clone(), e))?;
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor, string and buffer.
+        if unsafe { libc::fstatat(at, c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::ENOENT) { Ok(0) } else { Err(OpenError::Io(shown, e)) };
+        }
+        if Kind::of(st.st_mode) == Kind::Dir {
+            return Err(OpenError::NotRegular(shown, "a directory"));
+        }
+        // SAFETY: valid descriptor and string.
+        if unsafe { libc::unlinkat(at, c.as_ptr(), 0) } != 0 {
+            let e = io::Error::last_os_error();
+            return if e.raw_os_error() == Some(libc::ENOENT) { Ok(0) } else { Err(OpenError::Io(shown, e)) };
+        }
+        Ok(st.st_size as u64)
+    }
+
     /// `openat` of `rel` beneath the directory with `flags`, following no
     /// symlink.
     fn open_beneath(&self, rel: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {

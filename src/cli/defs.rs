@@ -11,10 +11,14 @@ pub enum Command {
     Sign,
     Verify,
     Merge,
+    Ls,
+    Diff,
+    Gc,
 }
 
 impl Command {
-    pub const ALL: [Command; 4] = [Command::Build, Command::Sign, Command::Verify, Command::Merge];
+    pub const ALL: [Command; 7] =
+        [Command::Build, Command::Sign, Command::Verify, Command::Merge, Command::Ls, Command::Diff, Command::Gc];
 
     /// The word that selects it; `None` for the default.
     pub fn word(self) -> Option<&'static str> {
@@ -23,6 +27,9 @@ impl Command {
             Command::Sign => Some("sign"),
             Command::Verify => Some("verify"),
             Command::Merge => Some("merge"),
+            Command::Ls => Some("ls"),
+            Command::Diff => Some("diff"),
+            Command::Gc => Some("gc"),
         }
     }
 
@@ -120,7 +127,7 @@ pub struct Section {
     pub after: &'static str,
 }
 
-use Command::{Build, Merge, Sign, Verify};
+use Command::{Build, Diff, Gc, Ls, Merge, Sign, Verify};
 
 const fn switch(command: Command, name: &'static str, section: &'static str, doc: &'static str) -> Flag {
     Flag {
@@ -420,6 +427,58 @@ pub static FLAGS: &[Flag] = &[
     ),
     short('h', switch(Merge, "help", OPTIONS, HELP)),
     operand(Merge, "CACHE", true, OPERANDS, "The caches to join, in order: the first CACHE's debuginfo/ entry wins."),
+    // make-binary-cache ls ...
+    switch(
+        Ls,
+        "json",
+        OPTIONS,
+        "Print JSON for scripts instead of a table: the form described in doc/ls-diff-gc.md, which only grows.",
+    ),
+    value(Ls, "jobs", "N", Complete::Nothing, OPTIONS, "Workers reading narinfos [default: all cores]."),
+    short('h', switch(Ls, "help", OPTIONS, HELP)),
+    operand(Ls, "CACHE", false, OPERANDS, "The cache to list."),
+    // make-binary-cache diff ...
+    switch(
+        Diff,
+        "json",
+        OPTIONS,
+        "Print JSON for scripts instead of lines: the form described in doc/ls-diff-gc.md, which only grows.",
+    ),
+    value(Diff, "jobs", "N", Complete::Nothing, OPTIONS, "Workers reading narinfos [default: all cores]."),
+    short('h', switch(Diff, "help", OPTIONS, HELP)),
+    operand(Diff, "CACHE", true, OPERANDS, "OLD and NEW: the two caches to compare, in that order."),
+    // make-binary-cache gc ...
+    repeatable(value(
+        Gc,
+        "keep",
+        "PATH",
+        Complete::File,
+        OPTIONS,
+        "A store path to keep with its closure: the path itself (it need not exist on this machine), a file in \
+         it, or a symlink to it such as ./result. May be repeated.",
+    )),
+    repeatable(value(
+        Gc,
+        "keep-file",
+        "FILE",
+        Complete::File,
+        OPTIONS,
+        "A file of store paths to keep, one per line (blank lines and lines starting with # are skipped), as \
+         `nix-store -qR` or a list of roots gives them. May be repeated.",
+    )),
+    switch(Gc, "dry-run", OPTIONS, "Print what would be removed and the bytes it would free; remove nothing."),
+    value(
+        Gc,
+        "wait",
+        "SECONDS",
+        Complete::Nothing,
+        OPTIONS,
+        "How long to wait for runs of make-binary-cache using the cache (builds into it or reusing it, sign, \
+         merge, verify) to finish before giving up [default: 60].",
+    ),
+    value(Gc, "jobs", "N", Complete::Nothing, OPTIONS, "Workers reading narinfos [default: all cores]."),
+    short('h', switch(Gc, "help", OPTIONS, HELP)),
+    operand(Gc, "CACHE", false, OPERANDS, "The cache to collect garbage in; it must be writable."),
 ];
 
 /// The flag `--name` (or `-short`, or the operand) of `command`.

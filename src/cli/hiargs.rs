@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::lowargs::LowArgs;
 use crate::commands::build::{Job, Note, Settings};
-use crate::commands::{merge, sign, verify};
+use crate::commands::{gc, merge, sign, verify};
 use crate::compress::Compression;
 use crate::format::key::{PublicKey, SecretKey};
 use crate::input::{self, Attrs, nix};
@@ -43,6 +43,24 @@ pub struct Merge {
     pub caches: Vec<PathBuf>,
     pub out: PathBuf,
     pub options: merge::Options,
+}
+
+pub struct Ls {
+    pub cache: PathBuf,
+    pub json: bool,
+    pub jobs: usize,
+}
+
+pub struct Diff {
+    pub old: PathBuf,
+    pub new: PathBuf,
+    pub json: bool,
+    pub jobs: usize,
+}
+
+pub struct Gc {
+    pub cache: PathBuf,
+    pub options: gc::Options,
 }
 
 pub fn build(args: LowArgs, store_dir: String) -> Result<Build> {
@@ -223,6 +241,54 @@ pub fn merge(args: LowArgs) -> Result<Merge> {
     };
     let options = merge::Options { partial: args.switch("partial"), sync: !args.switch("no-sync"), jobs };
     Ok(Merge { caches, out: out.into(), options })
+}
+
+pub fn ls(args: LowArgs) -> Result<Ls> {
+    let cache = args.value("CACHE").ok_or_else(|| anyhow!("the CACHE to list is required; see ls --help"))?;
+    Ok(Ls { cache: cache.into(), json: args.switch("json"), jobs: jobs_or_cores(&args)? })
+}
+
+pub fn diff(args: LowArgs) -> Result<Diff> {
+    let caches = args.values("CACHE");
+    let [old, new] = caches.as_slice() else {
+        bail!("diff takes two caches, OLD and NEW, not {}; see diff --help", caches.len());
+    };
+    Ok(Diff { old: old.into(), new: new.into(), json: args.switch("json"), jobs: jobs_or_cores(&args)? })
+}
+
+pub fn gc(args: LowArgs) -> Result<Gc> {
+    let cache = args.value("CACHE").ok_or_else(|| anyhow!("the CACHE to collect is required; see gc --help"))?;
+    let mut keep: Vec<PathBuf> = args.values("keep").into_iter().map(PathBuf::from).collect();
+    for file in args.values("keep-file") {
+        let file = Path::new(file);
+        for line in read(file)?.lines().map(str::trim) {
+            if !line.is_empty() && !line.starts_with('#') {
+                keep.push(line.into());
+            }
+        }
+    }
+    if keep.is_empty() {
+        bail!(
+            "gc needs the store paths to keep (--keep PATH, --keep-file FILE): without them it would remove \
+             everything; see gc --help"
+        );
+    }
+    let wait = match args.value("wait") {
+        Some(value) => number(value, "--wait", "600")?,
+        None => 60,
+    };
+    let options = gc::Options {
+        keep,
+        dry_run: args.switch("dry-run"),
+        wait: std::time::Duration::from_secs(wait),
+        jobs: jobs_or_cores(&args)?,
+    };
+    Ok(Gc { cache: cache.into(), options })
+}
+
+/// `--jobs N`, else all cores.
+fn jobs_or_cores(args: &LowArgs) -> Result<usize> {
+    Ok(args.value("jobs").map(jobs).transpose()?.unwrap_or_else(resources::system::cores))
 }
 
 fn settings(store_dir: String, compression: Option<Compression>, level: Option<i32>) -> Result<Settings> {

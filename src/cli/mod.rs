@@ -37,6 +37,9 @@ pub enum Invocation {
     Sign(hiargs::Sign),
     Verify(hiargs::Verify),
     Merge(hiargs::Merge),
+    Ls(hiargs::Ls),
+    Diff(hiargs::Diff),
+    Gc(hiargs::Gc),
 }
 
 /// Reads the arguments (without the program name) and the environment
@@ -76,6 +79,9 @@ pub fn parse(args: Vec<OsString>) -> Result<Invocation> {
         Command::Sign => Invocation::Sign(hiargs::sign(low, store_dir)?),
         Command::Verify => Invocation::Verify(hiargs::verify(low)?),
         Command::Merge => Invocation::Merge(hiargs::merge(low)?),
+        Command::Ls => Invocation::Ls(hiargs::ls(low)?),
+        Command::Diff => Invocation::Diff(hiargs::diff(low)?),
+        Command::Gc => Invocation::Gc(hiargs::gc(low)?),
     })
 }
 

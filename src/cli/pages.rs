@@ -13,6 +13,9 @@ impl Command {
             Command::Sign => &SIGN,
             Command::Verify => &VERIFY,
             Command::Merge => &MERGE,
+            Command::Ls => &LS,
+            Command::Diff => &DIFF,
+            Command::Gc => &GC,
         }
     }
 }
@@ -70,7 +73,17 @@ USAGE:
         Join caches (such as the shards of one closure) into a new one; see
         `make-binary-cache merge --help`.
 
-    make-binary-cache help [sign|verify|merge]
+    make-binary-cache ls [--json] CACHE
+        What a cache holds; see `make-binary-cache ls --help`.
+
+    make-binary-cache diff [--json] OLD NEW
+        What differs between two caches; see `make-binary-cache diff --help`.
+
+    make-binary-cache gc --keep PATH... [--dry-run] CACHE
+        Remove what is outside the closure of the paths to keep; see
+        `make-binary-cache gc --help`.
+
+    make-binary-cache help [SUBCOMMAND]
         This text, or a subcommand's (the same as its --help).
 ",
     sections: &[
@@ -250,5 +263,88 @@ USAGE:
 EXAMPLE:
     make-binary-cache merge --out ./cache ./result-shard-0 ./result-shard-1
     make-binary-cache verify ./cache
+",
+};
+
+pub static LS: Page = Page {
+    command: Command::Ls,
+    summary: "list what a binary cache holds",
+    head: "\
+Lists every store path of CACHE from its narinfos alone (no NAR is read):
+its NarSize, FileSize and compression, how many store paths it refers to,
+how many of the cache's narinfos refer to it (none: a root of the cache),
+and who signed it; then the totals. Works on any flat-file cache (ours,
+mkBinaryCache's, `nix copy`'s). A narinfo that does not read is an error
+naming it; `make-binary-cache verify` checks the NARs too.
+
+USAGE:
+    make-binary-cache ls [--json] CACHE
+",
+    sections: &[Section { heading: "OPTIONS", after: "" }, Section { heading: "OPERANDS", after: "" }],
+    tail: "\
+EXAMPLE:
+    make-binary-cache ls ./cache
+    make-binary-cache ls --json ./cache \\
+        | jq '.paths[] | select(.referrers == 0) | .path'
+",
+};
+
+pub static DIFF: Page = Page {
+    command: Command::Diff,
+    summary: "compare two binary caches",
+    head: "\
+Compares the narinfos of OLD and NEW: the store paths NEW adds (+), those
+it lacks (-), and those both hold with different contents (~: the same
+store path with another NarHash, a build that is not reproducible). The
+compression, the NAR files and the signatures may differ: the same NarHash
+is the same contents. No NAR is read.
+
+The exit status is 0 when the caches hold the same store paths with the
+same contents, 1 when they differ, 2 on an error.
+
+USAGE:
+    make-binary-cache diff [--json] OLD NEW
+",
+    sections: &[Section { heading: "OPTIONS", after: "" }, Section { heading: "OPERANDS", after: "" }],
+    tail: "\
+EXAMPLE:
+    make-binary-cache diff ./last-night ./tonight
+",
+};
+
+pub static GC: Page = Page {
+    command: Command::Gc,
+    summary: "remove from a binary cache what is not kept",
+    head: "\
+Keeps the closure of the store paths given (--keep, --keep-file), computed
+from CACHE's own narinfos, so the paths need not exist on this machine, and
+removes every other narinfo; then every NAR file, NAR listing (.ls),
+debuginfo/ entry and build log (log/) that no kept narinfo needs, and the
+temporary files of runs of make-binary-cache that died. Other files are
+left alone. Works on any flat-file cache (ours, mkBinaryCache's, `nix
+copy`'s), which must be writable: a cache in the Nix store is collected by
+Nix's own garbage collector.
+
+Nothing is removed unless every path to keep is in CACHE with its whole
+closure and every narinfo reads. Narinfos go first and are gone on disk
+before any NAR goes: a reader never finds a narinfo whose NAR is missing
+(a NAR it is already downloading may vanish under it). Runs of
+make-binary-cache that write into CACHE or read it (builds into it or
+reusing it, sign, merge, verify) hold a lock that gc takes exclusively:
+they wait for gc, and gc waits for them up to --wait. Writers that are not
+ours, such as `nix copy`, take no lock: do not run them into CACHE while gc
+runs, or a path they add may lose its NAR.
+
+Prints each store path and file removed, then what was kept and the bytes
+freed.
+
+USAGE:
+    make-binary-cache gc --keep PATH... [--keep-file FILE]... [OPTIONS] CACHE
+",
+    sections: &[Section { heading: "OPTIONS", after: "" }, Section { heading: "OPERANDS", after: "" }],
+    tail: "\
+EXAMPLE:
+    make-binary-cache gc --dry-run --keep ./result ./cache
+    make-binary-cache gc --keep-file roots.txt /srv/cache
 ",
 };

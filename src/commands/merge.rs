@@ -61,6 +61,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use crate::cache::dir::{self as cache_dir, CacheDir, MAX_NARINFO, MAX_SMALL_FILE};
 use crate::cache::read::{self as read_cache, Expected, read_cache_info_in};
 use crate::durable::atomic_file::AtomicFile;
+use crate::durable::lock::RunLock;
 use crate::durable::narinfos::{NarInfoWrite, write_narinfos};
 use crate::format::cache_info::{self, CacheInfo};
 use crate::format::hash::{HashingWriter, Sha256Hash};
@@ -148,6 +149,8 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
         bail!("nothing to merge: no input caches");
     }
     let caches: Vec<CacheDir> = inputs.iter().map(|dir| read_cache::open(dir, "")).collect::<Result<_>>()?;
+    // Against `gc` in an input or in DIR (see `crate::durable::lock`).
+    let _input_locks = inputs.iter().map(|dir| RunLock::shared(dir, &log)).collect::<Result<Vec<_>>>()?;
     let read: Vec<Input> =
         caches.iter().enumerate().map(|(i, cache)| read_input(cache, i)).collect::<Result<Vec<_>>>()?;
     let cache_info = agreed_cache_info(&read)?;
@@ -219,6 +222,7 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
     let manifest = agreed_manifest(&read, &log);
 
     let out_dir = prepare_out(out, &read, &cache_info)?;
+    let _out_lock = RunLock::shared(out, &log)?;
 
     // NARs (checked as copied), the other inputs' NARs of shared paths
     // (checked where they are), and the other files, side by side.

@@ -61,6 +61,7 @@ use zeroize::Zeroizing;
 use crate::cache::dir::{self as cache_dir, CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE, Stamp};
 use crate::cache::read::{self as read_cache, Expected, read_cache_info_in};
 use crate::durable::atomic_file::AtomicFile;
+use crate::durable::lock::RunLock;
 use crate::durable::narinfos::{NarInfoWrite, write_narinfos};
 use crate::format::key::SecretKey;
 use crate::format::manifest;
@@ -135,6 +136,9 @@ pub fn sign_cache(
     let start = Instant::now();
     let source = read_cache::open(cache, "")?;
     let info_text = read_cache_info_in(&source, "")?;
+    // Against `gc`, until every narinfo is named (see `crate::durable::lock`).
+    let say = |line: &str| eprintln!("make-binary-cache: {line}");
+    let _source_lock = RunLock::shared(cache, say)?;
     let store_dir = read_cache::store_dir(cache, &info_text)?.unwrap_or(default_store_dir).to_owned();
     // Read before DEST is made: a cache that does not parse leaves no trace.
     let narinfos = read_narinfos(&source, &store_dir)?;
@@ -145,6 +149,7 @@ pub fn sign_cache(
             None
         }
     };
+    let _dest_lock = out.map(|out| RunLock::shared(out, say)).transpose()?;
 
     // Largest NAR first, so the last to start are the quickest to finish.
     let mut plan: Vec<&Entry> = narinfos.iter().collect();

@@ -54,6 +54,7 @@ use anyhow::{Result, anyhow};
 use crate::cache::dir::{CacheDir, Kind, MAX_NARINFO, MAX_SMALL_FILE, OpenError};
 use crate::cache::read as read_cache;
 use crate::compress::Compression;
+use crate::durable::lock::RunLock;
 use crate::format::cache_info;
 use crate::format::key::PublicKey;
 use crate::format::layout::EMPTY_DIRS;
@@ -138,7 +139,10 @@ const CHUNK: usize = 256 * 1024;
 /// valid `StoreDir` in `nix-cache-info`.
 pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding]) + Sync) -> Result<Summary> {
     let start = Instant::now();
-    let cache = &read_cache::open(cache, "")?;
+    let dir = &read_cache::open(cache, "")?;
+    // A `gc` meanwhile would make NARs vanish under the check.
+    let _lock = RunLock::shared(cache, |line| eprintln!("make-binary-cache: {line}"))?;
+    let cache = dir;
     let problems = AtomicUsize::new(0);
     let warnings = AtomicUsize::new(0);
     let emit = |findings: &[Finding]| {

@@ -20,40 +20,15 @@
 //! narinfo in the instant between `sign` reading and renaming it can undo
 //! that one signature.
 
-use std::fs::File;
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
 use crate::cache::dir::{CacheDir, MAX_NARINFO, Stamp};
 use crate::durable::atomic_file::{AtomicFile, FileSystems};
+pub use crate::durable::lock::CacheLock;
 use crate::format::narinfo::{NarInfo, Settled, settle};
-
-/// An advisory lock on a cache directory, released when dropped.
-pub struct CacheLock(#[allow(dead_code)] Option<File>);
-
-impl CacheLock {
-    /// Waits for the lock on `cache`, shared or `exclusive`. Where the file
-    /// system has no `flock`, no lock: see the module documentation.
-    pub fn take(cache: &CacheDir, exclusive: bool) -> Result<Self> {
-        let dir = cache.as_file().with_context(|| format!("opening {}", cache.path().display()))?;
-        let operation = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
-        loop {
-            // SAFETY: the descriptor is open for the duration of the call.
-            if unsafe { libc::flock(dir.as_raw_fd(), operation) } == 0 {
-                return Ok(Self(Some(dir)));
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::EBADF | libc::EINVAL) => return Ok(Self(None)),
-                _ => return Err(e).with_context(|| format!("locking {}", cache.path().display())),
-            }
-        }
-    }
-}
 
 /// A narinfo to name: its file name, what it says, and, for `sign`, the
 /// text it was read as (see [`settle`]).

@@ -40,6 +40,7 @@ use crate::cache::dir::{CacheDir, MAX_NARINFO, MAX_SMALL_FILE};
 use crate::cache::read::{self as read_cache, Expected, read_cache_info_in};
 use crate::compress::Compression;
 use crate::durable::atomic_file::AtomicFile;
+use crate::durable::lock::RunLock;
 use crate::format::cache_info;
 use crate::format::manifest::{self, Manifest};
 use crate::format::narinfo::{NarInfo, nar_file};
@@ -52,6 +53,9 @@ pub struct EarlierCaches {
     caches: Vec<Arc<CacheDir>>,
     /// How many were given, usable or not.
     given: usize,
+    /// Held while the run may copy from them: a `gc` there would remove
+    /// NARs under the copy (see `crate::durable::lock`).
+    _locks: Arc<Vec<RunLock>>,
 }
 
 /// A compressed NAR of an earlier cache that this run may copy.
@@ -76,6 +80,7 @@ impl EarlierCaches {
     pub fn open(dirs: &[PathBuf], ours: &Manifest, store_dir: &str) -> Result<(Self, Vec<String>)> {
         let mut caches = Vec::new();
         let mut notes = Vec::new();
+        let mut locks = Vec::new();
         for dir in dirs {
             let info_file = dir.join(cache_info::FILE_NAME);
             let cache = read_cache::open(dir, "--reuse ")?;
@@ -93,7 +98,10 @@ impl EarlierCaches {
             let file = dir.join(manifest::FILE_NAME);
             match cache.read_text(Path::new(manifest::FILE_NAME), MAX_SMALL_FILE) {
                 Ok(text) => match ours.compare(&text) {
-                    Ok(()) => caches.push(Arc::new(cache)),
+                    Ok(()) => {
+                        locks.push(RunLock::shared(dir, |line| eprintln!("make-binary-cache: {line}"))?);
+                        caches.push(Arc::new(cache))
+                    }
                     Err(why) => notes.push(format!(
                         "{}: made with other settings ({why}): none of its NARs are reused, all are compressed \
                          afresh",
@@ -109,7 +117,7 @@ impl EarlierCaches {
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok((Self { caches, given: dirs.len() }, notes))
+        Ok((Self { caches, given: dirs.len(), _locks: Arc::new(locks) }, notes))
     }
 
     /// Whether any earlier cache was given, usable or not.

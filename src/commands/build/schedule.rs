@@ -18,6 +18,7 @@ use crate::commands::build::reuse::Reusable;
 use crate::commands::build::{Observer, Settings, Summary};
 use crate::compress::blocks::BlockQueue;
 use crate::compress::{Compression, Contexts};
+use crate::durable::lock::RunLock;
 use crate::format::path_info::PathInfo;
 use crate::resources::{MemoryBudget, path_need};
 use crate::workers;
@@ -37,6 +38,9 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
     let reused = reusable.iter().filter(|r| r.is_some()).count();
 
     let notes = create_layout(out, &settings.cache_info(), &settings.manifest())?.into_iter().collect();
+    // Held until the last narinfo is named: `gc` must not remove a NAR
+    // before its narinfo is there to keep it.
+    let _run = RunLock::shared(out, |line| eprintln!("make-binary-cache: {line}"))?;
     let narinfos = NarInfoBatch::new(out, &settings.store_dir, settings.sync)?;
 
     // Only what is compressed counts: copying is quick.

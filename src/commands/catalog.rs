@@ -1,0 +1,80 @@
+//! A cache as `ls`, `diff` and `gc` see it: its store directory and every
+//! narinfo, read and checked (it parses, is named after its store path, its
+//! URL names a file inside the cache), by store path. Reading one never
+//! opens a NAR: that is `verify`'s work.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use anyhow::{Result, anyhow, bail};
+
+use crate::cache::dir::{CacheDir, Kind, MAX_NARINFO};
+use crate::cache::read;
+use crate::format::narinfo::{NarInfo, nar_file};
+use crate::format::store_path::StorePath;
+use crate::workers::run_parallel;
+
+/// What to do about a narinfo that cannot be read.
+const DAMAGED: &str = "the cache is damaged: `make-binary-cache verify` it";
+
+pub struct Catalog {
+    pub dir: CacheDir,
+    pub store_dir: String,
+    /// Every narinfo, by store path.
+    pub narinfos: BTreeMap<StorePath, NarInfo>,
+}
+
+impl Catalog {
+    /// Reads the cache at `path`, its narinfos by `jobs` workers.
+    pub fn read(path: &Path, jobs: usize) -> Result<Self> {
+        let dir = read::open(path, "")?;
+        let text = read::read_cache_info_in(&dir, "")?;
+        let store_dir = read::store_dir(path, &text)?.map(str::to_owned).ok_or_else(|| {
+            anyhow!(
+                "{}: no StoreDir: the store directory is unknown; add the line `StoreDir: /nix/store` (or the \
+                 store the cache is for)",
+                path.join("nix-cache-info").display()
+            )
+        })?;
+        let mut names = Vec::new();
+        for (name, kind) in dir.list(Path::new(""))? {
+            let Some(name) = name.to_str().filter(|n| n.ends_with(".narinfo")) else { continue };
+            if kind != Kind::File {
+                bail!("{} is not a regular file; {DAMAGED}", path.join(name).display());
+            }
+            names.push(name.to_owned());
+        }
+        let infos = run_parallel(&names, jobs, |name| read_narinfo(&dir, name, &store_dir))?;
+        let narinfos = infos.into_iter().map(|info| (info.path.clone(), info)).collect();
+        Ok(Self { dir, store_dir, narinfos })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// How many narinfos of the cache refer to each store path (a path's
+    /// reference to itself does not count).
+    pub fn referrers(&self) -> HashMap<&StorePath, usize> {
+        let mut referrers: HashMap<&StorePath, usize> = self.narinfos.keys().map(|path| (path, 0)).collect();
+        for info in self.narinfos.values() {
+            for reference in info.references.iter().filter(|r| **r != info.path) {
+                *referrers.entry(reference).or_default() += 1;
+            }
+        }
+        referrers
+    }
+}
+
+/// Reads and checks the narinfo `name` at the top of `cache`.
+fn read_narinfo(cache: &CacheDir, name: &str, store_dir: &str) -> Result<NarInfo> {
+    let file = cache.path().join(name);
+    let text = cache.read_text(Path::new(name), MAX_NARINFO).map_err(|e| anyhow!("{e}; {DAMAGED}"))?;
+    let info = NarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}; {DAMAGED}", file.display()))?;
+    let expected = format!("{}.narinfo", info.path.hash_part());
+    if name != expected {
+        bail!("{}: the narinfo of {} must be named {expected}; {DAMAGED}", file.display(), info.path);
+    }
+    nar_file(&info.url).map_err(|e| anyhow!("{}: {e}; {DAMAGED}", file.display()))?;
+    Ok(info)
+}
