@@ -275,7 +275,10 @@ fn help_and_unknown_subcommands_are_not_store_paths() {
     let out = run_ok(ours().args(["help", "verify"]));
     assert!(out.contains("--public-key"), "{out}");
     let err = run_fail(ours().args(["frobnicate", "bash"]));
-    assert!(err.contains("frobnicate is neither a subcommand (sign, verify, merge, ls, diff, gc, help) nor a path"), "{err}");
+    assert!(
+        err.contains("frobnicate is neither a subcommand (sign, verify, merge, ls, diff, gc, help) nor a path"),
+        "{err}"
+    );
     let err = run_fail(ours().args(["help", "frobnicate"]));
     assert!(err.contains("help frobnicate: there is no such subcommand"), "{err}");
 }

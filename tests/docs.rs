@@ -8,7 +8,8 @@
 //! /tmp/store and the like), with HOME and cargo's install root in that
 //! /tmp, so nothing of the user's is touched but the Nix store, which the
 //! commands are about. The copy lives in /var/tmp; the repository's
-//! target/ is bind-mounted into it, so the dependencies are built once. `$ ` lines are commands (a line ending in `\`
+//! target/docs is bind-mounted as its target/, so the dependencies are
+//! built once. `$ ` lines are commands (a line ending in `\`
 //! continues); the other lines are output, and each one without `…` must
 //! be among what the block printed. A block right after
 //! `<!-- not run: REASON -->` is not run; the test lists it with its reason.
@@ -33,6 +34,7 @@ const DOCUMENTS: &[&str] = &[
     "doc/mkBinaryCache.section.md",
     "doc/guarantees.md",
     "doc/performance.md",
+    "doc/ls-diff-gc.md",
     "doc/architecture.md",
     "doc/testing.md",
 ];
@@ -144,10 +146,12 @@ fn the_documented_commands_run_as_typed() {
     let (repo, out) = (work.join("repo"), work.join("out"));
     checkout(&repo);
     fs::create_dir_all(&out).unwrap();
-    // The checkout builds into the repository's target/, as a second clone
-    // pointed there would: the dependencies are built once.
+    // The checkout builds into target/docs of the repository, kept between
+    // runs: the dependencies are built once. Not target/ itself, whose
+    // release binary (the benchmark's) a build of the copy would replace.
+    let target = root.join("target/docs");
     fs::create_dir_all(repo.join("target")).unwrap();
-    fs::create_dir_all(root.join("target")).unwrap();
+    fs::create_dir_all(&target).unwrap();
     for (n, block) in run.iter().enumerate() {
         fs::write(out.join(format!("{n:03}.sh")), &block.script).unwrap();
     }
@@ -178,7 +182,7 @@ done
         .arg(&driver_file)
         .arg(&repo)
         .arg(&out)
-        .arg(root.join("target"))
+        .arg(&target)
         .env("CARGO_HOME", cargo_home)
         .env("RUSTUP_HOME", rustup_home)
         .env_remove("CARGO_TARGET_DIR")
