@@ -339,3 +339,74 @@ fn diff_says_what_was_added_removed_and_changed() {
     let err = run_fail(ours().arg("diff").arg(&old));
     assert!(err.contains("diff takes two caches, OLD and NEW, not 1"), "{err}");
 }
+
+/// `--include-logs` copies a derivation's build log into `log/`, `nix log`
+/// reads it from the cache, a path without one is counted, and `gc` removes
+/// the logs of what it removes.
+#[test]
+fn build_logs_travel_with_the_cache() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("logs");
+    let nonce = unique("logs");
+    let line = format!("a line of the build log {nonce}");
+    let expr = format!(
+        r#"builtins.derivation {{ name = "logged"; system = builtins.currentSystem; builder = "/bin/sh";
+            args = [ "-c" "echo '{line}'; echo done > $out" ]; }}"#
+    );
+    let logged = run_ok(nix_cmd("nix-build").args(["--no-out-link", "-E", &expr]));
+    let file = tmp.join("plain.txt");
+    fs::write(&file, &nonce).unwrap();
+    let added = run_ok(nix_cmd("nix-store").arg("--add").arg(&file));
+    let closure = path_info(&tmp, "closure.json", false, &[&logged, &added]);
+
+    let cache = tmp.join("cache");
+    let log = log_of(ours().arg("--closure").arg(&closure).arg("--out").arg(&cache).arg("--include-logs"));
+    assert!(log.contains("build logs: 1 copied from") && log.contains("1 store path without a Deriver"), "{log}");
+    let printed =
+        run_ok(nix_cmd("nix").args(["log", "--store"]).arg(format!("file://{}", cache.display())).arg(&logged));
+    assert!(printed.contains(&line), "nix log printed {printed:?}");
+    assert_eq!(list_dir(&cache.join("log")).len(), 1);
+    // verify knows log/: a log no narinfo's Deriver names is a warning.
+    let stray = cache.join("log/00000000000000000000000000000000-stray.drv");
+    fs::write(&stray, "a log of nothing here\n").unwrap();
+    let verified = log_of(ours().arg("verify").arg(&cache));
+    assert!(
+        verified.contains("-stray.drv: a build log of a derivation no narinfo names") && verified.contains("1 warning"),
+        "{verified}"
+    );
+    fs::remove_file(&stray).unwrap();
+
+    // Another log directory, without that log: counted, not an error.
+    let empty = tmp.join("no-logs");
+    fs::create_dir_all(&empty).unwrap();
+    let other = tmp.join("other");
+    let log = log_of(
+        ours().env("NIX_LOG_DIR", &empty).arg("--closure").arg(&closure).arg("--out").arg(&other).arg("--include-logs"),
+    );
+    assert!(log.contains("1 derivation without a log there (/nix/store/"), "{log}");
+    assert!(list_dir(&other.join("log")).is_empty());
+    // Where Nix has no log, an earlier cache of --reuse may.
+    let third = tmp.join("third");
+    let log = log_of(
+        ours()
+            .env("NIX_LOG_DIR", &empty)
+            .arg("--closure")
+            .arg(&closure)
+            .arg("--out")
+            .arg(&third)
+            .arg("--include-logs")
+            .arg("--reuse")
+            .arg(&cache),
+    );
+    assert!(log.contains("build logs: 0 copied from") && log.contains("and 1 from earlier caches"), "{log}");
+    assert_eq!(tree(&third.join("log")), tree(&cache.join("log")));
+
+    // gc takes the log with the path whose derivation it belongs to.
+    let gc_log = log_of(&mut gc(&cache, &[Path::new(&added)]));
+    assert!(gc_log.contains("removing log/"), "{gc_log}");
+    assert!(list_dir(&cache.join("log")).is_empty());
+    let verified = log_of(ours().arg("verify").arg(&cache));
+    assert!(verified.contains("1 store path checked") && verified.contains(" 0 problems"), "{verified}");
+}

@@ -302,6 +302,15 @@ pub static FLAGS: &[Flag] = &[
         "Also write debuginfo/<build id>.debug for each lib/debug/.build-id/<xx>/<38 hex>.debug file in the \
          NARs (what index-debug-info=true writes), for dwarffs; an existing entry is kept.",
     ),
+    switch(
+        Build,
+        "include-logs",
+        FILES,
+        "Also copy the build log of each store path's derivation from Nix's log directory ($NIX_LOG_DIR, else \
+         /nix/var/log/nix) into log/<derivation>, uncompressed, as `nix store copy-log` writes it, so that \
+         `nix log --store file://DIR PATH` shows it on another machine. A derivation without a log there is \
+         counted in the summary, not an error.",
+    ),
     repeatable(value(
         Build,
         "reuse",

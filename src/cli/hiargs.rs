@@ -126,8 +126,12 @@ pub fn build(args: LowArgs, store_dir: String) -> Result<Build> {
         .map(PathBuf::from)
         .or(attrs_out)
         .ok_or_else(|| anyhow!("--out DIR is required; see --help"))?;
+    let logs_from = args
+        .switch("include-logs")
+        .then(|| std::env::var_os("NIX_LOG_DIR").map_or_else(|| PathBuf::from("/nix/var/log/nix"), PathBuf::from));
     let settings = Settings {
         sync: !args.switch("no-sync"),
+        logs_from,
         priority,
         want_mass_query,
         write_nar_listing,

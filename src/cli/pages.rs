@@ -114,6 +114,8 @@ path leaves no narinfo behind, and each option may be given once.",
     tail: "\
 ENVIRONMENT:
     NIX_STORE                 The store directory [default: /nix/store].
+    NIX_LOG_DIR               Nix's log directory, for --include-logs
+                              [default: /nix/var/log/nix].
 
 EXAMPLES:
     Cache a build's closure, then prove that Nix substitutes from it into an
@@ -205,7 +207,8 @@ paths, not a cache. For every narinfo:
   - with --public-key: at least one of its signatures verifies under one of
     the keys given.
 
-Files in nar/ that no narinfo names, and other unknown files, are warnings
+Files in nar/ that no narinfo names, build logs in log/ of a derivation no
+narinfo names as its Deriver, and other unknown files, are warnings
 (make-binary-cache.json, the manifest our caches carry, is known: a warning
 only if it does not parse).
 A compression other than none, xz and zstd (bzip2, br, ...) is a problem: it

@@ -229,6 +229,7 @@ pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding])
     let present_parts: HashSet<&str> = infos.iter().map(|i| i.path.hash_part()).collect();
     emit(&orphan_listings(&listings, &present_parts, cache));
     emit(&check_debug_info(cache, &urls));
+    emit(&orphan_logs(cache, &infos));
     Ok(Summary {
         paths: narinfo_names.len(),
         nar_bytes: nar_bytes.into_inner(),
@@ -325,6 +326,29 @@ fn list_top(cache: &CacheDir) -> Result<(Vec<String>, Vec<String>, Vec<Finding>)
     names.sort();
     listings.sort();
     Ok((names, listings, findings))
+}
+
+/// The entries of `log/` (build logs, `--include-logs`): each must be a
+/// file named after a narinfo's `Deriver` (else a warning: `nix log` never
+/// finds it), never a symlink (Nix would serve what it points to).
+fn orphan_logs(cache: &CacheDir, infos: &[NarInfo]) -> Vec<Finding> {
+    let entries = match cache.list(Path::new("log")) {
+        Ok(entries) => entries,
+        Err(e) if e.is_missing() => return Vec::new(),
+        Err(e) => return vec![problem(cache.path().join("log").display().to_string(), e.to_string())],
+    };
+    let derivers: HashSet<&str> = infos.iter().filter_map(|i| i.deriver.as_ref()).map(|d| d.base_name()).collect();
+    let mut findings = Vec::new();
+    for (name, kind) in entries {
+        let shown = cache.path().join("log").join(&name).display().to_string();
+        match kind {
+            Kind::Symlink => findings.push(problem(shown, "a symlink: a cache's files must be inside it")),
+            Kind::File if derivers.contains(name.to_string_lossy().as_ref()) => {}
+            Kind::File => findings.push(warning(shown, "a build log of a derivation no narinfo names as its Deriver")),
+            _ => findings.push(warning(shown, "not part of a binary cache")),
+        }
+    }
+    findings
 }
 
 /// Warnings for `.ls` listings of store paths that have no narinfo.

@@ -9,7 +9,7 @@
 //! and writes its narinfo; [`durability`] names the narinfos once their NARs
 //! are on disk. [`reuse`] copies NARs of earlier caches instead of
 //! compressing them again; [`dump`] serialises a store path as
-//! `nix-store --dump` does.
+//! `nix-store --dump` does; [`logs`] copies build logs into `log/`.
 //!
 //! Each store path goes through one pass: the file system walk produces the
 //! NAR, which is hashed and counted (NarHash, NarSize), compressed, and hashed
@@ -33,6 +33,7 @@ pub mod dump;
 pub mod durability;
 pub mod job;
 pub mod layout;
+pub mod logs;
 pub mod pipeline;
 pub mod reuse;
 pub mod schedule;
@@ -67,6 +68,9 @@ pub struct Settings {
     pub index_debug_info: bool,
     /// Earlier caches whose compressed NARs may be copied (see [`crate::commands::build::reuse`]).
     pub reuse: EarlierCaches,
+    /// Nix's log directory to copy build logs from into `log/` (see
+    /// [`logs`]); `None`: no logs.
+    pub logs_from: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -86,6 +90,7 @@ impl Settings {
             write_nar_listing: false,
             index_debug_info: false,
             reuse: EarlierCaches::default(),
+            logs_from: None,
         }
     }
 

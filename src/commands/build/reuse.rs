@@ -120,6 +120,14 @@ impl EarlierCaches {
         Ok((Self { caches, given: dirs.len(), _locks: Arc::new(locks) }, notes))
     }
 
+    /// The build log `log/<drv>` of the first earlier cache that has one,
+    /// open (read beneath the cache, never through a symlink): where Nix's
+    /// log directory no longer has it, last night's cache may.
+    pub fn build_log(&self, drv: &str) -> Option<(PathBuf, std::fs::File)> {
+        let rel = Path::new("log").join(drv);
+        self.caches.iter().find_map(|cache| cache.open_file(&rel).ok().map(|f| (cache.path().join(&rel), f)))
+    }
+
     /// Whether any earlier cache was given, usable or not.
     pub fn given(&self) -> bool {
         self.given > 0

@@ -13,6 +13,7 @@ use anyhow::Result;
 use crate::commands::build::dump::Dumper;
 use crate::commands::build::durability::NarInfoBatch;
 use crate::commands::build::layout::create_layout;
+use crate::commands::build::logs;
 use crate::commands::build::pipeline::{Source, write_path};
 use crate::commands::build::reuse::Reusable;
 use crate::commands::build::{Observer, Settings, Summary};
@@ -140,6 +141,10 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
     naming?;
     synced?;
     let (nar_bytes, file_bytes) = totals.into_inner().unwrap();
+    let mut notes: Vec<String> = notes;
+    if let Some(log_dir) = &settings.logs_from {
+        notes.push(logs::copy_logs(closure, out, log_dir, &settings.reuse, settings.jobs, settings.sync)?.to_string());
+    }
     Ok(Summary {
         paths: plan.len(),
         reused: settings.reuse.given().then_some(reused),
