@@ -35,6 +35,7 @@ const DOCUMENTS: &[&str] = &[
     "doc/guarantees.md",
     "doc/performance.md",
     "doc/ls-diff-gc.md",
+    "doc/nix-versions.md",
     "doc/architecture.md",
     "doc/testing.md",
 ];

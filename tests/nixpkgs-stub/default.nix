@@ -133,8 +133,9 @@ let
       inherit prebuilt;
       mainProgram = meta.mainProgram or pname;
       PATH = "/usr/bin:/bin";
-      # bash, as in nixpkgs' stdenv: postInstall may use it.
-      realBuilder = "/bin/bash";
+      # bash, as in nixpkgs' stdenv: postInstall may use it. Under /usr,
+      # which a sandbox given the host's /usr has (tests/nix-versions).
+      realBuilder = "/usr/bin/bash";
       args = [
         "-eu"
         "-c"
