@@ -6,6 +6,9 @@
 #
 #   tests/nix-versions/run.sh [DIR]      # DIR: where the chroot lives
 #                                        # [default: /var/tmp/nix-versions]
+#   NIX_PREFIX=/opt/nix-2.31.5 tests/nix-versions/run.sh
+#                                        # the Nix build-nix.sh built there,
+#                                        # with a /nix of its own
 #
 # Debian's mirror is read from this machine's own apt sources. The chroot
 # is reused while it has Nix; delete DIR to start afresh. The checks
@@ -28,17 +31,29 @@ mirror() {
 
 # Runs "$@" with the tree as its root, in a mount namespace of its own:
 # pivot_root, not chroot, since the kernel refuses a chrooted process the
-# user namespace Nix's sandbox needs.
+# user namespace Nix's sandbox needs. With $NIX_PREFIX, that Nix comes first
+# on PATH and gets a /nix of its own (a newer Nix may upgrade the store's
+# database past what 2.26 reads).
+nix_prefix=${NIX_PREFIX:-}
 in_root() {
     unshare --mount --propagation private sh -c '
-        root=$1; shift
+        root=$1 prefix=$2; shift 2
         mount --bind "$root" "$root"
         for d in proc dev sys; do mount --rbind /$d "$root/$d"; done
+        if [ -n "$prefix" ]; then
+            own="$root/nix-of$(echo "$prefix" | tr / -)"
+            mkdir -p "$own" && mount --bind "$own" "$root/nix"
+        fi
         mkdir -p "$root/.oldroot"
         cd "$root" && pivot_root . .oldroot && umount -l /.oldroot
-        cd / && exec env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root "$@"' sh "$root" "$@"
+        cd / && exec env -i PATH="${prefix:+$prefix/bin:}/usr/local/bin:/usr/bin:/bin" HOME=/root \
+            NIX_CONF_DIR=/etc/nix "$@"' sh "$root" "$nix_prefix" "$@"
 }
 
+if [ -n "$nix_prefix" ] && [ ! -x "$root$nix_prefix/bin/nix" ]; then
+    echo "run.sh: no Nix at $nix_prefix in the tree: build it with tests/nix-versions/build-nix.sh" >&2
+    exit 1
+fi
 if [ ! -x "$root/usr/bin/nix" ]; then
     command -v debootstrap >/dev/null || apt-get install -y -q debootstrap
     mkdir -p "$dir"
