@@ -6,6 +6,8 @@
 #
 #   tests/nix-versions/run.sh [DIR]      # DIR: where the chroot lives
 #                                        # [default: /var/tmp/nix-versions]
+#   tests/nix-versions/run.sh --host     # this machine's own Nix (2.8 here),
+#                                        # its real store, the sandbox on
 #   NIX_PREFIX=/opt/nix-2.31.5 tests/nix-versions/run.sh
 #                                        # the Nix build-nix.sh built there,
 #                                        # with a /nix of its own
@@ -15,6 +17,33 @@
 # themselves are tests/nix-versions/checks.sh, run inside it.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
+if [ "${1:-}" = --host ]; then
+    # The same checks under the host's Nix: /work, /tmp and /usr/local/bin
+    # private to a mount namespace, the configuration in a directory of its
+    # own (NIX_CONF_DIR), builds sandboxed.
+    (cd "$repo" && cargo build --release --locked -q)
+    work=$(mktemp -d /var/tmp/nix-versions-host.XXXXXX)
+    mkdir -p "$work/work" "$work/conf" "$work/bin"
+    cp -r "$repo/tests/fixtures" "$repo/tests/nixpkgs-stub" "$repo/nix" "$repo/tests/nix-versions/checks.sh" \
+        "$repo/Cargo.toml" "$repo/Cargo.lock" "$repo/src" "$work/work/"
+    install -m 0755 "$repo/target/release/make-binary-cache" "$work/bin/make-binary-cache"
+    cat > "$work/conf/nix.conf" <<'CONF'
+sandbox = true
+sandbox-fallback = false
+substituters =
+extra-sandbox-paths = /usr /lib=/usr/lib /lib64=/usr/lib64 /bin/sh=/usr/bin/bash
+experimental-features = nix-command
+build-users-group =
+CONF
+    status=0
+    unshare --mount --propagation private sh -c '
+        work=$1
+        mount --bind "$work/work" /work && mount --bind "$work/bin" /usr/local/bin && mount -t tmpfs tmpfs /tmp
+        exec env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root NIX_CONF_DIR="$work/conf" bash /work/checks.sh
+    ' sh "$work" || status=$?
+    rm -rf "$work"
+    exit $status
+fi
 dir=${1:-/var/tmp/nix-versions}
 root=$dir/trixie
 
@@ -47,7 +76,7 @@ in_root() {
         mkdir -p "$root/.oldroot"
         cd "$root" && pivot_root . .oldroot && umount -l /.oldroot
         cd / && exec env -i PATH="${prefix:+$prefix/bin:}/usr/local/bin:/usr/bin:/bin" HOME=/root \
-            NIX_CONF_DIR=/etc/nix "$@"' sh "$root" "$nix_prefix" "$@"
+            ${prefix:+LD_LIBRARY_PATH=$prefix/lib/x86_64-linux-gnu} NIX_CONF_DIR=/etc/nix "$@"' sh "$root" "$nix_prefix" "$@"
 }
 
 if [ -n "$nix_prefix" ] && [ ! -x "$root$nix_prefix/bin/nix" ]; then
@@ -62,14 +91,16 @@ if [ ! -x "$root/usr/bin/nix" ]; then
         --no-install-recommends nix-bin ca-certificates xz-utils zstd'
 fi
 # Offline, sandboxed; the tree's own /usr in the sandbox for the fixtures'
-# builders (PATH=/usr/bin:/bin) and our binary's libraries. Not /bin: Nix
+# builders (PATH=/usr/bin:/bin) and our binary's libraries, and a /bin/sh
+# (Debian's Nix has that one built in; one built from source has none).
+# Not all of /bin: Nix
 # puts its sandbox shell at /bin/sh by creating an empty file there, which
 # through a bind of /usr/bin would empty the tree's dash.
 mkdir -p "$root/etc/nix"
 cat > "$root/etc/nix/nix.conf" <<'CONF'
 sandbox = true
 substituters =
-extra-sandbox-paths = /usr /lib=/usr/lib /lib64=/usr/lib64
+extra-sandbox-paths = /usr /lib=/usr/lib /lib64=/usr/lib64 /bin/sh=/usr/bin/bash-static
 experimental-features = nix-command
 build-users-group =
 sandbox-fallback = false
