@@ -47,14 +47,14 @@ use std::rc::Rc;
 use anyhow::{Context, Result, anyhow, bail};
 use sha2::Digest;
 
-use crate::cache::dir::{CacheDir, MAX_SMALL_FILE};
+use crate::cache::dir::{CacheDir, MAX_NARINFO, MAX_SMALL_FILE};
 use crate::compress::Compression;
 use crate::format::cache_info;
 use crate::format::hash::{HashingReader, Sha256Hash};
 use crate::format::layout::NAR_DIR;
 use crate::format::listing::Listing;
 use crate::format::nar_reader::{Event, NarError, NarReader};
-use crate::format::narinfo::NarInfo;
+use crate::format::narinfo::{NarInfo, nar_file};
 use crate::format::store_path::check_store_dir;
 
 /// The text of `dir/nix-cache-info`, which makes `dir` a binary cache.
@@ -113,6 +113,23 @@ pub fn store_dir<'t>(dir: &Path, text: &'t str) -> Result<Option<&'t str>> {
     let Some(store_dir) = parsed.store_dir.map(|f| f.value) else { return Ok(None) };
     check_store_dir(store_dir).map_err(|e| anyhow!("{}: StoreDir {store_dir:?}: {e}", file.display()))?;
     Ok(Some(store_dir))
+}
+
+/// Reads and checks the narinfo file `name` at the top of `cache`, for
+/// `store_dir`: it parses, is named after its store path, and its URL names
+/// a file inside the cache. Returns its text and what it says. Each message
+/// names the file and ends with `hint` (what to do), when there is one.
+pub fn read_narinfo(cache: &CacheDir, name: &str, store_dir: &str, hint: &str) -> Result<(String, NarInfo)> {
+    let file = cache.path().join(name);
+    let hint = if hint.is_empty() { String::new() } else { format!("; {hint}") };
+    let text = cache.read_text(Path::new(name), MAX_NARINFO).map_err(|e| anyhow!("{e}{hint}"))?;
+    let info = NarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}{hint}", file.display()))?;
+    let expected = format!("{}.narinfo", info.path.hash_part());
+    if name != expected {
+        bail!("{}: the narinfo of {} must be named {expected}{hint}", file.display(), info.path);
+    }
+    nar_file(&info.url).map_err(|e| anyhow!("{}: {e}{hint}", file.display()))?;
+    Ok((text, info))
 }
 
 /// What a narinfo says its NAR file is, and the NAR in it.

@@ -180,6 +180,7 @@ const OPTIONS: &str = "OPTIONS";
 const OPERANDS: &str = "OPERANDS";
 
 const JOBS: &str = "Worker threads [default: all cores]; never more than the cores this process may use.";
+const READERS: &str = "Workers reading narinfos [default: all cores].";
 const HELP: &str = "Print this help.";
 
 /// Every flag of every subcommand, each once, in the order of the help.
@@ -443,7 +444,7 @@ pub static FLAGS: &[Flag] = &[
         OPTIONS,
         "Print JSON for scripts instead of a table: the form described in doc/ls-diff-gc.md, which only grows.",
     ),
-    value(Ls, "jobs", "N", Complete::Nothing, OPTIONS, "Workers reading narinfos [default: all cores]."),
+    value(Ls, "jobs", "N", Complete::Nothing, OPTIONS, READERS),
     short('h', switch(Ls, "help", OPTIONS, HELP)),
     operand(Ls, "CACHE", false, OPERANDS, "The cache to list."),
     // make-binary-cache diff ...
@@ -453,7 +454,7 @@ pub static FLAGS: &[Flag] = &[
         OPTIONS,
         "Print JSON for scripts instead of lines: the form described in doc/ls-diff-gc.md, which only grows.",
     ),
-    value(Diff, "jobs", "N", Complete::Nothing, OPTIONS, "Workers reading narinfos [default: all cores]."),
+    value(Diff, "jobs", "N", Complete::Nothing, OPTIONS, READERS),
     short('h', switch(Diff, "help", OPTIONS, HELP)),
     operand(Diff, "CACHE", true, OPERANDS, "OLD and NEW: the two caches to compare, in that order."),
     // make-binary-cache gc ...
@@ -485,7 +486,7 @@ pub static FLAGS: &[Flag] = &[
         "How long to wait for runs of make-binary-cache using the cache (builds into it or reusing it, sign, \
          merge, verify) to finish before giving up [default: 60].",
     ),
-    value(Gc, "jobs", "N", Complete::Nothing, OPTIONS, "Workers reading narinfos [default: all cores]."),
+    value(Gc, "jobs", "N", Complete::Nothing, OPTIONS, READERS),
     short('h', switch(Gc, "help", OPTIONS, HELP)),
     operand(Gc, "CACHE", false, OPERANDS, "The cache to collect garbage in; it must be writable."),
 ];

@@ -8,9 +8,9 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
 
-use crate::cache::dir::{CacheDir, Kind, MAX_NARINFO};
+use crate::cache::dir::{CacheDir, Kind};
 use crate::cache::read;
-use crate::format::narinfo::{NarInfo, nar_file};
+use crate::format::narinfo::NarInfo;
 use crate::format::store_path::StorePath;
 use crate::workers::run_parallel;
 
@@ -27,7 +27,12 @@ pub struct Catalog {
 impl Catalog {
     /// Reads the cache at `path`, its narinfos by `jobs` workers.
     pub fn read(path: &Path, jobs: usize) -> Result<Self> {
-        let dir = read::open(path, "")?;
+        Self::of(read::open(path, "")?, jobs)
+    }
+
+    /// [`Catalog::read`] of a cache already open.
+    pub fn of(dir: CacheDir, jobs: usize) -> Result<Self> {
+        let path = dir.path();
         let text = read::read_cache_info_in(&dir, "")?;
         let store_dir = read::store_dir(path, &text)?.map(str::to_owned).ok_or_else(|| {
             anyhow!(
@@ -44,8 +49,8 @@ impl Catalog {
             }
             names.push(name.to_owned());
         }
-        let infos = run_parallel(&names, jobs, |name| read_narinfo(&dir, name, &store_dir))?;
-        let narinfos = infos.into_iter().map(|info| (info.path.clone(), info)).collect();
+        let infos = run_parallel(&names, jobs, |name| read::read_narinfo(&dir, name, &store_dir, DAMAGED))?;
+        let narinfos = infos.into_iter().map(|(_, info)| (info.path.clone(), info)).collect();
         Ok(Self { dir, store_dir, narinfos })
     }
 
@@ -64,17 +69,4 @@ impl Catalog {
         }
         referrers
     }
-}
-
-/// Reads and checks the narinfo `name` at the top of `cache`.
-fn read_narinfo(cache: &CacheDir, name: &str, store_dir: &str) -> Result<NarInfo> {
-    let file = cache.path().join(name);
-    let text = cache.read_text(Path::new(name), MAX_NARINFO).map_err(|e| anyhow!("{e}; {DAMAGED}"))?;
-    let info = NarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}; {DAMAGED}", file.display()))?;
-    let expected = format!("{}.narinfo", info.path.hash_part());
-    if name != expected {
-        bail!("{}: the narinfo of {} must be named {expected}; {DAMAGED}", file.display(), info.path);
-    }
-    nar_file(&info.url).map_err(|e| anyhow!("{}: {e}; {DAMAGED}", file.display()))?;
-    Ok(info)
 }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 
 use crate::cache::dir::{Kind, MAX_SMALL_FILE};
+use crate::cache::read;
 use crate::commands::catalog::Catalog;
 use crate::durable::atomic_file::FileSystems;
 use crate::durable::lock::RunLock;
@@ -73,15 +74,16 @@ struct Removal {
 
 pub fn collect(cache: &Path, options: &Options, say: impl Fn(&str)) -> Result<Summary> {
     let start = Instant::now();
+    let dir = read::open(cache, "")?;
     let lock =
-        if options.dry_run { Some(RunLock::shared(cache, &say)?) } else { RunLock::exclusive(cache, options.wait)? };
+        if options.dry_run { Some(RunLock::shared(&dir, &say)?) } else { RunLock::exclusive(&dir, options.wait)? };
     if !lock.as_ref().is_some_and(RunLock::held) {
         say(&format!(
             "warning: the file system of {} has no locks: make sure no build, sign or merge writes into it meanwhile",
             cache.display()
         ));
     }
-    let catalog = Catalog::read(cache, options.jobs)?;
+    let catalog = Catalog::of(dir, options.jobs)?;
     let roots = options
         .keep
         .iter()

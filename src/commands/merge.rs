@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::cache::dir::{self as cache_dir, CacheDir, MAX_NARINFO, MAX_SMALL_FILE};
+use crate::cache::dir::{self as cache_dir, CacheDir, MAX_SMALL_FILE};
 use crate::cache::read::{self as read_cache, Expected, read_cache_info_in};
 use crate::durable::atomic_file::AtomicFile;
 use crate::durable::lock::RunLock;
@@ -150,7 +150,7 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
     }
     let caches: Vec<CacheDir> = inputs.iter().map(|dir| read_cache::open(dir, "")).collect::<Result<_>>()?;
     // Against `gc` in an input or in DIR (see `crate::durable::lock`).
-    let _input_locks = inputs.iter().map(|dir| RunLock::shared(dir, &log)).collect::<Result<Vec<_>>>()?;
+    let _input_locks = caches.iter().map(|cache| RunLock::shared(cache, &log)).collect::<Result<Vec<_>>>()?;
     let read: Vec<Input> =
         caches.iter().enumerate().map(|(i, cache)| read_input(cache, i)).collect::<Result<Vec<_>>>()?;
     let cache_info = agreed_cache_info(&read)?;
@@ -222,7 +222,7 @@ pub fn merge_caches(inputs: &[PathBuf], out: &Path, options: &Options, log: impl
     let manifest = agreed_manifest(&read, &log);
 
     let out_dir = prepare_out(out, &read, &cache_info)?;
-    let _out_lock = RunLock::shared(out, &log)?;
+    let _out_lock = RunLock::shared(&out_dir, &log)?;
 
     // NARs (checked as copied), the other inputs' NARs of shared paths
     // (checked where they are), and the other files, side by side.
@@ -346,7 +346,8 @@ fn read_input(cache: &CacheDir, index: usize) -> Result<Input> {
     for rel in std::mem::take(&mut input.files) {
         let name = rel.to_str().filter(|n| rel.parent() == Some(Path::new("")) && n.ends_with(".narinfo"));
         if let Some(name) = name {
-            input.narinfos.push(read_narinfo(cache, name, store_dir, index)?);
+            let (text, info) = read_cache::read_narinfo(cache, name, store_dir, "")?;
+            input.narinfos.push(Entry { input: index, name: name.to_owned(), text, info });
         } else if rel == Path::new(MANIFEST) {
             input.manifest = Some(cache.read_small(Path::new(MANIFEST), MAX_SMALL_FILE)?);
         } else if rel != Path::new("nix-cache-info") {
@@ -375,19 +376,6 @@ fn walk(root: &Path, rel: &Path, input: &mut Input) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Reads and checks `dir/name`.
-fn read_narinfo(cache: &CacheDir, name: &str, store_dir: &str, input: usize) -> Result<Entry> {
-    let file = cache.path().join(name);
-    let text = cache.read_text(Path::new(name), MAX_NARINFO)?;
-    let info = NarInfo::parse(store_dir, &text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    let expected = format!("{}.narinfo", info.path.hash_part());
-    if name != expected {
-        bail!("{}: the narinfo of {} must be named {expected}", file.display(), info.path);
-    }
-    nar_file(&info.url).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-    Ok(Entry { input, name: name.to_owned(), text, info })
 }
 
 /// The merged cache's `nix-cache-info`: the inputs' own when they are all

@@ -138,7 +138,7 @@ pub fn sign_cache(
     let info_text = read_cache_info_in(&source, "")?;
     // Against `gc`, until every narinfo is named (see `crate::durable::lock`).
     let say = |line: &str| eprintln!("make-binary-cache: {line}");
-    let _source_lock = RunLock::shared(cache, say)?;
+    let _source_lock = RunLock::shared(&source, say)?;
     let store_dir = read_cache::store_dir(cache, &info_text)?.unwrap_or(default_store_dir).to_owned();
     // Read before DEST is made: a cache that does not parse leaves no trace.
     let narinfos = read_narinfos(&source, &store_dir)?;
@@ -149,7 +149,7 @@ pub fn sign_cache(
             None
         }
     };
-    let _dest_lock = out.map(|out| RunLock::shared(out, say)).transpose()?;
+    let _dest_lock = dest.as_ref().map(|dest| RunLock::shared(&dest.dir, say)).transpose()?;
 
     // Largest NAR first, so the last to start are the quickest to finish.
     let mut plan: Vec<&Entry> = narinfos.iter().collect();

@@ -139,10 +139,9 @@ const CHUNK: usize = 256 * 1024;
 /// valid `StoreDir` in `nix-cache-info`.
 pub fn verify_cache(cache: &Path, options: &Options, report: impl Fn(&[Finding]) + Sync) -> Result<Summary> {
     let start = Instant::now();
-    let dir = &read_cache::open(cache, "")?;
+    let cache = &read_cache::open(cache, "")?;
     // A `gc` meanwhile would make NARs vanish under the check.
     let _lock = RunLock::shared(cache, |line| eprintln!("make-binary-cache: {line}"))?;
-    let cache = dir;
     let problems = AtomicUsize::new(0);
     let warnings = AtomicUsize::new(0);
     let emit = |findings: &[Finding]| {

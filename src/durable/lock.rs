@@ -79,15 +79,15 @@ impl RunLock {
     /// Shared, for a run that writes or reads `cache` (which must have its
     /// `nar/` directory). Waits while a `gc` holds it, saying so once
     /// through `say`.
-    pub fn shared(cache: &Path, say: impl Fn(&str)) -> Result<Self> {
+    pub fn shared(cache: &CacheDir, say: impl Fn(&str)) -> Result<Self> {
         let Some(file) = open_nar_dir(cache)? else { return Ok(Self { file: None }) };
-        let shown = || format!("locking {}", cache.join(NAR_DIR).display());
+        let shown = || format!("locking {}", cache.path().join(NAR_DIR).display());
         match flock(&file, libc::LOCK_SH | libc::LOCK_NB).with_context(shown)? {
             Flock::Taken => return Ok(Self { file: Some(file) }),
             Flock::Unsupported => return Ok(Self { file: None }),
             Flock::Busy => {}
         }
-        say(&format!("waiting for `make-binary-cache gc` to finish in {}", cache.display()));
+        say(&format!("waiting for `make-binary-cache gc` to finish in {}", cache.path().display()));
         match flock(&file, libc::LOCK_SH).with_context(shown)? {
             Flock::Taken => Ok(Self { file: Some(file) }),
             _ => Ok(Self { file: None }),
@@ -96,21 +96,21 @@ impl RunLock {
 
     /// Exclusive, for `gc`: waits at most `wait` for the runs that hold it
     /// shared. `Ok(None)` when the file system has no locks.
-    pub fn exclusive(cache: &Path, wait: Duration) -> Result<Option<Self>> {
+    pub fn exclusive(cache: &CacheDir, wait: Duration) -> Result<Option<Self>> {
         let Some(file) = open_nar_dir(cache)? else {
-            bail!("{} has no {NAR_DIR}/ directory: there is nothing to collect", cache.display())
+            bail!("{} has no {NAR_DIR}/ directory: there is nothing to collect", cache.path().display())
         };
         let start = Instant::now();
         loop {
             match flock(&file, libc::LOCK_EX | libc::LOCK_NB)
-                .with_context(|| format!("locking {}", cache.join(NAR_DIR).display()))?
+                .with_context(|| format!("locking {}", cache.path().join(NAR_DIR).display()))?
             {
                 Flock::Taken => return Ok(Some(Self { file: Some(file) })),
                 Flock::Unsupported => return Ok(None),
                 Flock::Busy if start.elapsed() >= wait => bail!(
                     "another run of make-binary-cache (a build, sign, merge, verify or a build reusing it) is using \
                      {} and still was after {} s: run gc when it has finished, or give --wait SECONDS",
-                    cache.display(),
+                    cache.path().display(),
                     wait.as_secs()
                 ),
                 Flock::Busy => std::thread::sleep(Duration::from_millis(50)),
@@ -125,9 +125,8 @@ impl RunLock {
 }
 
 /// `cache/nar`, open, reached through no symlink; `None` when missing.
-fn open_nar_dir(cache: &Path) -> Result<Option<File>> {
-    let dir = CacheDir::open(cache).with_context(|| format!("opening {}", cache.display()))?;
-    match dir.open_dir(Path::new(NAR_DIR)) {
+fn open_nar_dir(cache: &CacheDir) -> Result<Option<File>> {
+    match cache.open_dir(Path::new(NAR_DIR)) {
         Ok(nar) => Ok(Some(nar.as_file().with_context(|| format!("opening {}", nar.path().display()))?)),
         Err(e) if e.is_missing() => Ok(None),
         Err(e) => Err(e.into()),

@@ -115,6 +115,11 @@ impl<'a> NarInfoBatch<'a> {
         })
     }
 
+    /// The cache the narinfos go to, open.
+    pub(crate) fn cache(&self) -> &CacheDir {
+        &self.cache
+    }
+
     /// Hands over the narinfo of `info`, whose NAR is named; `false` when
     /// naming has failed, and the narinfo is dropped.
     pub(crate) fn add(&self, info: &'a PathInfo, checked: Checked) -> bool {

@@ -108,7 +108,7 @@ fn copy_one(drv: &StorePath, log_dir: &Path, earlier: &EarlierCaches, log: &Path
     let name = drv.base_name();
     let plain = log_dir.join("drvs").join(&name[..2]).join(&name[2..]);
     let compressed = plain.with_file_name(format!("{}.bz2", &name[2..]));
-    let (source, reader, found): (PathBuf, Box<dyn Read>, Found) = match File::open(&compressed) {
+    let (source, mut reader, found): (PathBuf, Box<dyn Read>, Found) = match File::open(&compressed) {
         Ok(file) => (compressed, Box::new(bzip2::read::MultiBzDecoder::new(BufReader::new(file))), Found::Nix),
         Err(e) if e.kind() == io::ErrorKind::NotFound => match File::open(&plain) {
             Ok(file) => (plain, Box::new(file), Found::Nix),
@@ -120,7 +120,6 @@ fn copy_one(drv: &StorePath, log_dir: &Path, earlier: &EarlierCaches, log: &Path
         },
         Err(e) => return Err(e).with_context(|| format!("reading {}", compressed.display())),
     };
-    let mut reader = reader;
     let mut file = AtomicFile::create(log, name).with_context(|| format!("writing {}", log.join(name).display()))?;
     io::copy(&mut reader, &mut file).with_context(|| format!("copying the build log {}", source.display()))?;
     file.persist(name).with_context(|| format!("naming {}", log.join(name).display()))?;

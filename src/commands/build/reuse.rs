@@ -99,7 +99,7 @@ impl EarlierCaches {
             match cache.read_text(Path::new(manifest::FILE_NAME), MAX_SMALL_FILE) {
                 Ok(text) => match ours.compare(&text) {
                     Ok(()) => {
-                        locks.push(RunLock::shared(dir, |line| eprintln!("make-binary-cache: {line}"))?);
+                        locks.push(RunLock::shared(&cache, |line| eprintln!("make-binary-cache: {line}"))?);
                         caches.push(Arc::new(cache))
                     }
                     Err(why) => notes.push(format!(

@@ -39,10 +39,10 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
     let reused = reusable.iter().filter(|r| r.is_some()).count();
 
     let notes = create_layout(out, &settings.cache_info(), &settings.manifest())?.into_iter().collect();
+    let narinfos = NarInfoBatch::new(out, &settings.store_dir, settings.sync)?;
     // Held until the last narinfo is named: `gc` must not remove a NAR
     // before its narinfo is there to keep it.
-    let _run = RunLock::shared(out, |line| eprintln!("make-binary-cache: {line}"))?;
-    let narinfos = NarInfoBatch::new(out, &settings.store_dir, settings.sync)?;
+    let _run = RunLock::shared(narinfos.cache(), |line| eprintln!("make-binary-cache: {line}"))?;
 
     // Only what is compressed counts: copying is quick.
     let unstarted_bytes =
