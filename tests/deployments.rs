@@ -28,22 +28,6 @@ fn our_cache(tmp: &TempDir) -> (String, PathBuf) {
     (root, cache)
 }
 
-/// The full path of a program on PATH, or in /usr/sbin (not on every user's
-/// PATH); a missing one fails the test, naming the Debian package.
-fn program(name: &str, package: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()))
-        .unwrap_or_default();
-    on_path
-        .or_else(|| Some(Path::new("/usr/sbin").join(name)).filter(|f| f.is_file()))
-        .unwrap_or_else(|| panic!("this test needs {name}: install it (Debian: `apt-get install {package}`)"))
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 // ---------------------------------------------------------------------------
 // HTTP, served by nginx
 

@@ -19,6 +19,7 @@ mod nar_proptest;
 mod optional_files;
 mod packaging;
 mod progress;
+mod remote_builders;
 mod resources;
 mod reuse;
 mod sign;

@@ -473,3 +473,19 @@ pub fn write_attrs(file: &Path, closure_json: &str, out: &Path) {
     let out = serde_json::to_string(out.to_str().unwrap()).unwrap();
     fs::write(file, format!(r#"{{"closure": {}, "outputs": {{"out": {out}}}}}"#, closure_json.trim())).unwrap();
 }
+
+/// The full path of a program on PATH, or in /usr/sbin (not on every user's
+/// PATH); a missing one fails the test, naming the Debian package.
+pub fn program(name: &str, package: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()))
+        .unwrap_or_default();
+    on_path
+        .or_else(|| Some(Path::new("/usr/sbin").join(name)).filter(|f| f.is_file()))
+        .unwrap_or_else(|| panic!("this test needs {name}: install it (Debian: `apt-get install {package}`)"))
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
