@@ -41,6 +41,10 @@ use crate::format::path_info::PathInfo;
 /// NAR on disk.
 const BATCH_AGE: Duration = Duration::from_secs(1);
 
+/// Without syncing, how long a narinfo may wait to be named: long enough
+/// that the namer wakes once per many tiny paths, not once per path.
+const UNSYNCED_AGE: Duration = Duration::from_millis(10);
+
 /// At most this many narinfos wait at once: each holds an open file. Workers
 /// wait when it is reached, so it must not be small: with 256, 10,000 tiny
 /// store paths made 40 `syncfs` calls, the workers waiting on each, instead
@@ -69,7 +73,8 @@ fn batch_max() -> usize {
 /// then names the narinfos; a last [`sync`](Self::sync) puts those names on
 /// disk. One `syncfs` a second writes back little more than the kernel soon
 /// would anyway and costs far less than an `fsync` per file; the workers go
-/// on compressing meanwhile. Without `sync`, narinfos are named at once.
+/// on compressing meanwhile. Without `sync`, narinfos are named after
+/// [`UNSYNCED_AGE`].
 pub(crate) struct NarInfoBatch<'a> {
     out: &'a Path,
     /// The same, open, to read and lock.
@@ -133,7 +138,7 @@ impl<'a> NarInfoBatch<'a> {
         }
         state.oldest.get_or_insert_with(Instant::now);
         state.waiting.push((info, checked));
-        if !self.sync || state.waiting.len() == 1 || state.waiting.len() >= self.max_waiting {
+        if state.waiting.len() == 1 || state.waiting.len() >= self.max_waiting {
             self.changed.notify_all();
         }
         true
@@ -151,7 +156,7 @@ impl<'a> NarInfoBatch<'a> {
     /// Names batches of narinfos, each after a sync, until the batch is
     /// closed and all are named, telling `observer` of each path named.
     pub(crate) fn name_batches(&self, observer: &impl Observer) -> Result<()> {
-        let age = if self.sync { BATCH_AGE } else { Duration::ZERO };
+        let age = if self.sync { BATCH_AGE } else { UNSYNCED_AGE };
         loop {
             let (batch, last) = {
                 let mut state = self.state.lock().unwrap();
