@@ -257,3 +257,73 @@ fn concurrent_runs_leave_a_manifest_only_when_all_had_the_same_settings() {
         }
     }
 }
+
+/// (inode, modification time) of every file of `dir`, by name.
+fn stamps(dir: &Path) -> std::collections::BTreeMap<String, (u64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    for sub in ["", "nar"] {
+        for entry in fs::read_dir(dir.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_file() {
+                out.insert(format!("{sub}/{}", entry.file_name().to_string_lossy()), (meta.ino(), meta.mtime_nsec()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_cache_updated_in_place_leaves_what_it_has_alone_and_equals_a_fresh_one() {
+    if skip_without_nix() {
+        return;
+    }
+    let tmp = TempDir::new("reuse-in-place");
+    let (before, _) = closure_with(&tmp, "before.json", "in-place-before");
+    let (after, roots) = closure_with(&tmp, "after.json", "in-place-after");
+    let served = tmp.join("served");
+    write(&before, &served, &[]);
+    // Signed since: the update must keep the signatures it does not touch.
+    let key = tmp.join("key");
+    run_ok(nix_cmd("nix-store").args(["--generate-binary-cache-key", "in-place-1"]).arg(&key).arg(tmp.join("key.pub")));
+    run_ok(&mut crate::common::sign(&key, None, &served));
+    let old = stamps(&served);
+
+    let log = write(&after, &served, &reuse_arg(&served));
+    // The fixture's 5 paths are there; the new one is compressed.
+    assert!(log.contains("6 store paths (5 already in the cache, 0 NARs reused, 1 compressed)"), "{log}");
+    assert_eq!(log.matches("\ncopied ").count() + usize::from(log.starts_with("copied ")), 1, "{log}");
+    let new = stamps(&served);
+    for (name, stamp) in &old {
+        assert_eq!(new.get(name), Some(stamp), "{name} was rewritten");
+    }
+    // Without --reuse too, and then nothing is written at all.
+    let log = write(&after, &served, &[]);
+    assert!(log.contains("6 store paths (6 already in the cache, 0 written)"), "{log}");
+
+    // What a fresh build of the second closure holds, and the signatures.
+    let fresh = tmp.join("fresh");
+    write(&after, &fresh, &[]);
+    let (served_tree, fresh_tree) = (tree(&served), tree(&fresh));
+    let narinfos = |t: &[(String, Vec<u8>)]| -> Vec<String> {
+        t.iter().filter(|(n, _)| n.ends_with(".narinfo")).map(|(n, _)| n.clone()).collect()
+    };
+    assert!(narinfos(&fresh_tree).iter().all(|n| narinfos(&served_tree).contains(n)));
+    for (name, text) in served_tree.iter().filter(|(n, _)| n.ends_with(".narinfo")) {
+        let text = String::from_utf8_lossy(text);
+        let was_there = old.contains_key(&format!("/{name}"));
+        assert_eq!(text.contains("Sig: in-place-1:"), was_there, "{name}: {text}");
+    }
+    copy_closure_from(&served, &tmp.join("store"), &roots);
+
+    // A narinfo that says something else is written afresh, not kept.
+    let victim = served.join(format!("{}.narinfo", hash_part(&roots[0])));
+    let good = fs::read_to_string(&victim).unwrap();
+    let references = good.lines().find(|l| l.starts_with("References: ")).unwrap();
+    fs::write(&victim, good.replace(references, "References: ")).unwrap();
+    let log = write(&after, &served, &[]);
+    assert!(log.contains("6 store paths (5 already in the cache, 1 written)"), "{log}");
+    let mended = fs::read_to_string(&victim).unwrap();
+    assert!(mended.contains(references), "{mended}");
+}

@@ -21,7 +21,8 @@
 //! already there under its name (its FileHash) is kept when its size is
 //! right (as Nix's `BinaryCacheStore::addToStore` keeps an existing NAR
 //! file) and replaced when not; a narinfo replaces the old one, which pointed
-//! at a NAR of its own; `nix-cache-info` is written only when missing, and an
+//! at a NAR of its own, unless it already says what this run would (see
+//! [`already_there`]: then the store path is left as it is, unread); `nix-cache-info` is written only when missing, and an
 //! existing one must be for the same store directory and hold the
 //! `WantMassQuery` and `Priority` this run was given, if any (see
 //! `check_cache_info_text`).
@@ -63,7 +64,11 @@ use crate::durable::atomic_file::AtomicFile;
 use crate::format::cache_info::{self, CacheInfo};
 use crate::format::layout::EMPTY_DIRS;
 use crate::format::manifest::{self, Manifest};
+use crate::format::narinfo::{NarInfo, Settled, nar_file, settle};
+use crate::format::path_info::PathInfo;
 use crate::format::store_path::StorePath;
+
+use super::Settings;
 
 /// Fails unless an existing `nix-cache-info` holding `text` agrees: the
 /// same `StoreDir` (Nix refuses every path of a cache for another store
@@ -114,9 +119,8 @@ fn check_cache_info_text(info: &CacheInfo, text: &str, file: &Path) -> Result<()
 
 /// Creates the directories and `nix-cache-info`, or checks that an existing
 /// `nix-cache-info` agrees with `info`, before writing anything; then
-/// settles the manifest (see the module documentation), returning a line
-/// for the log when it is not written or kept.
-pub(crate) fn create_layout(out: &Path, info: &CacheInfo, manifest: &Manifest) -> Result<Option<String>> {
+/// settles the manifest (see the module documentation).
+pub(crate) fn create_layout(out: &Path, info: &CacheInfo, manifest: &Manifest) -> Result<Layout> {
     check_out(out)?;
     let info_file = out.join("nix-cache-info");
     check_cache_info(out, info)?;
@@ -176,49 +180,62 @@ fn check_out(out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What [`create_layout`] found.
+#[derive(Debug, Default)]
+pub(crate) struct Layout {
+    /// A line for the log when the manifest is not written or kept.
+    pub(crate) note: Option<String>,
+    /// The cache already had this run's manifest: its NARs were made by
+    /// runs of ours with these settings, and [`already_there`] may keep them.
+    pub(crate) same_settings: bool,
+}
+
 /// Writes, keeps or replaces the manifest of the cache in `out`, which held
 /// NARs (or narinfos) before this run if `had_nars`.
-pub(crate) fn settle_manifest(out: &Path, manifest: &Manifest, had_nars: bool) -> Result<Option<String>> {
+pub(crate) fn settle_manifest(out: &Path, manifest: &Manifest, had_nars: bool) -> Result<Layout> {
+    let note = |line: String| Ok(Layout { note: Some(line), same_settings: false });
     let file = out.join(manifest::FILE_NAME);
     let context = || format!("writing {}", file.display());
     // Twice at most: when another run creates it between our look and ours.
     for _ in 0..2 {
         match read_own(out, manifest::FILE_NAME)? {
             Some(theirs) if theirs == manifest::MIXED => {
-                return Ok(Some(format!(
+                return note(format!(
                     "{} says the cache holds NARs made with different settings: later runs will not reuse its NARs",
                     file.display()
-                )));
+                ));
             }
             Some(theirs) => {
-                let Err(why) = manifest.compare(&theirs) else { return Ok(None) };
+                let Err(why) = manifest.compare(&theirs) else {
+                    return Ok(Layout { note: None, same_settings: had_nars });
+                };
                 let mut mixed = AtomicFile::create(out, manifest::FILE_NAME).with_context(context)?;
                 mixed.write_all(manifest::MIXED.as_bytes()).with_context(context)?;
                 mixed.persist(manifest::FILE_NAME).with_context(context)?;
-                return Ok(Some(format!(
+                return note(format!(
                     "{} was made with other settings ({why}): the cache now holds NARs made both ways, and the \
                      file says so instead; later runs will not reuse its NARs",
                     file.display()
-                )));
+                ));
             }
             None => {
                 if had_nars {
-                    return Ok(Some(format!(
+                    return note(format!(
                         "{} already holds NARs but no {} (written by `nix copy` or by an older version): none is \
                          written, as it would describe NARs it knows nothing of; later runs will not reuse its NARs",
                         out.display(),
                         manifest::FILE_NAME
-                    )));
+                    ));
                 }
                 let mut new = AtomicFile::create(out, manifest::FILE_NAME).with_context(context)?;
                 new.write_all(manifest.render().as_bytes()).with_context(context)?;
                 if new.persist_new(manifest::FILE_NAME).with_context(context)?.is_none() {
-                    return Ok(None);
+                    return Ok(Layout::default());
                 }
             }
         }
     }
-    Ok(None)
+    Ok(Layout::default())
 }
 
 /// Fails unless the `nix-cache-info` of the cache in `out`, if it has one, agrees
@@ -242,6 +259,44 @@ fn read_own(out: &Path, name: &str) -> Result<Option<String>> {
         Err(e) if e.is_missing() => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether `info` is already in the cache `cache`, which had this run's
+/// manifest before it ([`Layout::same_settings`]), as this run would write
+/// it: its narinfo says what ours would (the NAR file fields aside, which
+/// the same settings make the same; signatures there stay, see [`settle`])
+/// and names a NAR file of its FileSize, and its NAR listing is there if one
+/// is wanted. Then the run leaves it as it is, as `nix copy` leaves a path
+/// the cache has, and neither reads the store path nor writes a file for it:
+/// what makes updating a large cache in place cheap. The NAR is judged by
+/// its size, as [`super::pipeline`] judges an existing NAR; `verify` reads
+/// it. Anything unreadable or different is written afresh, as before; with
+/// debug info wanted (its entries are only known from the NAR), everything is.
+pub(crate) fn already_there(cache: &CacheDir, info: &PathInfo, settings: &Settings) -> bool {
+    if settings.index_debug_info {
+        return false;
+    }
+    let name = format!("{}.narinfo", info.path.hash_part());
+    let Ok(text) = cache.read_text(Path::new(&name), cache_dir::MAX_NARINFO) else { return false };
+    let Ok(theirs) = NarInfo::parse(&settings.store_dir, &text) else { return false };
+    let ours = NarInfo {
+        info: info.clone(),
+        url: theirs.url.clone(),
+        compression: settings.compression,
+        file_hash: theirs.file_hash,
+        file_size: theirs.file_size,
+    };
+    if !matches!(settle(&settings.store_dir, &ours, Some(&text), None), Settled::Unchanged) {
+        return false;
+    }
+    let nar_there = nar_file(&theirs.url)
+        .ok()
+        .and_then(|nar| cache.open_file(nar).ok())
+        .and_then(|file| file.metadata().ok())
+        .is_some_and(|meta| meta.len() == theirs.file_size);
+    let listing_there =
+        !settings.write_nar_listing || cache.open_file(Path::new(&format!("{}.ls", info.path.hash_part()))).is_ok();
+    nar_there && listing_there
 }
 
 /// Whether the cache in `out` already has `path`: its narinfo exists and its
@@ -295,7 +350,7 @@ mod tests {
     }
 
     fn layout(dir: &Path, info: &CacheInfo) -> Result<Option<String>> {
-        create_layout(dir, info, &Settings::new("/nix/store".into(), Compression::Zstd).manifest())
+        create_layout(dir, info, &Settings::new("/nix/store".into(), Compression::Zstd).manifest()).map(|l| l.note)
     }
 
     fn store(store_dir: &str) -> CacheInfo<'_> {

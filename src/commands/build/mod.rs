@@ -118,6 +118,8 @@ pub struct Written {
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub paths: usize,
+    /// Paths the cache already had as this run would write them, left alone.
+    pub there: usize,
     /// NARs copied from earlier caches; `None` when none were given.
     pub reused: Option<usize>,
     pub nar_bytes: u64,
@@ -131,8 +133,22 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let secs = self.elapsed.as_secs_f64();
         write!(f, "{}", count(self.paths, "store path"))?;
-        if let Some(reused) = self.reused {
-            write!(f, " ({} reused, {} compressed)", count(reused, "NAR"), self.paths - reused)?;
+        let written = self.paths - self.there;
+        match (self.there, self.reused) {
+            (0, None) => {}
+            (0, Some(reused)) => write!(
+                f,
+                " ({} reused, {written_compressed} compressed)",
+                count(reused, "NAR"),
+                written_compressed = written - reused
+            )?,
+            (there, None) => write!(f, " ({there} already in the cache, {written} written)")?,
+            (there, Some(reused)) => write!(
+                f,
+                " ({there} already in the cache, {} reused, {} compressed)",
+                count(reused, "NAR"),
+                written - reused
+            )?,
         }
         write!(
             f,

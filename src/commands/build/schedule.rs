@@ -12,7 +12,7 @@ use anyhow::Result;
 
 use crate::commands::build::dump::Dumper;
 use crate::commands::build::durability::NarInfoBatch;
-use crate::commands::build::layout::create_layout;
+use crate::commands::build::layout::{already_there, create_layout};
 use crate::commands::build::logs;
 use crate::commands::build::pipeline::{Source, write_path};
 use crate::commands::build::reuse::Reusable;
@@ -24,25 +24,50 @@ use crate::format::path_info::PathInfo;
 use crate::resources::{MemoryBudget, path_need};
 use crate::workers;
 
+/// What becomes of one store path of the closure.
+enum Lookup {
+    /// Already in the cache as this run would write it: left alone.
+    There,
+    /// Copied from an earlier cache.
+    Reuse(Reusable),
+    /// Compressed here.
+    Compress,
+}
+
 /// Writes the cache for `closure` into `out`, telling `observer` how it goes.
 pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observer: &impl Observer) -> Result<Summary> {
     let start = Instant::now();
     // Largest first: the last paths to start are then the quickest to finish.
     let mut plan: Vec<&PathInfo> = closure.iter().collect();
     plan.sort_by(|a, b| b.nar_size.cmp(&a.nar_size).then_with(|| a.path.cmp(&b.path)));
-    // Looked up before anything is written: a damaged earlier cache fails
-    // the run before it starts.
-    let reusable: Vec<Option<Reusable>> = plan
-        .iter()
-        .map(|info| settings.reuse.find(info, settings.compression, &settings.store_dir))
-        .collect::<Result<_>>()?;
-    let reused = reusable.iter().filter(|r| r.is_some()).count();
-
-    let notes = create_layout(out, &settings.cache_info(), &settings.manifest())?.into_iter().collect();
+    let layout = create_layout(out, &settings.cache_info(), &settings.manifest())?;
     let narinfos = NarInfoBatch::new(out, &settings.store_dir, settings.sync)?;
     // Held until the last narinfo is named: `gc` must not remove a NAR
-    // before its narinfo is there to keep it.
+    // before its narinfo is there to keep it, nor a path found there below.
     let _run = RunLock::shared(narinfos.cache(), |line| eprintln!("make-binary-cache: {line}"))?;
+    // One pass on all workers, before any path is written: a damaged
+    // earlier cache fails the run before it starts.
+    let lookups = workers::run_parallel(&plan, settings.jobs, |info| {
+        if layout.same_settings && already_there(narinfos.cache(), info, settings) {
+            return Ok(Lookup::There);
+        }
+        Ok(match settings.reuse.find(info, settings.compression, &settings.store_dir)? {
+            Some(reusable) => Lookup::Reuse(reusable),
+            None => Lookup::Compress,
+        })
+    })?;
+    let there = lookups.iter().filter(|l| matches!(l, Lookup::There)).count();
+    let reused = lookups.iter().filter(|l| matches!(l, Lookup::Reuse(_))).count();
+    let (plan, reusable): (Vec<&PathInfo>, Vec<Option<Reusable>>) = plan
+        .into_iter()
+        .zip(lookups)
+        .filter_map(|(info, lookup)| match lookup {
+            Lookup::There => None,
+            Lookup::Reuse(reusable) => Some((info, Some(reusable))),
+            Lookup::Compress => Some((info, None)),
+        })
+        .unzip();
+    let notes = layout.note.into_iter().collect();
 
     // Only what is compressed counts: copying is quick.
     let unstarted_bytes =
@@ -146,7 +171,8 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
         notes.push(logs::copy_logs(closure, out, log_dir, &settings.reuse, settings.jobs, settings.sync)?.to_string());
     }
     Ok(Summary {
-        paths: plan.len(),
+        paths: plan.len() + there,
+        there,
         reused: settings.reuse.given().then_some(reused),
         nar_bytes,
         file_bytes,
