@@ -103,12 +103,30 @@ impl CacheDir {
 
     /// Opens the regular file `rel` beneath the cache for reading.
     pub fn open_file(&self, rel: &Path) -> Result<File, OpenError> {
+        Ok(self.open_regular(rel)?.0)
+    }
+
+    /// The size of the regular file `name` at the top of the cache (not a
+    /// symlink); `None` when there is no such file. One `fstatat`, where
+    /// opening it would take three calls.
+    pub fn regular_file_size(&self, name: &str) -> Option<u64> {
+        let c = cstring(OsStr::new(name)).ok()?;
+        // SAFETY: plain data; filled by fstatat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: an open descriptor, a NUL-terminated name, a valid buffer.
+        let rc = unsafe { libc::fstatat(self.dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        (rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(st.st_size as u64)
+    }
+
+    /// [`open_file`](Self::open_file), with its metadata.
+    fn open_regular(&self, rel: &Path) -> Result<(File, std::fs::Metadata), OpenError> {
         let shown = self.path.join(rel);
         let fd = self
             .open_beneath(rel, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)
             .map_err(|e| refused(e, &self.path, shown.clone()))?;
         let file = File::from(fd);
-        let kind = file.metadata().map_err(|e| OpenError::Io(shown.clone(), e))?.file_type();
+        let meta = file.metadata().map_err(|e| OpenError::Io(shown.clone(), e))?;
+        let kind = meta.file_type();
         if !kind.is_file() {
             let what = if kind.is_dir() {
                 "a directory"
@@ -123,19 +141,20 @@ impl CacheDir {
             };
             return Err(OpenError::NotRegular(shown, what));
         }
-        Ok(file)
+        Ok((file, meta))
     }
 
     /// The whole of the small file `rel`, which may have `max` bytes at most.
     pub fn read_small(&self, rel: &Path, max: u64) -> Result<Vec<u8>, OpenError> {
-        self.read_open(self.open_file(rel)?, rel, max)
+        let (file, meta) = self.open_regular(rel)?;
+        self.read_open(file, meta.len(), rel, max)
     }
 
     /// [`read_text`](Self::read_text), with the file's [`Stamp`].
     pub fn read_text_stamped(&self, rel: &Path, max: u64) -> Result<(String, Stamp), OpenError> {
-        let file = self.open_file(rel)?;
-        let stamp = Stamp::of(&file.metadata().map_err(|e| OpenError::Io(self.path.join(rel), e))?);
-        Ok((self.utf8(rel, self.read_open(file, rel, max)?)?, stamp))
+        let (file, meta) = self.open_regular(rel)?;
+        let stamp = Stamp::of(&meta);
+        Ok((self.utf8(rel, self.read_open(file, meta.len(), rel, max)?)?, stamp))
     }
 
     /// The [`Stamp`] of the entry `name` at the top of the cache, not
@@ -154,9 +173,11 @@ impl CacheDir {
         self.utf8(rel, self.read_small(rel, max)?)
     }
 
-    /// All of `file`, opened as `rel`, at most `max` bytes of it.
-    fn read_open(&self, file: File, rel: &Path, max: u64) -> Result<Vec<u8>, OpenError> {
-        let mut bytes = Vec::new();
+    /// All of `file`, opened as `rel`, at most `max` bytes of it; `size`
+    /// (what fstat said) sizes the buffer, so that a small file takes two
+    /// reads, the second finding its end.
+    fn read_open(&self, file: File, size: u64, rel: &Path, max: u64) -> Result<Vec<u8>, OpenError> {
+        let mut bytes = Vec::with_capacity(usize::try_from(size.min(max).saturating_add(1)).unwrap_or(0));
         file.take(max.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| OpenError::Io(self.path.join(rel), e))?;
         if bytes.len() as u64 > max {
             return Err(OpenError::TooLarge(self.path.join(rel), max));

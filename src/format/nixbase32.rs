@@ -17,6 +17,25 @@
 /// The 32 characters of the alphabet, in digit order.
 pub const ALPHABET: &[u8; 32] = b"0123456789abcdfghijklmnpqrsvwxyz";
 
+/// The value of each byte as a nix32 digit, `NOT_A_DIGIT` for the others:
+/// one lookup, where a search of the alphabet was a tenth of the time spent
+/// reading 100,000 narinfos.
+const DIGITS: [u8; 256] = {
+    let mut table = [NOT_A_DIGIT; 256];
+    let mut i = 0;
+    while i < ALPHABET.len() {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+const NOT_A_DIGIT: u8 = 0xff;
+
+/// The value of `c` as a nix32 digit, if it is one.
+pub fn digit(c: u8) -> Option<u8> {
+    Some(DIGITS[usize::from(c)]).filter(|&d| d != NOT_A_DIGIT)
+}
+
 /// Length of the encoding of `n` bytes.
 pub const fn encoded_len(n: usize) -> usize {
     if n == 0 { 0 } else { (n * 8 - 1) / 5 + 1 }
@@ -47,7 +66,7 @@ pub fn decode(s: &str, n: usize) -> Result<Vec<u8>, DecodeError> {
     }
     let mut out = vec![0u8; n];
     for (pos, c) in s.bytes().rev().enumerate() {
-        let digit = ALPHABET.iter().position(|&a| a == c).ok_or(DecodeError::Character(char::from(c)))? as u16;
+        let digit = u16::from(digit(c).ok_or(DecodeError::Character(char::from(c)))?);
         let b = pos * 5;
         let (i, j) = (b / 8, b % 8);
         out[i] |= (digit << j) as u8;

@@ -132,7 +132,7 @@ fn validate_base_name(base: &str) -> Result<(), BaseNameError> {
         .split_at_checked(HASH_LEN)
         .and_then(|(hash, rest)| Some((hash, rest.strip_prefix('-')?)))
         .ok_or(BaseNameError::Shape)?;
-    if !hash.bytes().all(|b| nixbase32::ALPHABET.contains(&b)) {
+    if !hash.bytes().all(|b| nixbase32::digit(b).is_some()) {
         return Err(BaseNameError::HashNotNix32(hash.to_owned()));
     }
     if name.is_empty() || name.len() > MAX_NAME_LEN {
@@ -141,7 +141,8 @@ fn validate_base_name(base: &str) -> Result<(), BaseNameError> {
     if name.starts_with('.') {
         return Err(BaseNameError::LeadingDot);
     }
-    if let Some(bad) = name.chars().find(|&c| !(c.is_ascii_alphanumeric() || "+-._?=".contains(c))) {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '?' | '=');
+    if let Some(bad) = name.chars().find(|&c| !allowed(c)) {
         return Err(BaseNameError::NameCharacter(bad));
     }
     Ok(())

@@ -64,7 +64,7 @@ use crate::durable::atomic_file::AtomicFile;
 use crate::format::cache_info::{self, CacheInfo};
 use crate::format::layout::EMPTY_DIRS;
 use crate::format::manifest::{self, Manifest};
-use crate::format::narinfo::{NarInfo, Settled, nar_file, settle};
+use crate::format::narinfo::{NarInfo, nar_file};
 use crate::format::path_info::PathInfo;
 use crate::format::store_path::StorePath;
 
@@ -261,10 +261,11 @@ fn read_own(out: &Path, name: &str) -> Result<Option<String>> {
     }
 }
 
-/// Whether `info` is already in the cache `cache`, which had this run's
+/// Whether `info` is already in the cache `cache` (`nar_dir` its `nar/`), which had this run's
 /// manifest before it ([`Layout::same_settings`]), as this run would write
 /// it: its narinfo says what ours would (the NAR file fields aside, which
-/// the same settings make the same; signatures there stay, see [`settle`])
+/// the same settings make the same; signatures there stay, as
+/// [`crate::format::narinfo::settle`] keeps them)
 /// and names a NAR file of its FileSize, and its NAR listing is there if one
 /// is wanted. Then the run leaves it as it is, as `nix copy` leaves a path
 /// the cache has, and neither reads the store path nor writes a file for it:
@@ -272,7 +273,7 @@ fn read_own(out: &Path, name: &str) -> Result<Option<String>> {
 /// its size, as [`super::pipeline`] judges an existing NAR; `verify` reads
 /// it. Anything unreadable or different is written afresh, as before; with
 /// debug info wanted (its entries are only known from the NAR), everything is.
-pub(crate) fn already_there(cache: &CacheDir, info: &PathInfo, settings: &Settings) -> bool {
+pub(crate) fn already_there(cache: &CacheDir, nar_dir: &CacheDir, info: &PathInfo, settings: &Settings) -> bool {
     if settings.index_debug_info {
         return false;
     }
@@ -286,14 +287,22 @@ pub(crate) fn already_there(cache: &CacheDir, info: &PathInfo, settings: &Settin
         file_hash: theirs.file_hash,
         file_size: theirs.file_size,
     };
-    if !matches!(settle(&settings.store_dir, &ours, Some(&text), None), Settled::Unchanged) {
+    if !info.same_fingerprint(&theirs.info) {
         return false;
     }
+    // What naming ours would leave: ours with the
+    // signatures there; the same text, or it is written afresh.
+    let mut merged = ours;
+    merged.add_signatures_of(&theirs);
+    if merged.render().ok().as_deref() != Some(text.as_str()) {
+        return false;
+    }
+    // Ours are all `nar/<FileHash>.nar…`; a URL of another shape is written afresh.
     let nar_there = nar_file(&theirs.url)
         .ok()
-        .and_then(|nar| cache.open_file(nar).ok())
-        .and_then(|file| file.metadata().ok())
-        .is_some_and(|meta| meta.len() == theirs.file_size);
+        .and_then(|nar| nar.strip_prefix("nar").ok()?.to_str())
+        .filter(|name| !name.contains('/'))
+        .is_some_and(|name| nar_dir.regular_file_size(name) == Some(theirs.file_size));
     let listing_there =
         !settings.write_nar_listing || cache.open_file(Path::new(&format!("{}.ls", info.path.hash_part()))).is_ok();
     nar_there && listing_there

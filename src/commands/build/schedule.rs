@@ -47,8 +47,9 @@ pub fn write_cache(closure: &[PathInfo], out: &Path, settings: &Settings, observ
     let _run = RunLock::shared(narinfos.cache(), |line| eprintln!("make-binary-cache: {line}"))?;
     // One pass on all workers, before any path is written: a damaged
     // earlier cache fails the run before it starts.
+    let nar_dir = narinfos.cache().open_dir(Path::new("nar"))?;
     let lookups = workers::run_parallel(&plan, settings.jobs, |info| {
-        if layout.same_settings && already_there(narinfos.cache(), info, settings) {
+        if layout.same_settings && already_there(narinfos.cache(), &nar_dir, info, settings) {
             return Ok(Lookup::There);
         }
         Ok(match settings.reuse.find(info, settings.compression, &settings.store_dir)? {
