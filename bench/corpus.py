@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Builds a benchmark closure in the local Nix store and writes its path-info JSON.
 
-usage: python3 bench/corpus.py SHAPE [--size MB] [--closure FILE] [--seed N]
+usage: python3 bench/corpus.py SHAPE [--size MB] [--count N] [--closure FILE] [--seed N]
+                                       [--changed F --variant V]
 
 Shapes:
   system   many store paths of the sizes a system closure has (most a few KiB to
@@ -12,6 +13,12 @@ Shapes:
            tail of small ones, ~583 MB, as a toolchain or firmware makes it
   random   one 100 MiB store path of random bytes and four of 20 MiB of text
   tiny     10,000 store paths of ~3 KiB of text each (--count sets how many)
+  many     100,000 small store paths (--count sets how many) referring to each
+           other, ~2 KiB of NAR each, imported with `nix-store --import` from a
+           stream this script generates (no builds: 100,000 paths in about a
+           minute); --changed F --variant V replace a fraction F of the paths
+           no other path refers to with new ones (new store paths and
+           contents), as a night's rebuild of a mirror would
 
 The contents are files of this machine (shared libraries, Python and Perl
 sources, documentation, locales from /usr), so they compress like real store
@@ -28,6 +35,7 @@ Prints the root store path on stdout; with --closure, also writes
 Only the Python standard library is used.
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -49,7 +57,7 @@ TEXT_SUFFIXES = (".py", ".pm", ".pl", ".h", ".hpp", ".c", ".txt", ".html", ".md"
                  ".xml", ".json", ".sh", ".tcl", ".el", ".scm", ".pod", ".cfg", ".conf", ".ini", ".tex")
 # Files larger than this are skipped: no single host file should dominate.
 MAX_FILE = 64 * MiB
-SHAPES = ("system", "few-big", "random", "tiny")
+SHAPES = ("system", "few-big", "random", "tiny", "many")
 
 
 class Fail(Exception):
@@ -278,6 +286,137 @@ in derivation {{
 
 
 # ---------------------------------------------------------------------------
+# The many shape: a `nix-store --export` stream, generated.
+
+NIX32 = "0123456789abcdfghijklmnpqrsvwxyz"
+EXPORT_MAGIC = 0x4558494E
+
+
+def nix32(digest):
+    """Nix's base-32 of a 20-byte digest (the hash part of a store path)."""
+    out = []
+    for n in range((len(digest) * 8 - 1) // 5, -1, -1):
+        b, j = divmod(n * 5, 8)
+        c = digest[b] >> j
+        if b + 1 < len(digest):
+            c |= digest[b + 1] << (8 - j)
+        out.append(NIX32[c & 0x1F])
+    return "".join(out)
+
+
+def nar_str(b):
+    return len(b).to_bytes(8, "little") + b + b"\0" * (-len(b) % 8)
+
+
+def nar_node(node):
+    """NAR serialisation of a node: bytes (file), ("x", bytes) (executable),
+    ("l", target) (symlink) or a dict (directory)."""
+    if isinstance(node, dict):
+        body = nar_str(b"type") + nar_str(b"directory")
+        for name in sorted(node):
+            body += (nar_str(b"entry") + nar_str(b"(") + nar_str(b"name") + nar_str(name.encode())
+                     + nar_str(b"node") + nar_node(node[name]) + nar_str(b")"))
+    elif isinstance(node, tuple) and node[0] == "l":
+        body = nar_str(b"type") + nar_str(b"symlink") + nar_str(b"target") + nar_str(node[1].encode())
+    elif isinstance(node, tuple):
+        body = nar_str(b"type") + nar_str(b"regular") + nar_str(b"executable") + nar_str(b"") \
+            + nar_str(b"contents") + nar_str(node[1])
+    else:
+        body = nar_str(b"type") + nar_str(b"regular") + nar_str(b"contents") + nar_str(node)
+    return nar_str(b"(") + body + nar_str(b")")
+
+
+def many_root(count, seed, changed, variant):
+    """The root store path of a many corpus: one per count, seed and change."""
+    key = f"many-root:{seed}:{count}:{changed}:{variant if changed else 0}"
+    return f"/nix/store/{nix32(hashlib.sha256(key.encode()).digest()[:20])}-many-{count}-root"
+
+
+def many_stream(count, seed, changed, variant, out):
+    """Writes to `out` an export stream of `count` store paths and a root;
+    returns the root store path. Path i refers to a few earlier ones (and
+    every fifth to itself); the root refers to every path no other refers to.
+    With `changed` > 0, that fraction of those (chosen by `variant`) are
+    replaced by new store paths."""
+    store = "/nix/store"
+    rng = random.Random(seed)
+    refs = []
+    for i in range(count):
+        k = rng.choice((0, 0, 1, 1, 2, 3, 5)) if i else 0
+        refs.append(sorted({rng.randrange(i) for _ in range(k)}))
+    referred = set(r for rs in refs for r in rs)
+    tops = [i for i in range(count) if i not in referred]
+    pick = random.Random(f"{seed}:{variant}")
+    swapped = set(pick.sample(tops, round(changed * count))) if changed else set()
+    if len(swapped) > len(tops):
+        raise Fail(f"--changed {changed}: only {len(tops)} paths have no referrer")
+
+    def path(i):
+        v = variant if i in swapped else 0
+        digest = hashlib.sha256(f"many:{seed}:{i}:{v}".encode()).digest()[:20]
+        return f"{store}/{nix32(digest)}-many-{i}-1.{v}"
+
+    paths = [path(i) for i in range(count)]
+    words = "the quick brown fox jumps over a lazy dog while nix copies closures".split()
+
+    def write_path(p, references, tree):
+        out.write((1).to_bytes(8, "little"))
+        out.write(nar_str(b"nix-archive-1") + nar_node(tree))
+        out.write(EXPORT_MAGIC.to_bytes(8, "little"))
+        out.write(nar_str(p.encode()))
+        out.write(len(references).to_bytes(8, "little"))
+        for r in sorted(references):
+            out.write(nar_str(r.encode()))
+        out.write(nar_str(b""))  # no deriver
+        out.write((0).to_bytes(8, "little"))  # no signature
+
+    for i, p in enumerate(paths):
+        r = random.Random(f"{seed}:{i}:{variant if i in swapped else 0}")
+        references = [paths[j] for j in refs[i]] + ([p] if i % 5 == 0 else [])
+        text = "".join(f"{' '.join(r.choice(words) for _ in range(10))} {i}\n" for _ in range(r.randrange(10, 40)))
+        name = p.split("-", 1)[1]
+        tree = {"share": {"doc": {name: {"README": text.encode()}}},
+                "nix-support": {"propagated-build-inputs": (" ".join(references) + "\n").encode()}}
+        if i % 10 == 0:
+            tree["bin"] = {name: ("x", f"#!/bin/sh\nexec {p}/share/doc/{name}/README\n".encode())}
+        if i % 7 == 0:
+            tree["lib"] = ("l", f"{references[0]}/share" if references else "share")
+        write_path(p, references, tree)
+    root = many_root(count, seed, changed, variant)
+    top_paths = [paths[i] for i in tops]
+    write_path(root, top_paths, ("".join(t + "\n" for t in top_paths)).encode())
+    out.write((0).to_bytes(8, "little"))
+    return root
+
+
+def import_many(count, seed, changed, variant, log):
+    """Generates the many corpus and imports it, unless it is there;
+    returns the root."""
+    root = many_root(count, seed, changed, variant)
+    valid = subprocess.run(["nix-store", "--check-validity", root], env=NIX_ENV, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL).returncode == 0
+    if valid:
+        return root
+    print(f"corpus.py: importing {count} store paths into the Nix store…", file=log, flush=True)
+    # Nix's database need not be synced per path for a benchmark corpus.
+    cmd = ["nix-store", "--import", "--option", "fsync-metadata", "false"]
+    p = subprocess.Popen(cmd, env=NIX_ENV, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE)
+    import io
+    buf = io.BufferedWriter(p.stdin, 1 << 20)
+    try:
+        root = many_stream(count, seed, changed, variant, buf)
+        buf.flush()
+    except BrokenPipeError:
+        root = None
+    p.stdin.close()
+    err = p.stderr.read().decode(errors="replace")
+    if p.wait() != 0 or root is None:
+        raise Fail(f"nix-store --import failed (exit {p.returncode}):\n{err[-3000:]}")
+    return root
+
+
+# ---------------------------------------------------------------------------
 # Builder mode: runs inside nix-build, as the build user.
 
 
@@ -350,7 +489,7 @@ def run(cmd, **kw):
     return p.stdout.strip()
 
 
-def make(shape, size_mb=None, count=10_000, seed=1, closure=None, log=sys.stderr):
+def make(shape, size_mb=None, count=None, seed=1, closure=None, log=sys.stderr, changed=0.0, variant=1):
     """Builds the corpus of `shape` in the Nix store; returns (root store
     path, path-info JSON text or None)."""
     if shape not in SHAPES:
@@ -360,6 +499,21 @@ def make(shape, size_mb=None, count=10_000, seed=1, closure=None, log=sys.stderr
     for tool in ("nix-build", "nix"):
         if not shutil.which(tool):
             raise Fail(f"{tool} not found: install Nix (Debian: apt-get install nix-bin)")
+    if count is None:
+        count = 100_000 if shape == "many" else 10_000
+    if shape == "many":
+        root = import_many(count, seed, changed, variant, log)
+    else:
+        root = build_corpus(shape, size_mb, count, seed, log)
+    info = None
+    if closure:
+        info = run(["nix", "path-info", "--json", "--recursive", root])
+        with open(closure, "w") as f:
+            f.write(info)
+    return root, info
+
+
+def build_corpus(shape, size_mb, count, seed, log):
     with tempfile.TemporaryDirectory(prefix="mbc-corpus-") as tmp:
         expr = os.path.join(tmp, "corpus.nix")
         if shape == "tiny":
@@ -369,13 +523,7 @@ def make(shape, size_mb=None, count=10_000, seed=1, closure=None, log=sys.stderr
             text = expression(packages, f"{shape}-{size_mb}-root" if shape != "random" else "random-root")
         open(expr, "w").write(text)
         print(f"corpus.py: building the {shape} corpus in the Nix store…", file=log, flush=True)
-        root = run(["nix-build", "--no-out-link", "--max-jobs", str(os.cpu_count() or 1), "--cores", "1", expr])
-    info = None
-    if closure:
-        info = run(["nix", "path-info", "--json", "--recursive", root])
-        with open(closure, "w") as f:
-            f.write(info)
-    return root, info
+        return run(["nix-build", "--no-out-link", "--max-jobs", str(os.cpu_count() or 1), "--cores", "1", expr])
 
 
 def main():
@@ -384,12 +532,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("shape", choices=SHAPES)
     ap.add_argument("--size", type=int, metavar="MB", help="total size (system, few-big): default 600, 583")
-    ap.add_argument("--count", type=int, default=10_000, help="store paths of the tiny shape (default 10000)")
+    ap.add_argument("--count", type=int, help="store paths of the tiny and many shapes (default 10000, 100000)")
+    ap.add_argument("--changed", type=float, default=0.0, metavar="F",
+                    help="many: replace this fraction of the paths no other refers to")
+    ap.add_argument("--variant", type=int, default=1, help="many: which paths --changed replaces, and how")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--closure", metavar="FILE", help="write the path-info JSON here")
     args = ap.parse_args()
     try:
-        root, _ = make(args.shape, args.size, args.count, args.seed, args.closure)
+        root, _ = make(args.shape, args.size, args.count, args.seed, args.closure,
+                       changed=args.changed, variant=args.variant)
     except Fail as e:
         die(str(e))
     print(root)
