@@ -43,7 +43,8 @@ mod layers {
         ("resources", &["compress", "format"]),
         ("workers", &["resources"]),
         ("cache", &["compress", "format"]),
-        ("durable", &["cache", "format"]),
+        // How many narinfos may wait open: the open-files limit.
+        ("durable", &["cache", "format", "resources"]),
         ("input", &["compress", "format", "resources"]),
         // The builder's Observer is what progress shows.
         ("progress", &["commands", "format", "text"]),

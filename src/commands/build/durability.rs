@@ -45,30 +45,13 @@ const BATCH_AGE: Duration = Duration::from_secs(1);
 /// that the namer wakes once per many tiny paths, not once per path.
 const UNSYNCED_AGE: Duration = Duration::from_millis(10);
 
-/// At most this many narinfos wait at once: each holds an open file. Workers
-/// wait when it is reached, so it must not be small: with 256, 10,000 tiny
-/// store paths made 40 `syncfs` calls, the workers waiting on each, instead
-/// of one a second. The soft limit of open files (often 1024) is raised to
-/// the hard one for this, and [`OTHER_FILES`] are left for the rest.
-const BATCH_MAX: usize = 8192;
-
-/// Open files kept free for the rest of the run: the walk (a descriptor per
-/// directory level of each worker), NAR files, the store's files.
-const OTHER_FILES: u64 = 512;
-
-/// How many narinfos may wait at once, given the open-files limit.
-fn batch_max() -> usize {
-    let limit = crate::resources::system::raise_open_files_limit(BATCH_MAX as u64 + OTHER_FILES);
-    usize::try_from(limit.saturating_sub(OTHER_FILES)).unwrap_or(BATCH_MAX).clamp(16, BATCH_MAX)
-}
-
 /// The narinfos of checked paths, named in batches once their NARs are on
 /// disk.
 ///
 /// Workers [`add`](Self::add) a written but unnamed narinfo as soon as its
 /// NAR is named. One thread ([`name_batches`](Self::name_batches)) takes the
 /// batch when its oldest narinfo has waited [`BATCH_AGE`] (or it holds
-/// [`batch_max`] of them, or the run is over), calls `syncfs` once for all of it
+/// [`narinfos::batch_max`] of them, or the run is over), calls `syncfs` once for all of it
 /// (which puts both the NARs and the narinfos' contents on disk) and only
 /// then names the narinfos; a last [`sync`](Self::sync) puts those names on
 /// disk. One `syncfs` a second writes back little more than the kernel soon
@@ -84,7 +67,7 @@ pub(crate) struct NarInfoBatch<'a> {
     /// to `syncfs`; empty without `sync`.
     file_systems: FileSystems,
     sync: bool,
-    /// See [`batch_max`].
+    /// See [`narinfos::batch_max`].
     max_waiting: usize,
     state: Mutex<BatchState<'a>>,
     changed: Condvar,
@@ -107,7 +90,7 @@ impl<'a> NarInfoBatch<'a> {
     pub(crate) fn new(out: &'a Path, store_dir: &'a str, sync: bool) -> Result<Self> {
         let cache = CacheDir::open(out).with_context(|| format!("opening {}", out.display()))?;
         let file_systems = if sync { FileSystems::of(&[out, &out.join("nar")])? } else { FileSystems::default() };
-        let max_waiting = batch_max();
+        let max_waiting = narinfos::batch_max();
         Ok(Self {
             out,
             cache,
