@@ -3,10 +3,12 @@
 
 usage: python3 bench/bench.py [--shapes system,few-big,random,tiny]
                               [--compressions none,zstd,xz] [--sizes MB,...]
+                              [--few-big-sizes MB,...]
                               [--jobs N] [--repeat N] [--no-limit] [--work DIR]
 
 For each corpus shape (see bench/corpus.py; --sizes sets the system shape's
-total size, several sizes give a scaling curve) it builds the closure in the
+total size, several sizes give a scaling curve, --few-big-sizes the few-big
+shape's, whose largest path stays 48 % of it) it builds the closure in the
 local Nix store, then for each compression runs, back to back:
 
   ours      target/release/make-binary-cache --closure C --out D --compression X
@@ -326,6 +328,8 @@ def main():
     ap.add_argument("--compressions", default="none,zstd,xz")
     ap.add_argument("--sizes", default="600", metavar="MB,...",
                     help="sizes of the system shape in MB (default 600); several give a scaling curve")
+    ap.add_argument("--few-big-sizes", default="583", metavar="MB,...",
+                    help="sizes of the few-big shape in MB (default 583)")
     ap.add_argument("--count", type=int, default=10_000, help="store paths of the tiny shape (default 10000)")
     ap.add_argument("--jobs", type=int, default=0, help="our --jobs (default: all cores)")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each, reporting the median (default 1)")
@@ -337,8 +341,9 @@ def main():
     args.compressions = [c for c in args.compressions.split(",") if c]
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s]
+        few_big_sizes = [int(s) for s in args.few_big_sizes.split(",") if s]
     except ValueError:
-        sys.exit(f"bench.py: --sizes takes sizes in MB separated by commas, not {args.sizes!r}")
+        sys.exit("bench.py: --sizes and --few-big-sizes take sizes in MB separated by commas")
     for s in args.shapes:
         if s not in corpus.SHAPES:
             sys.exit(f"bench.py: unknown shape {s!r}: expected some of {', '.join(corpus.SHAPES)}")
@@ -370,8 +375,8 @@ def main():
         print(machine, file=sys.stderr)
         rows = []
         for shape in args.shapes:
-            for size in (sizes if shape == "system" else [None]):
-                label = f"{shape} {size} MB" if shape == "system" else shape
+            for size in {"system": sizes, "few-big": few_big_sizes}.get(shape, [None]):
+                label = f"{shape} {size} MB" if size else shape
                 root, _ = corpus.make(shape, size, args.count)
                 t0 = time.monotonic()
                 closure_json = sh("nix", "path-info", "--json", "--recursive", root)
