@@ -291,6 +291,7 @@ def bench_closure(label, root, closure_json, path_info_s, args, work):
         ours_size, nix_size = dir_size(ours_dir), dir_size(nix_dir)
         rows.append({
             "label": label, "compression": c, "paths": len(closure), "nar_mb": nar_bytes / 1e6,
+            "path_info_s": path_info_s,
             "ours": ours, "nix": nixc, "limit": limit, "unsynced": unsynced, "floor": floor, "limit_name": limit_cmd(c, nar, "")[0] if limit else "",
             "ours_mb": ours_size / 1e6, "nix_mb": nix_size / 1e6,
         })
@@ -399,7 +400,8 @@ def main():
     for r in rows:
         closures.setdefault(r["label"], r)
     for label, r in closures.items():
-        print(f"- {label}: {r['paths']} store paths, {r['nar_mb']:.1f} MB of NAR")
+        print(f"- {label}: {r['paths']} store paths, {r['nar_mb']:.1f} MB of NAR; the `nix path-info` query "
+              f"{r['path_info_s']:.2f} s (counted in ours)")
     print(f"\nOne run each{'' if args.repeat == 1 else f', median of {args.repeat}'}; ours includes the "
           "`nix path-info --json --recursive` query; CPU is (user+sys)/wall in cores; "
           "compressor alone: on the concatenated NAR in the page cache; disk floor: ours' files copied "
