@@ -202,6 +202,17 @@ fn output_of(drv: &str) -> String {
     out
 }
 
+/// A nonce never used before (so that Nix must build every shard now), the
+/// fixture's root built with it here, and its cache with `shards = 1`,
+/// built here too, to compare with.
+fn fresh_fixture(label: &str) -> (String, String, PathBuf) {
+    let nonce = unique(label);
+    let root = build_fixture(&nonce, "a");
+    let body = "mkBinaryCache { rootPaths = [ fixture ]; }";
+    let whole = PathBuf::from(run_ok(&mut nix_build_expr(&builder_bin(), &nonce, body)));
+    (nonce, root, whole)
+}
+
 fn skip_without_root() -> bool {
     if is_root() {
         return false;
@@ -216,14 +227,7 @@ fn shards_built_on_two_ssh_builders_merge_into_the_unsharded_cache() {
         return;
     }
     let tmp = TempDir::new("remote-shards");
-    // Never built before, so Nix must build every shard now.
-    let nonce = unique("remote-shards");
-    let root = build_fixture(&nonce, "a");
-    let whole = PathBuf::from(run_ok(&mut nix_build_expr(
-        &builder_bin(),
-        &nonce,
-        "mkBinaryCache { rootPaths = [ fixture ]; }",
-    )));
+    let (nonce, root, whole) = fresh_fixture("remote-shards");
 
     let builders = Builders::start(tmp.path(), 2, "substituters =\n");
     let (merged, log) = builders.nix_build(&nonce, "mkBinaryCache { rootPaths = [ fixture ]; shards = 4; }", &[]);
@@ -260,13 +264,7 @@ fn builders_use_substitutes_take_the_closure_from_a_signed_cache_of_ours() {
         return;
     }
     let tmp = TempDir::new("remote-substitutes");
-    let nonce = unique("remote-substitutes");
-    let root = build_fixture(&nonce, "a");
-    let whole = PathBuf::from(run_ok(&mut nix_build_expr(
-        &builder_bin(),
-        &nonce,
-        "mkBinaryCache { rootPaths = [ fixture ]; }",
-    )));
+    let (nonce, root, whole) = fresh_fixture("remote-substitutes");
     // The shards' inputs: the closure and our program, in a cache of ours,
     // signed; the builders trust the key and nothing else.
     let program = run_ok(&mut nix_build_expr(

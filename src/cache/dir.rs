@@ -110,12 +110,19 @@ impl CacheDir {
     /// symlink); `None` when there is no such file. One `fstatat`, where
     /// opening it would take three calls.
     pub fn regular_file_size(&self, name: &str) -> Option<u64> {
+        let st = self.lstat(name)?;
+        (st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(st.st_size as u64)
+    }
+
+    /// `fstatat` of the entry `name` at the top of the cache, not following
+    /// a symlink; `None` when there is none.
+    fn lstat(&self, name: &str) -> Option<libc::stat> {
         let c = cstring(OsStr::new(name)).ok()?;
         // SAFETY: plain data; filled by fstatat.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: an open descriptor, a NUL-terminated name, a valid buffer.
         let rc = unsafe { libc::fstatat(self.dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-        (rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(st.st_size as u64)
+        (rc == 0).then_some(st)
     }
 
     /// [`open_file`](Self::open_file), with its metadata.
@@ -160,12 +167,8 @@ impl CacheDir {
     /// The [`Stamp`] of the entry `name` at the top of the cache, not
     /// following a symlink; `None` when there is none.
     pub fn stamp(&self, name: &str) -> Option<Stamp> {
-        let c = cstring(OsStr::new(name)).ok()?;
-        // SAFETY: plain data; filled by fstatat.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: an open descriptor, a NUL-terminated name, a valid buffer.
-        let rc = unsafe { libc::fstatat(self.dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-        (rc == 0).then_some(Stamp { ino: st.st_ino, size: st.st_size as u64, mtime: (st.st_mtime, st.st_mtime_nsec) })
+        let st = self.lstat(name)?;
+        Some(Stamp { ino: st.st_ino, size: st.st_size as u64, mtime: (st.st_mtime, st.st_mtime_nsec) })
     }
 
     /// [`read_small`](Self::read_small) as UTF-8 text.

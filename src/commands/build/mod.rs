@@ -136,12 +136,7 @@ impl std::fmt::Display for Summary {
         let written = self.paths - self.there;
         match (self.there, self.reused) {
             (0, None) => {}
-            (0, Some(reused)) => write!(
-                f,
-                " ({} reused, {written_compressed} compressed)",
-                count(reused, "NAR"),
-                written_compressed = written - reused
-            )?,
+            (0, Some(reused)) => write!(f, " ({} reused, {} compressed)", count(reused, "NAR"), written - reused)?,
             (there, None) => write!(f, " ({there} already in the cache, {written} written)")?,
             (there, Some(reused)) => write!(
                 f,
