@@ -21,7 +21,7 @@ use anyhow::{Result, anyhow, bail};
 use crate::cache::dir::{Kind, MAX_SMALL_FILE};
 use crate::cache::read;
 use crate::commands::catalog::Catalog;
-use crate::durable::atomic_file::FileSystems;
+use crate::durable::atomic_file::{FileSystems, is_temporary_name};
 use crate::durable::lock::RunLock;
 use crate::format::layout::NAR_DIR;
 use crate::format::narinfo::nar_file;
@@ -199,7 +199,7 @@ fn unneeded_files(catalog: &Catalog, kept: &BTreeSet<StorePath>) -> Result<Vec<R
     for (name, kind) in listing(Path::new(""))? {
         let name = name.to_string_lossy().into_owned();
         if kind == Kind::File
-            && (is_ours_temporary(&name) || name.strip_suffix(".ls").is_some_and(|h| !hash_parts.contains(h)))
+            && (is_temporary_name(&name) || name.strip_suffix(".ls").is_some_and(|h| !hash_parts.contains(h)))
         {
             remove(PathBuf::from(&name), name);
         }
@@ -225,7 +225,7 @@ fn unneeded_files(catalog: &Catalog, kept: &BTreeSet<StorePath>) -> Result<Vec<R
         for (name, kind) in entries {
             let rel = Path::new(dir).join(&name);
             let name = name.to_string_lossy();
-            if kind == Kind::File && (is_ours_temporary(&name) || !keep(&name, &rel)) {
+            if kind == Kind::File && (is_temporary_name(&name) || !keep(&name, &rel)) {
                 let what = rel.display().to_string();
                 remove(rel, what);
             }
@@ -250,29 +250,9 @@ fn debuginfo_kept(catalog: &Catalog, rel: &Path, nar_files: &BTreeSet<PathBuf>) 
     }
 }
 
-/// `.<label>.<pid>-<n>-<16 hex>.tmp`: a file a run of ours was writing
-/// when it died (see [`crate::durable::atomic_file`]).
-fn is_ours_temporary(name: &str) -> bool {
-    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else { return false };
-    let Some((_, tail)) = inner.rsplit_once('.') else { return false };
-    let parts: Vec<&str> = tail.split('-').collect();
-    matches!(parts.as_slice(), [pid, n, random]
-        if pid.bytes().all(|b| b.is_ascii_digit()) && n.bytes().all(|b| b.is_ascii_digit())
-            && random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn temporary_files_of_ours_are_told_from_others() {
-        assert!(is_ours_temporary(".abc.narinfo.1234-5-0123456789abcdef.tmp"));
-        assert!(is_ours_temporary(".nix-cache-info.77-0-fedcba9876543210.tmp"));
-        assert!(!is_ours_temporary(".gitignore"));
-        assert!(!is_ours_temporary(".x.1234-5-0123.tmp"));
-        assert!(!is_ours_temporary("x.1234-5-0123456789abcdef.tmp"));
-    }
 
     #[test]
     fn keep_names_store_paths_and_links_to_them() {

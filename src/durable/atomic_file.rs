@@ -267,6 +267,18 @@ fn with_temporary_name<T>(
     }
 }
 
+/// Whether `name` is one of [`with_temporary_name`]'s: a file a run of ours
+/// was writing when it died, which `gc` removes. Beside the writer, so that
+/// the two cannot drift apart.
+pub fn is_temporary_name(name: &str) -> bool {
+    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else { return false };
+    let Some((_, tail)) = inner.rsplit_once('.') else { return false };
+    let parts: Vec<&str> = tail.split('-').collect();
+    matches!(parts.as_slice(), [pid, n, random]
+        if pid.bytes().all(|b| b.is_ascii_digit()) && n.bytes().all(|b| b.is_ascii_digit())
+            && random.len() == 16 && random.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Whether `link` failed because the file system has no hard links.
 fn no_hard_links(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS))
@@ -314,6 +326,18 @@ fn link_unnamed(file: &File, target: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_files_of_ours_are_told_from_others() {
+        assert!(is_temporary_name(".abc.narinfo.1234-5-0123456789abcdef.tmp"));
+        assert!(is_temporary_name(".nix-cache-info.77-0-fedcba9876543210.tmp"));
+        assert!(!is_temporary_name(".gitignore"));
+        assert!(!is_temporary_name(".x.1234-5-0123.tmp"));
+        assert!(!is_temporary_name("x.1234-5-0123456789abcdef.tmp"));
+        // What the writer names, the reader knows.
+        let (_, written) = with_temporary_name(&std::env::temp_dir(), "abc.narinfo", |_| Ok(())).unwrap();
+        assert!(is_temporary_name(written.file_name().unwrap().to_str().unwrap()), "{}", written.display());
+    }
     use std::io::Write;
 
     fn scratch(name: &str) -> PathBuf {
