@@ -14,7 +14,7 @@
 use crate::common::*;
 use std::fs;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -43,13 +43,10 @@ struct Nginx {
 impl Nginx {
     fn serve(root: &Path, prefix: &Path) -> Nginx {
         let nginx = program("nginx", "nginx-light");
-        // Another process may take the port between our probe and nginx's
-        // bind: then nginx exits at once and we try another.
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            fs::create_dir_all(prefix.join("tmp")).unwrap();
-            let conf = prefix.join("nginx.conf");
+        fs::create_dir_all(prefix.join("tmp")).unwrap();
+        let conf = prefix.join("nginx.conf");
+        let error_log = prefix.join("error.log");
+        let (port, child) = start_on_free_port("nginx", &error_log, Duration::from_secs(20), |port| {
             // As root, the master binds and the workers run as nobody, as in
             // a real deployment: the cache must be world-readable.
             let user = if is_root() { "user nobody nogroup;" } else { "" };
@@ -80,41 +77,18 @@ http {{
                 ),
             )
             .unwrap();
-            let child = Command::new(&nginx)
+            Command::new(&nginx)
                 .arg("-p")
                 .arg(prefix)
                 .arg("-c")
                 .arg(&conf)
                 .arg("-e")
-                .arg(prefix.join("error.log"))
+                .arg(&error_log)
                 .stdin(Stdio::null())
                 .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", nginx.display()));
-            let mut server = Nginx { child, port, prefix: prefix.to_path_buf() };
-            match server.wait_until_serving() {
-                Ok(()) => return server,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("nginx did not start: {last_error}");
-    }
-
-    /// Wait until nginx answers, or say why it did not.
-    fn wait_until_serving(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let log = fs::read_to_string(self.prefix.join("error.log")).unwrap_or_default();
-                return Err(format!("nginx exited ({status}) on port {}:\n{log}", self.port));
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("nginx not listening on port {} after 20 s", self.port));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                .unwrap_or_else(|e| panic!("starting {}: {e}", nginx.display()))
+        });
+        Nginx { child, port, prefix: prefix.to_path_buf() }
     }
 
     fn url(&self) -> String {

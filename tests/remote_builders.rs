@@ -16,10 +16,9 @@
 
 use crate::common::*;
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One builder: an sshd in its own mount namespace, `/nix` from `root/nix`.
 struct Builder {
@@ -130,11 +129,8 @@ impl Drop for Builders {
 /// sshd for the builder at `root`, in its mount namespace, on a free port of
 /// 127.0.0.1; returns the port once it accepts connections.
 fn start_sshd(sshd: &Path, unshare: &Path, root: &Path, host_key: &Path, authorized: &Path) -> (u16, Child) {
-    let mut last_error = String::new();
-    // Another process may take the port between our probe and sshd's bind:
-    // then sshd exits at once and we try another.
-    for _ in 0..5 {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = root.join("sshd.log");
+    start_on_free_port(&format!("sshd for {}", root.display()), &log, Duration::from_secs(10), |port| {
         let config = root.join("sshd_config");
         fs::write(
             &config,
@@ -157,29 +153,15 @@ fn start_sshd(sshd: &Path, unshare: &Path, root: &Path, host_key: &Path, authori
             sshd = sshd.display(),
             config = config.display()
         );
-        let log = fs::File::create(root.join("sshd.log")).unwrap();
-        let mut child = Command::new(unshare)
+        let file = fs::File::create(&log).unwrap();
+        Command::new(unshare)
             .args(["--mount", "--propagation", "private", "sh", "-euc", &script])
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
             .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                last_error = format!("sshd exited ({status}): {}", fs::read_to_string(root.join("sshd.log")).unwrap());
-                break;
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return (port, child);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    panic!("could not start sshd for {}: {last_error}", root.display());
+            .unwrap()
+    })
 }
 
 /// Lines of Nix's log saying which builder built which derivation:

@@ -489,3 +489,42 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// Starts a server on a free port of 127.0.0.1 and returns the port once it
+/// accepts connections: `spawn(port)` writes its configuration and starts
+/// it. Another process may take the port between our probe and the
+/// server's bind: then the server exits at once and another port is tried,
+/// five in all. `what` names it and `log` is its log, for the message when
+/// it exits or is not listening within `patience`.
+pub fn start_on_free_port(
+    what: &str,
+    log: &Path,
+    patience: std::time::Duration,
+    mut spawn: impl FnMut(u16) -> std::process::Child,
+) -> (u16, std::process::Child) {
+    use std::time::{Duration, Instant};
+    let mut last_error = String::new();
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = spawn(port);
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                let said = fs::read_to_string(log).unwrap_or_default();
+                last_error = format!("{what} exited ({status}) on port {port}:\n{said}");
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (port, child);
+            }
+            if Instant::now() > deadline {
+                last_error = format!("{what} not listening on port {port} after {} s", patience.as_secs());
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("{what} did not start: {last_error}");
+}
