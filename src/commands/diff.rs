@@ -89,9 +89,7 @@ impl Diff {
     }
 
     pub fn json(&self) -> String {
-        let mut text = serde_json::to_string_pretty(self).expect("strings and integers always serialise");
-        text.push('\n');
-        text
+        super::json_text(self)
     }
 
     /// `+ path  size`, `- path  size`, `~ path  old NarHash → new`, then the counts.

@@ -85,9 +85,7 @@ fn entry(info: &NarInfo, referrers: usize) -> Entry {
 
 impl Listing {
     pub fn json(&self) -> String {
-        let mut text = serde_json::to_string_pretty(self).expect("strings and integers always serialise");
-        text.push('\n');
-        text
+        super::json_text(self)
     }
 
     /// A table: one line per store path, then the totals.

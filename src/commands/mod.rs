@@ -12,3 +12,11 @@ pub mod ls;
 pub mod merge;
 pub mod sign;
 pub mod verify;
+
+/// The JSON that `ls --json` and `diff --json` print: indented, ending in a
+/// line break.
+fn json_text(value: &impl serde::Serialize) -> String {
+    let mut text = serde_json::to_string_pretty(value).expect("strings and integers always serialise");
+    text.push('\n');
+    text
+}
