@@ -267,7 +267,7 @@ fn with_temporary_name<T>(
     }
 }
 
-/// Whether `name` is one of [`with_temporary_name`]'s: a file a run of ours
+/// Whether `name` is one of `with_temporary_name`'s: a file a run of ours
 /// was writing when it died, which `gc` removes. Beside the writer, so that
 /// the two cannot drift apart.
 pub fn is_temporary_name(name: &str) -> bool {

@@ -22,8 +22,9 @@
 //! right (as Nix's `BinaryCacheStore::addToStore` keeps an existing NAR
 //! file) and replaced when not; a narinfo replaces the old one, which pointed
 //! at a NAR of its own, unless it already says what this run would (see
-//! [`already_there`]: then the store path is left as it is, unread); `nix-cache-info` is written only when missing, and an
-//! existing one must be for the same store directory and hold the
+//! `already_there`: then the store path is left as it is, unread);
+//! `nix-cache-info` is written only when missing, and an existing one must
+//! be for the same store directory and hold the
 //! `WantMassQuery` and `Priority` this run was given, if any (see
 //! `check_cache_info_text`).
 //!
